@@ -1,0 +1,16 @@
+"""Attention and saliency methods: one file each on a shared base, one pass for all.
+
+>>> from auditor.methods import compute_maps, create_method
+>>> res = compute_maps(model, x, [create_method("gradcam"), create_method("rollout")])
+>>> res.maps["gradcam"].maps.shape   # B x h x w, raw
+"""
+
+from .base import MapResult, Method, Recorder, Recording
+from .engine import PassResult, compute_maps, is_headless, target_scores
+from .registry import create_method, list_methods, register_method
+from . import cls_attention, gradcam, rollout  # noqa: F401  (register the methods)
+
+__all__ = [
+    "MapResult", "Method", "PassResult", "Recorder", "Recording", "compute_maps", "create_method",
+    "is_headless", "list_methods", "register_method", "target_scores",
+]

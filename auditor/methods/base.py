@@ -1,0 +1,203 @@
+"""The shared base of every method, and the one place where hooks live.
+
+A method never runs the model itself. :func:`auditor.methods.compute_maps` plans one pass
+for all requested methods: a :class:`Recorder` registers every hook they need, one forward
+runs (and, if any method needs gradients, one ``autograd.grad`` call for the batch's
+targets), and each method then turns the :class:`Recording` into raw maps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..errors import NotApplicableError
+
+#: Special activation name: the last feature map ``B x C x h x w`` (``h * w > 1``) that the
+#: forward produced, found during the pass (Grad-CAM's default layer for CNNs).
+AUTO_FEATURE_MAP = "<last feature map>"
+
+
+@dataclass
+class MapResult:
+    """Raw maps of one method for a batch, at token / feature resolution.
+
+    Attributes:
+        method: the method's registry name.
+        maps: float32 ``[B, h, w]``, signed and unnormalised (upsampling and normalisation
+            are separate steps, :mod:`auditor.maps`).
+        extras: optional named tensors, e.g. ``per_head`` ``[B, heads, h, w]`` or
+            ``per_layer`` ``[B, L, h, w]``.
+        info: what was computed (layer, head, target), for the log and results.
+    """
+
+    method: str
+    maps: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recording:
+    """What one pass recorded. Attention tensors are ``[B, heads, T, T]`` in forward order."""
+
+    model: nn.Module
+    inputs: torch.Tensor
+    output: torch.Tensor | None = None
+    attentions: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    activations: dict[str, torch.Tensor] = field(default_factory=dict)
+    gradients: dict[str, torch.Tensor] = field(default_factory=dict)
+    resolved_layers: dict[str, str] = field(default_factory=dict)
+    target_scores: torch.Tensor | None = None
+    target_info: dict[str, Any] = field(default_factory=dict)
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose output is a block's post-softmax attention (timm / DINO ``attn.attn_drop``)."""
+    return [(n, m) for n, m in model.named_modules() if n.endswith("attn.attn_drop")]
+
+
+class Recorder:
+    """Register forward hooks for attention and named activations; always remove them.
+
+    Hooks are registered in ``__enter__`` and removed in ``__exit__`` whether or not the
+    model raised; exceptions propagate (never swallowed). timm attention modules with a
+    ``fused_attn`` switch are switched to the explicit path for the pass and restored.
+    """
+
+    def __init__(self, model: nn.Module, recording: Recording, *, attention: bool, activations: list[str]):
+        self.model, self.rec = model, recording
+        self.attention, self.activation_names = attention, activations
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._fused: list[tuple[nn.Module, bool]] = []
+
+    def __enter__(self) -> Recording:
+        try:
+            if self.attention:
+                for name, module in attention_modules(self.model):
+                    self._handles.append(module.register_forward_hook(self._attention_hook(name)))
+                for m in self.model.modules():
+                    if isinstance(getattr(m, "fused_attn", None), bool):
+                        self._fused.append((m, m.fused_attn))
+                        m.fused_attn = False
+            modules = dict(self.model.named_modules())
+            for name in self.activation_names:
+                if name == AUTO_FEATURE_MAP:
+                    for mod_name, module in modules.items():
+                        if mod_name:
+                            self._handles.append(module.register_forward_hook(self._feature_map_hook(mod_name)))
+                    continue
+                if name not in modules:
+                    raise NotApplicableError(f"the model has no layer named '{name}'")
+                self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
+        except BaseException:
+            self.release()
+            raise
+        return self.rec
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for m, fused in self._fused:
+            m.fused_attn = fused
+        self._fused.clear()
+
+    def _attention_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                self.rec.attentions.append((name, output))
+        return hook
+
+    def _feature_map_hook(self, module_name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+                self.rec.activations[AUTO_FEATURE_MAP] = output
+                self.rec.resolved_layers[AUTO_FEATURE_MAP] = module_name
+        return hook
+
+    def _activation_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            self.rec.activations[name] = out
+        return hook
+
+
+def token_grid(model: nn.Module, inputs: torch.Tensor, num_tokens: int) -> tuple[tuple[int, int], int]:
+    """``((h, w), num_prefix_tokens)`` of a token sequence of length ``num_tokens``.
+
+    Uses the model's own ``grid_size_for`` or ``patch_embed.patch_size`` (timm / DINO);
+    falls back to a square grid after the prefix tokens.
+    """
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    height, width = inputs.shape[-2:]
+    if hasattr(model, "grid_size_for"):
+        grid = tuple(model.grid_size_for(height, width))
+    elif hasattr(model, "patch_embed") and hasattr(model.patch_embed, "patch_size"):
+        p = model.patch_embed.patch_size
+        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        grid = (height // ph, width // pw)
+    else:
+        side = math.isqrt(num_tokens - prefix)
+        grid = (side, side)
+    if grid[0] * grid[1] + prefix != num_tokens:
+        prefix = num_tokens - grid[0] * grid[1]
+        if prefix < 0:
+            raise NotApplicableError(f"cannot map {num_tokens} tokens onto a {grid[0]}x{grid[1]} patch grid")
+    return grid, prefix
+
+
+def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``[..., h*w]`` -> ``[..., h, w]`` (row-major, as patch embeddings flatten)."""
+    return tokens.reshape(*tokens.shape[:-1], grid[0], grid[1])
+
+
+class Method:
+    """Base class: subclasses set ``name`` and override :meth:`compute`.
+
+    Class attributes declare what the pass must record: ``needs_attention`` (every block's
+    attention probabilities), ``needs_gradients`` (a backward from the target scores to the
+    layers returned by :meth:`activation_layers`).
+    """
+
+    name: ClassVar[str] = ""
+    needs_attention: ClassVar[bool] = False
+    needs_gradients: ClassVar[bool] = False
+
+    def check(self, model: nn.Module) -> None:
+        """Raise :class:`NotApplicableError` (with the reason) when the method cannot apply."""
+
+    def activation_layers(self, model: nn.Module) -> list[str]:
+        """Names of modules whose output (and gradient) the pass must record."""
+        return []
+
+    def compute(self, rec: Recording) -> MapResult:
+        raise NotImplementedError
+
+
+class AttentionMethod(Method):
+    """Base of methods that read the blocks' attention probabilities (needs a CLS token)."""
+
+    needs_attention = True
+
+    def check(self, model: nn.Module) -> None:
+        if not attention_modules(model):
+            raise NotApplicableError(
+                "the model has no readable attention: it needs timm/DINO-style blocks whose attention "
+                "probabilities pass through an `attn.attn_drop` module (not a fused kernel)"
+            )
+        if int(getattr(model, "num_prefix_tokens", 1)) < 1:
+            raise NotApplicableError("the model has no CLS token to read attention from")
+
+    @staticmethod
+    def attentions(rec: Recording) -> list[tuple[str, torch.Tensor]]:
+        if not rec.attentions:
+            raise NotApplicableError("no attention probabilities were recorded in the forward pass")
+        return rec.attentions

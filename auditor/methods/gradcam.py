@@ -1,0 +1,69 @@
+"""Grad-CAM (Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via
+Gradient-based Localization", ICCV 2017), for CNNs and ViTs.
+
+With activations ``A`` of the target layer and gradients ``G = d score / d A``:
+``w_c = mean_{i,j} G_c[i, j]`` and ``cam = sum_c w_c A_c`` -- returned *raw*, before the
+paper's ReLU (applied with normalisation, :func:`auditor.maps.normalize` ``"relu_minmax"``).
+
+Target layer (overridable with ``layer=``): for ViTs the last block's ``norm1`` (tokens
+``B x T x C``, prefix tokens dropped, patches reshaped to the grid, as pytorch-grad-cam
+recommends); for any other model the last module, in execution order, whose output is a
+feature map ``B x C x h x w`` with ``h * w > 1`` (e.g. ResNet's ``layer4``).
+
+Shapes: activations ``B x C x h x w`` or ``B x T x C`` -> map ``B x h x w``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn as nn
+
+from ..errors import NotApplicableError
+from .base import AUTO_FEATURE_MAP, MapResult, Method, Recording, token_grid
+from .registry import register_method
+
+
+def vit_target_layer(model: nn.Module) -> str | None:
+    """``blocks.<last>.norm1`` when the model has timm/DINO-style blocks, else None."""
+    best = None
+    for name, _ in model.named_modules():
+        m = re.fullmatch(r"blocks\.(\d+)\.norm1", name)
+        if m and (best is None or int(m.group(1)) > best):
+            best = int(m.group(1))
+    return None if best is None else f"blocks.{best}.norm1"
+
+
+@register_method
+class GradCAM(Method):
+    name = "gradcam"
+    needs_gradients = True
+
+    def __init__(self, layer: str | None = None):
+        self.layer = layer
+        self._resolved: dict[int, str] = {}
+
+    def activation_layers(self, model: nn.Module) -> list[str]:
+        name = self.layer or self._resolved.get(id(model)) or vit_target_layer(model)
+        return [name or AUTO_FEATURE_MAP]
+
+    def compute(self, rec: Recording) -> MapResult:
+        key = self.activation_layers(rec.model)[0]
+        act, grad = rec.activations.get(key), rec.gradients.get(key)
+        if act is None:
+            raise NotApplicableError("gradcam: no feature map (B x C x h x w or B x T x C) was recorded; pass a layer name")
+        layer_name = rec.resolved_layers.get(key, key)
+        if key == AUTO_FEATURE_MAP:
+            self._resolved[id(rec.model)] = layer_name
+        if grad is None:
+            grad = torch.zeros_like(act)  # the target does not depend on this layer: an all-zero map
+        act, grad = act.detach().float(), grad.detach().float()
+        if act.ndim == 3:  # tokens B x T x C -> B x C x h x w
+            grid, prefix = token_grid(rec.model, rec.inputs, act.shape[1])
+            act, grad = (t[:, prefix:].transpose(1, 2).reshape(t.shape[0], -1, *grid) for t in (act, grad))
+        if act.ndim != 4:
+            raise NotApplicableError(f"gradcam: layer '{layer_name}' gives {tuple(act.shape)}, not a feature map")
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = (weights * act).sum(1)
+        return MapResult(self.name, cam, info={"layer": layer_name})

@@ -1,0 +1,26 @@
+"""Method registry: ``register_method`` (class decorator), ``list_methods``, ``create_method``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError
+
+_METHODS: dict[str, type] = {}
+
+
+def register_method(cls: type) -> type:
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def list_methods() -> list[str]:
+    """Registered method names, sorted."""
+    return sorted(_METHODS)
+
+
+def create_method(name: str, **kwargs: Any):
+    """Instantiate a method by name; an unknown name lists the registered ones."""
+    if name not in _METHODS:
+        raise UsageError(f"Unknown method '{name}'. Available methods: {', '.join(list_methods())}.")
+    return _METHODS[name](**kwargs)

@@ -1,0 +1,70 @@
+"""Model + checkpoint in one call: what the CLI and the audit runner use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import UsageError
+from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
+from ._registry import resolve_model
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to audit: in eval mode, on its device, with where it came from."""
+
+    model: nn.Module
+    name: str
+    checkpoint: LoadReport | None
+    kwargs: dict[str, Any]
+
+    def describe(self) -> dict[str, Any]:
+        ck = self.checkpoint
+        return {
+            "name": self.name,
+            "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.kwargs.items()},
+            "checkpoint": None if ck is None else {"path": ck.path, "sha256": ck.sha256, "container": ck.container,
+                                                   "notices": ck.notices},
+        }
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``; a clear error when not available."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"Unknown device '{device}': use cpu, cuda or cuda:N.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
+    return dev
+
+
+def build_model(arch: str | None = None, *, factory: str | None = None, checkpoint: str | Path | None = None,
+                patch_size: int | None = None, image_size: int | tuple[int, int] | None = None,
+                num_classes: int | None = None, device: str = "cpu", trust_checkpoint: bool = False,
+                **arch_kwargs: Any) -> LoadedModel:
+    """Build ``arch`` (or ``factory``), load ``checkpoint`` strictly, move to ``device``, eval.
+
+    ``num_classes`` and ``patch_size`` default to what the checkpoint holds (``head.weight``
+    and ``patch_embed.proj.weight``), so a headless DINO / FewTURE checkpoint needs no flag.
+    """
+    sd = report = None
+    if checkpoint is not None:
+        sd, report = read_state_dict(checkpoint, trust=trust_checkpoint)
+        if num_classes is None:
+            num_classes = infer_num_classes(sd)
+        if patch_size is None:
+            patch_size = infer_patch_size(sd)
+    kwargs: dict[str, Any] = {"patch_size": patch_size or 16, "num_classes": num_classes or 0, **arch_kwargs}
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    model = resolve_model(arch, factory=factory, **kwargs)
+    if sd is not None:
+        apply_state_dict(model, sd, report)
+    model.to(resolve_device(device)).eval()
+    return LoadedModel(model, factory or arch or type(model).__name__, report, kwargs)

@@ -1,0 +1,107 @@
+"""Overlays and patch grids with a colormap lookup table on numpy and PIL (no figures).
+
+Colouring a map is a table lookup (``lut[uint8(map * 255)]``) and blending is one numpy
+expression, at the original image size. Default colormap ``jet``: red = high, blue = low,
+as the original guide reads its maps; ``cividis`` / ``viridis`` are colour-blind-safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .io import atomic_path
+
+
+@functools.lru_cache(maxsize=16)
+def colormap_lut(name: str = "jet") -> np.ndarray:
+    """``[256, 3]`` uint8 lookup table of a matplotlib colormap."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise ValueError(f"unknown colormap '{name}' (try jet, turbo, viridis, cividis, inferno)") from None
+    return np.round(cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def colorize(norm_map: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """``[H, W]`` values in ``[0, 1]`` -> ``[H, W, 3]`` uint8 colours."""
+    idx = np.clip(np.rint(np.asarray(norm_map, dtype=np.float32) * 255), 0, 255).astype(np.uint8)
+    return colormap_lut(cmap)[idx]
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * colours``, uint8 ``[H, W, 3]``."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    out = image.astype(np.float32) * (1.0 - alpha) + colours.astype(np.float32) * alpha
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def overlay(image: np.ndarray, norm_map: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Heat map ``[H, W]`` in ``[0, 1]`` blended over ``image`` ``[H, W, 3]`` uint8 (same size)."""
+    if norm_map.shape != image.shape[:2]:
+        raise ValueError(f"map {norm_map.shape} and image {image.shape[:2]} differ in size")
+    return blend(image, colorize(norm_map, cmap), alpha)
+
+
+def patch_edges(n: int, length: int) -> np.ndarray:
+    """Pixel boundaries of ``n`` equal patches over ``length`` pixels (``n + 1`` ints)."""
+    return np.rint(np.linspace(0, length, n + 1)).astype(int)
+
+
+def patch_grid(image: np.ndarray, token_map: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet",
+               line: tuple[int, int, int] = (255, 255, 255), top_k: int = 5) -> np.ndarray:
+    """The image cut into the model's patch grid, each patch tinted by its value.
+
+    ``token_map`` ``[h, w]`` in ``[0, 1]`` (one value per patch); the ``top_k`` patches get a
+    thick black-and-white frame. Returns uint8 ``[H, W, 3]`` at the image's size.
+    """
+    height, width = image.shape[:2]
+    gh, gw = token_map.shape
+    rows, cols = patch_edges(gh, height), patch_edges(gw, width)
+    per_pixel = token_map[np.searchsorted(rows, np.arange(height), side="right") - 1][
+        :, np.searchsorted(cols, np.arange(width), side="right") - 1]
+    out = overlay(image, per_pixel, alpha=alpha, cmap=cmap)
+    lw = max(1, min(height, width) // 300)
+    for r in rows:
+        out[max(0, min(r, height - lw)):max(0, min(r, height - lw)) + lw] = line
+    for c in cols:
+        out[:, max(0, min(c, width - lw)):max(0, min(c, width - lw)) + lw] = line
+    if top_k > 0:
+        frame = max(2, lw * 2)
+        for flat in np.argsort(-token_map, axis=None, kind="stable")[:top_k]:
+            i, j = divmod(int(flat), gw)
+            _frame(out, rows[i], rows[i + 1], cols[j], cols[j + 1], frame)
+    return out
+
+
+def _frame(img: np.ndarray, r0: int, r1: int, c0: int, c1: int, width: int) -> None:
+    for w, colour in ((width, (0, 0, 0)), (max(1, width // 2), (255, 255, 255))):
+        img[r0:r0 + w, c0:c1] = colour
+        img[max(r0, r1 - w):r1, c0:c1] = colour
+        img[r0:r1, c0:c0 + w] = colour
+        img[r0:r1, max(c0, c1 - w):c1] = colour
+
+
+def save_png(array: np.ndarray, path: str | Path, *, compress_level: int = 1) -> Path:
+    """Write ``[H, W, 3]`` uint8 as PNG atomically (level 1: fast, still lossless)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
+    return path
+
+
+def encode(array: np.ndarray, fmt: str = "JPEG", *, quality: int = 85, max_side: int | None = None) -> bytes:
+    """Encode an image for embedding in a report (JPEG/WebP are 10x smaller than PNG)."""
+    im = Image.fromarray(array)
+    if max_side and max(im.size) > max_side:
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, quality=quality) if fmt in ("JPEG", "WEBP") else im.save(buf, format=fmt, compress_level=6)
+    return buf.getvalue()

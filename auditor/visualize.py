@@ -1,0 +1,121 @@
+"""The original guide's single-image flow as a library call: ``auditor.visualize(...)``.
+
+One image, one model, one pass: Grad-CAM and CLS-patch attention are computed together,
+upsampled to the image's own size and written as overlays and a patch grid.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import maps as maplib
+from . import render
+from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_image
+from .methods import compute_maps, create_method
+from .models import build_model
+
+
+def _mark() -> str:
+    enc = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        "✓".encode(enc)
+        return "✓"
+    except (UnicodeEncodeError, LookupError):
+        return "OK"
+
+
+def input_preprocess(model: Any, image_size: int | tuple[int, int] | None,
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Preprocess:
+    """Preprocessing from explicit options, else the model's ``default_cfg``, else 224 / ImageNet."""
+    cfg = getattr(model, "default_cfg", None) or getattr(model, "pretrained_cfg", None) or {}
+    if image_size is None:
+        image_size = tuple(cfg["input_size"][-2:]) if "input_size" in cfg else (224, 224)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return Preprocess(size=size, mean=tuple(mean or cfg.get("mean", IMAGENET_MEAN)),
+                      std=tuple(std or cfg.get("std", IMAGENET_STD)))
+
+
+def visualize(image_path: str | Path, *, arch: str | None = None, factory: str | None = None,
+              checkpoint: str | Path | None = None, patch_size: int | None = None,
+              image_size: int | tuple[int, int] | None = None, output_dir: str | Path = "attention_viz",
+              layer: int = -1, head: int | None = None, target_class: int | None = None,
+              gradcam_layer: str | None = None, device: str = "cpu", alpha: float = 0.5,
+              colormap: str = "jet", save_maps: bool = False, trust_checkpoint: bool = False,
+              log: Callable[[str], None] = print, model_kwargs: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``gradcam_overlay.png``, ``patch_attention_overlay.png`` and ``patch_grid.png``.
+
+    Maps are drawn at the image's original size; with ``save_maps`` the float32 maps at that
+    size, before display normalisation, go to ``maps.npz`` (keys ``<method>/<image stem>``).
+    Returns the written files by name.
+    """
+    ok = _mark()
+    image_path = Path(image_path)
+    out = Path(output_dir)
+    log(f"[1/4] Loading image: {image_path.name}")
+    image = load_image(image_path)
+    height, width = image.shape[:2]
+    log(f"   Image size: ({width}, {height})")
+
+    log(f"\n[2/4] Loading model: {factory or arch}")
+    if checkpoint is not None:
+        log(f"   Loading checkpoint: {checkpoint}")
+    loaded = build_model(arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
+                         image_size=image_size, device=device, trust_checkpoint=trust_checkpoint, **(model_kwargs or {}))
+    if loaded.checkpoint is None:
+        log("   No checkpoint given: random weights, so the maps show the architecture's prior only")
+    for notice in loaded.checkpoint.notices if loaded.checkpoint else []:
+        log(f"   Note: {notice}")
+    log(f"   {ok} Model loaded successfully")
+    model = loaded.model
+    pre = input_preprocess(model, image_size)
+    x = pre(image).to(next(model.parameters()).device)
+
+    log("\n[3/4] Computing Grad-CAM...")
+    methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
+    target = None if target_class is None else [target_class]
+    res = compute_maps(model, x, methods, target=target)
+    if res.target_kind == "cls-norm":
+        log("   Target: the norm of the CLS output (headless backbone: it has no classes)")
+    else:
+        log(f"   Target: class {res.targets[0]} ({'given' if target_class is not None else 'predicted'})")
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    saved: dict[str, np.ndarray] = {}
+
+    def save(name: str, array: np.ndarray) -> None:
+        written[name] = render.save_png(array, out / name)
+        log(f"{ok} Saved: {written[name]}")
+
+    for name, method in (("gradcam", methods[0]), ("cls_attention", methods[1])):
+        if name == "cls_attention":
+            log("   Extracting patch attention...")
+        if name not in res.maps:
+            log(f"   {name}: not applicable ({res.skipped.get(name, 'no map')})")
+            continue
+        raw = res.maps[name].maps[0]
+        full = maplib.upsample(raw, (height, width))
+        saved[f"{name}/{image_path.stem}"] = full
+        mode = "relu_minmax" if name == "gradcam" else "minmax"
+        problem = maplib.map_problem(full, mode)
+        if problem:
+            log(f"   Warning: {name}: {problem}")
+        heat = maplib.normalize(full, mode)
+        if name == "gradcam":
+            save("gradcam_overlay.png", render.overlay(image, heat, alpha=alpha, cmap=colormap))
+        else:
+            save("patch_attention_overlay.png", render.overlay(image, heat, alpha=alpha, cmap=colormap))
+            save("patch_grid.png", render.patch_grid(image, maplib.normalize(raw.numpy()), alpha=alpha, cmap=colormap))
+    if save_maps:
+        from .io import atomic_path
+
+        with atomic_path(out / "maps.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **saved)
+        written["maps.npz"] = out / "maps.npz"
+        log(f"{ok} Saved: {written['maps.npz']}")
+    log("\n[4/4] Visualization complete!")
+    return written

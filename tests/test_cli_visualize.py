@@ -1,0 +1,109 @@
+"""`auditor visualize`: the original guide's command, outputs, log and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from auditor.cli import main
+from auditor.models import create_model
+
+
+def invoke(*args, **kw):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False, **kw)
+
+
+@pytest.fixture
+def headless_ckpt(tmp_path):
+    """A headless ViT-S/16 checkpoint in the seed's format (4 blocks to keep the test fast)."""
+    torch.manual_seed(0)
+    model = create_model("vit_small", depth=4)
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"params": model.state_dict(), "val_acc": np.float64(0.7), "epoch": 9}, path)
+    return path
+
+
+def test_seed_command_writes_three_pngs_at_the_photo_size(chelsea_png, headless_ckpt, tmp_path):
+    out = tmp_path / "attention_viz"
+    r = invoke("visualize", "--image_path", chelsea_png, "--model_path", headless_ckpt, "--arch", "vit_small",
+               "--patch_size", 16, "--image_size", 224, "--output_dir", out, "--depth", 4)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "[1/4] Loading image: chelsea.png"
+    assert "   Image size: (451, 300)" in lines
+    assert "[2/4] Loading model: vit_small" in lines
+    assert f"   Loading checkpoint: {headless_ckpt}" in lines
+    assert "[3/4] Computing Grad-CAM..." in lines
+    assert "norm of the CLS output" in r.output
+    assert lines[-1] == "[4/4] Visualization complete!"
+    for name in ("gradcam_overlay.png", "patch_attention_overlay.png", "patch_grid.png"):
+        assert f"Saved: {out / name}" in r.output
+        with Image.open(out / name) as im:
+            assert im.size == (451, 300)
+
+
+def test_save_maps_holds_float32_maps_at_image_resolution(chelsea_png, tmp_path):
+    out = tmp_path / "o"
+    r = invoke("visualize", "--image-path", chelsea_png, "--arch", "vit_tiny", "--depth", 2, "--output-dir", out,
+               "--save-maps")
+    assert r.exit_code == 0, r.output
+    with np.load(out / "maps.npz") as z:
+        assert sorted(z.files) == ["cls_attention/chelsea", "gradcam/chelsea"]
+        assert z["gradcam/chelsea"].shape == (300, 451) and z["gradcam/chelsea"].dtype == np.float32
+        assert z["gradcam/chelsea"].min() < 0  # raw, before display normalisation
+
+
+def test_unknown_arch_exits_2_with_the_list_and_no_traceback(chelsea_png, tmp_path):
+    r = CliRunner().invoke(main, ["visualize", "--image_path", str(chelsea_png), "--arch", "vit_huge_xl"])
+    assert r.exit_code == 2
+    assert "Cannot find model 'vit_huge_xl'" in r.output and "vit_small" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_checkpoint_exits_2(chelsea_png, tmp_path):
+    r = CliRunner().invoke(main, ["visualize", "--image_path", str(chelsea_png), "--model_path", "nope.pth"])
+    assert r.exit_code == 2
+    assert "Checkpoint not found: nope.pth" in r.output and "Traceback" not in r.output
+
+
+def test_missing_image_exits_2(tmp_path):
+    r = CliRunner().invoke(main, ["visualize", "--image_path", str(tmp_path / "cat.jpg")])
+    assert r.exit_code == 2 and "Image not found" in r.output and "Traceback" not in r.output
+
+
+def test_bad_image_size_is_a_usage_error(chelsea_png):
+    r = CliRunner().invoke(main, ["visualize", "--image_path", str(chelsea_png), "--image_size", "big"])
+    assert r.exit_code == 2 and "is not a size" in r.output
+
+
+def test_user_models_package_arch(chelsea_png, tmp_path, monkeypatch):
+    pkg = tmp_path / "proj" / "models"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(
+        "from auditor.models.vit import VisionTransformer\n"
+        "def my_net(patch_size=16, num_classes=0, **kw):\n"
+        "    return VisionTransformer(img_size=64, patch_size=patch_size, num_classes=num_classes,\n"
+        "                             embed_dim=32, depth=2, num_heads=2)\n"
+    )
+    monkeypatch.chdir(tmp_path / "proj")
+    monkeypatch.delitem(__import__("sys").modules, "models", raising=False)
+    r = invoke("visualize", "--image_path", chelsea_png, "--arch", "my_net", "--output_dir", "viz")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "proj" / "viz" / "patch_grid.png").is_file()
+
+
+def test_cnn_via_factory_skips_patch_attention_with_a_reason(chelsea_png, tmp_path, monkeypatch):
+    (tmp_path / "cnn.py").write_text(
+        "import torch.nn as nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    r = invoke("visualize", "--image_path", chelsea_png, "--model", "cnn:build", "--output_dir", "viz")
+    assert r.exit_code == 0, r.output
+    assert "cls_attention: not applicable" in r.output
+    assert (tmp_path / "viz" / "gradcam_overlay.png").is_file()
+    assert not (tmp_path / "viz" / "patch_grid.png").exists()
