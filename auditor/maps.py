@@ -7,6 +7,10 @@ Two explicit steps, both recorded in results:
    model sees the whole image resized (no crop), so the grid spans the whole image.
 2. :func:`normalize` -- ``"minmax"`` to ``[0, 1]``; ``"relu_minmax"`` (Grad-CAM's ReLU
    first); ``"none"``. A constant map normalises to all zeros (documented, tested).
+
+:func:`to_image` does both in the order of the Grad-CAM paper and pytorch-grad-cam: the
+ReLU at the map's own (token / feature) resolution, then upsampling, then min-max. (ReLU
+after upsampling would differ wherever neighbouring tokens change sign.)
 """
 
 from __future__ import annotations
@@ -64,3 +68,15 @@ def map_problem(saliency: np.ndarray, mode: str = "minmax") -> str | None:
     if s.size == 0 or s.max() <= s.min():
         return "the map is constant (e.g. zero gradients): nothing to localise"
     return None
+
+
+def to_image(raw: torch.Tensor | np.ndarray, size: tuple[int, int], mode: str = "minmax") -> np.ndarray:
+    """Raw map ``[h, w]`` -> display / scoring map ``[H, W]`` in ``[0, 1]`` (float32).
+
+    ``relu_minmax``: ReLU at ``[h, w]``, bilinear upsampling, then min-max (as
+    pytorch-grad-cam's ``scale_cam_image``); other modes upsample then normalise.
+    """
+    raw = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
+    if mode == "relu_minmax":
+        return normalize(upsample(np.maximum(raw, 0), size), "minmax")
+    return normalize(upsample(raw, size), mode)

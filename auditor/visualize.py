@@ -99,11 +99,11 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         raw = res.maps[name].maps[0]
         full = maplib.upsample(raw, (height, width))
         saved[f"{name}/{image_path.stem}"] = full
-        mode = "relu_minmax" if name == "gradcam" else "minmax"
-        problem = maplib.map_problem(full, mode)
+        mode = method.normalization
+        problem = maplib.map_problem(raw.numpy(), mode)
         if problem:
             log(f"   Warning: {name}: {problem}")
-        heat = maplib.normalize(full, mode)
+        heat = maplib.to_image(raw, (height, width), mode)
         if name == "gradcam":
             save("gradcam_overlay.png", render.overlay(image, heat, alpha=alpha, cmap=colormap))
         else:

@@ -76,3 +76,13 @@ def test_patch_grid_tints_each_patch_with_its_value():
     np.testing.assert_array_equal(out[30, 15], lut[0])  # bottom-left: low
     np.testing.assert_array_equal(out[0, 10], [255, 255, 255])  # grid line at the top edge
     np.testing.assert_array_equal(out[10, 30], [255, 255, 255])  # grid line between the columns
+
+
+def test_to_image_applies_the_relu_before_upsampling():
+    from auditor.maps import to_image
+
+    raw = np.array([[-4.0, 2.0]])
+    # ReLU first: [0, 2] -> upsampled [0, 0.5, 1.5, 2] -> / 2; (upsampling first would give
+    # [-4, -2.5, 0.5, 2] -> ReLU [0, 0, 0.5, 2] -> [0, 0, 0.25, 1])
+    np.testing.assert_allclose(to_image(raw, (1, 4), "relu_minmax"), [[0.0, 0.25, 0.75, 1.0]])
+    np.testing.assert_allclose(to_image(raw, (1, 4), "minmax"), [[0.0, 0.25, 0.75, 1.0]])

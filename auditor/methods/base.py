@@ -168,6 +168,8 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    #: how :func:`auditor.maps.normalize` scales this method's maps for display and scoring
+    normalization: ClassVar[str] = "minmax"
     needs_attention: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
 

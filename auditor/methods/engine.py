@@ -45,7 +45,8 @@ def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) ->
     """Per-image scalar scores ``[B]`` to explain, the target classes, and the kind of target.
 
     ``target``: ``None`` (the predicted class, or the CLS-output norm for a headless
-    backbone), ``"predicted"``, ``"cls-norm"``, or one class index per image.
+    backbone), ``"predicted"``, ``"cls-norm"``, or one class index per image (``None``
+    entries take that image's predicted class).
     """
     if output.ndim != 2:
         raise UsageError(f"the model returned shape {tuple(output.shape)}; expected [batch, classes] or [batch, features]")
@@ -58,8 +59,11 @@ def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) ->
     elif isinstance(target, str):
         raise UsageError(f"unknown target '{target}': use 'predicted', 'cls-norm' or class indices")
     else:
-        idx = torch.as_tensor(list(target) if not isinstance(target, torch.Tensor) else target, dtype=torch.long)
-        idx = idx.to(output.device)
+        if isinstance(target, torch.Tensor):
+            target = target.tolist()
+        predicted = output.argmax(-1).tolist()
+        idx = torch.as_tensor([p if t is None else t for t, p in zip(target, predicted)] if len(target) == b
+                              else list(target), dtype=torch.long, device=output.device)
         if idx.shape != (b,):
             raise UsageError(f"need one target class per image ({b}), got {tuple(idx.shape)}")
         if is_headless(model):

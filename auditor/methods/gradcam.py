@@ -38,6 +38,7 @@ def vit_target_layer(model: nn.Module) -> str | None:
 @register_method
 class GradCAM(Method):
     name = "gradcam"
+    normalization = "relu_minmax"  # the paper's ReLU: only positive evidence
     needs_gradients = True
 
     def __init__(self, layer: str | None = None):
