@@ -1,0 +1,85 @@
+"""Agreement between two saliency maps of the same image (two models, or two methods).
+
+Pearson correlation is :func:`auditor.metrics.gaze.cc` (re-exported here as ``cc``); this
+module adds a rank correlation and the overlap of the most salient pixels. Both maps are
+finite real ``[H, W]`` arrays of the same shape; the functions are symmetric in them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._validate import fraction as _fraction
+from ._validate import real_map, same_shape
+from .gaze import cc
+from .stats import rank_average, top_k_indices
+
+__all__ = ["cc", "spearman", "top_k_overlap"]
+
+
+def _pair(a: object, b: object) -> tuple[np.ndarray, np.ndarray]:
+    x = real_map(a, "a")
+    y = real_map(b, "b")
+    same_shape(x.shape, y, "b", first="a")
+    return x, y
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation: Pearson's CC of the two maps' average ranks.
+
+    ``rho = cc(rank(a), rank(b))``, ties given their average rank (as
+    ``scipy.stats.spearmanr``).
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (H, W)
+        Finite real values.
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``, higher means more agreement; NaN when either map is constant.
+
+    References
+    ----------
+    Spearman, "The proof and measurement of association between two things", Am. J.
+    Psychol. 15, 1904.
+    """
+    x, y = _pair(a, b)
+    return cc(rank_average(x).reshape(x.shape), rank_average(y).reshape(y.shape))
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> float:
+    """Intersection over union of the two maps' top-``fraction`` pixel sets.
+
+    ``k = ceil(fraction * H * W)`` (at least 1); ``A``, ``B`` the ``k`` most salient pixels
+    of each map, ties broken by row-major order (stable sort, as
+    :func:`auditor.metrics.relevance_rank`); the result is ``|A & B| / |A | B|``. Because of
+    that tie rule, two maps that are flat over their top ``fraction`` (say, mostly zero after
+    a ReLU) pick the same pixels and overlap by construction -- check for such maps first.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (H, W)
+        Finite real values.
+    fraction : float, default 0.1
+        Share of the pixels in each set, in (0, 1].
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``, 1 for the same set; 1 whenever ``fraction`` is 1.
+
+    References
+    ----------
+    Jaccard, "The distribution of the flora in the alpine zone", New Phytologist 11, 1912
+    (the index behind IoU).
+    """
+    x, y = _pair(a, b)
+    frac = _fraction(fraction, "fraction")
+    k = max(1, math.ceil(frac * x.size - 1e-9))
+    top_a, top_b = top_k_indices(x, k), top_k_indices(y, k)
+    inter = np.intersect1d(top_a, top_b, assume_unique=True).size
+    return inter / (2 * k - inter)

@@ -1,0 +1,355 @@
+"""Human-gaze metrics, following the MIT Saliency Benchmark's reference MATLAB code.
+
+Two kinds of reference, each ``[H, W]`` and the same shape as the saliency map (the MIT
+code resizes the saliency map to the reference; here the caller does, e.g. with
+:func:`auditor.maps.upsample`):
+
+* ``fixations``: boolean map, True where at least one fixation landed (build one from
+  points with :func:`fixations_to_map`). Used by :func:`nss`, :func:`auc_judd`,
+  :func:`auc_borji`. No fixation at all raises :class:`ValueError` (MIT returns NaN; here it
+  is an annotation error the caller checks).
+* ``gaze_map``: a non-negative float density (blurred fixations), not all zero. Used by
+  :func:`cc`, :func:`kl_div`, :func:`sim`.
+
+Where the metric is undefined for the saliency map (a constant map for NSS, CC and the
+AUCs) the result is NaN, as in the MIT code.
+
+References
+----------
+Bylinskii, Judd, Oliva, Torralba & Durand, "What do different evaluation metrics tell us
+about saliency models?", IEEE TPAMI 41(3), 2019. Code: github.com/cvzoya/saliency
+(``code_forMetrics/*.m``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ._validate import (bool_mask, density, is_constant, non_negative, positive_float, positive_int, real_map, same_shape,
+                        shape_hw)
+
+EPS = 2.2204e-16  # MATLAB's eps as written in KLdiv.m
+
+
+def _with_fixations(saliency: object, fixations: object) -> tuple[np.ndarray, np.ndarray]:
+    s = real_map(saliency, "saliency")
+    return s, bool_mask(fixations, s.shape, "fixations")
+
+
+def _with_density(saliency: object, gaze_map: object) -> tuple[np.ndarray, np.ndarray]:
+    s = real_map(saliency, "saliency")
+    return s, density(gaze_map, s.shape, "gaze_map")
+
+
+def _centred(a: np.ndarray) -> np.ndarray:
+    """``a - mean(a)`` scaled to max ``|.|`` 1 (a non-constant ``a``), so that sums of squares
+    neither underflow (values ~1e-170) nor overflow; NSS and CC do not depend on the scale."""
+    c = a - a.mean()
+    return c / np.abs(c).max()
+
+
+def _minmax(a: np.ndarray) -> np.ndarray:
+    return (a - a.min()) / (a.max() - a.min())
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """Trapezoid-rule area under ``y(x)`` (MATLAB's ``trapz(x, y)``)."""
+    return float((np.diff(x) * (y[1:] + y[:-1])).sum() / 2.0)
+
+
+def _to_distribution(a: np.ndarray) -> np.ndarray:
+    """``a / sum(a)`` when ``a`` has a non-zero value, else ``a`` unchanged (MIT's ``if any(map(:))``).
+
+    ``a`` is non-negative here; it is divided by its maximum first so the sum cannot overflow."""
+    if not a.any():
+        return a
+    a = a / a.max()
+    return a / a.sum()
+
+
+def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
+    """Normalized Scanpath Saliency: mean standardised saliency at the fixated pixels.
+
+    ``NSS = mean_{fixated p} (S_p - mean(S)) / std(S)`` with the sample standard deviation
+    (``ddof=1``, MATLAB's ``std``), as MIT ``NSS.m``. Each fixated pixel counts once.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+        Finite real values.
+    fixations : ndarray of bool, shape (H, W)
+        Fixated pixels, at least one.
+
+    Returns
+    -------
+    float
+        Unbounded, higher is better, 0 for chance; NaN for a constant saliency map.
+
+    References
+    ----------
+    Peters, Iyer, Itti & Koch, "Components of bottom-up gaze allocation in natural images",
+    Vision Research 45, 2005. MIT ``NSS.m`` (Bylinskii et al. 2019).
+    """
+    s, f = _with_fixations(saliency, fixations)
+    if is_constant(s):
+        return math.nan
+    c = _centred(s)
+    return float((c[f] / c.std(ddof=1)).mean())
+
+
+def auc_judd(saliency: np.ndarray, fixations: np.ndarray, *, jitter: bool = False, seed: int = 0) -> float:
+    """AUC-Judd: ROC area with thresholds at the saliency values of the fixated pixels.
+
+    As MIT ``AUC_Judd.m``: ``S`` min-max normalised; the thresholds are the values of ``S``
+    at the ``F`` fixated pixels, scanned from the highest; at threshold ``t`` the
+    true-positive rate is ``#{fixated >= t} / F`` and the false-positive rate
+    ``#{unfixated >= t} / (HW - F)``; the points ``(0, 0)`` and ``(1, 1)`` are added and the
+    area is the trapezoid rule. O(HW log HW).
+
+    Ties: where the fixated values are distinct this is MIT's formula digit for digit (MIT
+    writes the rates as ``i / F`` and ``(#{S >= t_i} - i) / (HW - F)`` for the i-th
+    threshold). Where fixated pixels share a value MIT's ``i / F`` steps through the tie and
+    its curve can leave the unit square (``S = [1, 0, 0]`` with the two 0s fixated gives
+    -0.25) -- MIT avoids this with its default jitter. Here all fixated pixels ``>= t``
+    count, as in pysaliency (``general_roc(..., judd=1)``), which gives 0.5 there. ReLU'd
+    maps with fixations on exact zeros are the common case.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+        Finite real values.
+    fixations : ndarray of bool, shape (H, W)
+        Fixated pixels, at least one.
+    jitter : bool, default False
+        Add uniform noise in ``[0, 1e-7)`` to every pixel before normalising, to break ties
+        (MIT's ``jitter=1``, its default). Off by default so a result depends on the map
+        alone.
+    seed : int, default 0
+        Seed of ``np.random.default_rng`` for the jitter.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``, higher is better, about 0.5 for chance; NaN for a constant map
+        (without jitter) or when every pixel is fixated.
+
+    References
+    ----------
+    Judd, Ehinger, Durand & Torralba, "Learning to predict where humans look", ICCV 2009.
+    MIT ``AUC_Judd.m`` (Bylinskii et al. 2019); Kümmerer et al., pysaliency
+    (``pysaliency/numba_utils.py``, ``general_roc_numba``).
+    """
+    s, f = _with_fixations(saliency, fixations)
+    if jitter:
+        s = s + np.random.default_rng(seed).random(s.shape) / 1e7
+    if is_constant(s):
+        return math.nan
+    s = _minmax(s).ravel()
+    flat = f.ravel()
+    fixated, unfixated = np.sort(s[flat]), np.sort(s[~flat])
+    if unfixated.size == 0:
+        return math.nan
+    thresholds = np.unique(fixated)[::-1]
+    tp = (fixated.size - np.searchsorted(fixated, thresholds, side="left")) / fixated.size
+    fp = (unfixated.size - np.searchsorted(unfixated, thresholds, side="left")) / unfixated.size
+    return _trapezoid(np.concatenate(([0.0], tp, [1.0])), np.concatenate(([0.0], fp, [1.0])))
+
+
+def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 100, step_size: float = 0.1,
+              seed: int = 0) -> float:
+    """AUC-Borji: ROC area of fixated pixels against pixels drawn uniformly from the image.
+
+    As MIT ``AUC_Borji.m``: ``S`` min-max normalised; ``F`` = number of fixated pixels. For
+    each of ``n_splits`` splits, ``F`` pixels are drawn uniformly with replacement from the
+    whole image (fixated ones included) as negatives. Thresholds are ``k * step_size`` for
+    ``k = 0, 1, ...`` up to the largest value among the split's positives and negatives
+    (MATLAB's ``0:stepSize:max``), scanned from the top; tp / fp rates are the shares of
+    fixated / sampled values ``>= threshold``; ``(0, 0)`` and ``(1, 1)`` are added, the
+    area is the trapezoid rule, and the score is the mean over splits. The random draws
+    come from NumPy, not MATLAB, so values agree with MIT's in distribution, not digit for
+    digit.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+        Finite real values.
+    fixations : ndarray of bool, shape (H, W)
+        Fixated pixels, at least one.
+    n_splits : int, default 100
+        Number of random negative sets.
+    step_size : float, default 0.1
+        Threshold spacing on the normalised map, > 0.
+    seed : int, default 0
+        Seed of ``np.random.default_rng``.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``, higher is better, about 0.5 for chance; NaN for a constant map.
+
+    References
+    ----------
+    Borji, Tavakoli, Sihite & Itti, "Analysis of scores, datasets, and models in visual
+    saliency prediction", ICCV 2013. MIT ``AUC_Borji.m`` (Bylinskii et al. 2019).
+    """
+    s, f = _with_fixations(saliency, fixations)
+    n_splits = positive_int(n_splits, "n_splits")
+    step = positive_float(step_size, "step_size")
+    if is_constant(s):
+        return math.nan
+    s = _minmax(s).ravel()
+    at_fix = np.sort(s[f.ravel()])
+    n_fix = at_fix.size
+    rng = np.random.default_rng(seed)
+    negatives = np.sort(s[rng.integers(0, s.size, size=(n_splits, n_fix))], axis=1)
+    aucs = np.empty(n_splits)
+    for k, neg in enumerate(negatives):
+        top = max(at_fix[-1], neg[-1])
+        # MATLAB's colon includes the end point up to rounding: 0:0.1:1 has 11 values
+        thresholds = step * np.arange(math.floor(top / step * (1 + 1e-10)), -1, -1)
+        tp = (n_fix - np.searchsorted(at_fix, thresholds, side="left")) / n_fix
+        fp = (n_fix - np.searchsorted(neg, thresholds, side="left")) / n_fix
+        aucs[k] = _trapezoid(np.concatenate(([0.0], tp, [1.0])), np.concatenate(([0.0], fp, [1.0])))
+    return float(aucs.mean())
+
+
+def cc(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
+    """Pearson's linear correlation coefficient of two maps.
+
+    ``CC = sum(Sz * Gz) / sqrt(sum(Sz**2) sum(Gz**2))`` with ``Sz``, ``Gz`` the maps minus
+    their means -- the same as MIT ``CC.m`` (``corr2`` of the standardised maps). Also used
+    to compare two saliency maps (:mod:`auditor.metrics.agreement`), so the second map is
+    only required to be finite and real, not a density.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+        Finite real values.
+    gaze_map : ndarray, shape (H, W)
+        Finite real values (a gaze density, or a second saliency map).
+
+    Returns
+    -------
+    float
+        In ``[-1, 1]``, higher is better; NaN when either map is constant.
+
+    References
+    ----------
+    Le Meur, Le Callet & Barba, "Predicting visual fixations on video based on low-level
+    visual features", Vision Research 47, 2007. MIT ``CC.m`` (Bylinskii et al. 2019).
+    """
+    s = real_map(saliency, "saliency")
+    g = real_map(gaze_map, "gaze_map")
+    same_shape(s.shape, g, "gaze_map")
+    if is_constant(s) or is_constant(g):
+        return math.nan
+    s, g = _centred(s), _centred(g)
+    r = float((s * g).sum() / math.sqrt(float((s * s).sum()) * float((g * g).sum())))
+    return min(1.0, max(-1.0, r))
+
+
+def kl_div(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
+    """KL divergence of the gaze distribution from the saliency distribution.
+
+    As MIT ``KLdiv.m``: each map divided by its sum (an all-zero map is left as zeros), then
+    ``KL = sum(G * log(eps + G / (S + eps)))`` with ``eps = 2.2204e-16``.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+        Finite, non-negative values (negative values raise ``ValueError``: min-max or ReLU
+        the map first). An all-zero map gives the large finite value MIT's code gives
+        (about ``log(1 / eps) = 36`` per unit of gaze mass), not NaN.
+    gaze_map : ndarray, shape (H, W)
+        Non-negative density, not all zero.
+
+    Returns
+    -------
+    float
+        ``>= 0`` up to ``eps``, LOWER is better (0 when the two distributions are equal).
+
+    References
+    ----------
+    Kullback & Leibler, "On information and sufficiency", Ann. Math. Stat. 22, 1951. MIT
+    ``KLdiv.m`` (Bylinskii et al. 2019).
+    """
+    s, g = _with_density(saliency, gaze_map)
+    non_negative(s, "saliency", "KL divergence needs a non-negative map: min-max normalise or ReLU it first")
+    s, g = _to_distribution(s), _to_distribution(g)
+    return float((g * np.log(EPS + g / (s + EPS))).sum())
+
+
+def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
+    """Similarity (histogram intersection) of the two maps as distributions.
+
+    As MIT ``similarity.m``: each map min-max normalised to ``[0, 1]`` (a constant map is
+    left as it is), then divided by its sum (an all-zero map is left as zeros), then
+    ``SIM = sum(min(S, G))``. So a constant non-zero saliency map counts as uniform and an
+    all-zero one scores 0.
+
+    Parameters
+    ----------
+    saliency : ndarray, shape (H, W)
+        Finite real values.
+    gaze_map : ndarray, shape (H, W)
+        Non-negative density, not all zero.
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``, higher is better (1 when the distributions are equal).
+
+    References
+    ----------
+    Swain & Ballard, "Color indexing", IJCV 7, 1991. MIT ``similarity.m`` (Bylinskii et al.
+    2019).
+    """
+    s, g = _with_density(saliency, gaze_map)
+    s, g = (_to_distribution(a if is_constant(a) else _minmax(a)) for a in (s, g))
+    return min(1.0, float(np.minimum(s, g).sum()))
+
+
+def fixations_to_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Boolean fixation map ``[H, W]`` from ``(x, y)`` points.
+
+    ``x`` is the column, ``y`` the row, both in pixels with pixel centres at integer
+    coordinates; each point goes to the nearest pixel, ``(floor(y + 0.5), floor(x + 0.5))``
+    (halves round up). Several points on one pixel mark it once.
+
+    Note: :func:`auditor.data.fixation_map` (used when loading annotations) puts pixel
+    centres at ``+0.5`` and floors instead; the two agree for integer coordinates.
+
+    Parameters
+    ----------
+    points : array_like, shape (N, 2)
+        ``(x, y)`` pairs; N may be 0.
+    shape : (H, W)
+        Size of the map.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+
+    Raises
+    ------
+    ValueError
+        A point that is not finite or rounds outside the image, naming the point.
+    """
+    h, w = shape_hw(shape)
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.size == 0:
+        pts = pts.reshape(0, 2)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must be an (N, 2) array of (x, y) pairs, got shape {pts.shape}")
+    out = np.zeros((h, w), dtype=bool)
+    for i, (x, y) in enumerate(pts):
+        c, r = math.floor(x + 0.5) if math.isfinite(x) else -1, math.floor(y + 0.5) if math.isfinite(y) else -1
+        if not (0 <= r < h and 0 <= c < w):
+            raise ValueError(f"fixation {i} at (x={x:g}, y={y:g}) lies outside the {w}x{h} image (width x height): "
+                             f"x must round into [0, {w - 1}] and y into [0, {h - 1}]; check the coordinate order "
+                             f"(x = column first) and scaling")
+        out[r, c] = True
+    return out

@@ -1,0 +1,217 @@
+"""Summaries over images: bootstrap confidence intervals, a paired permutation test, ranks.
+
+All functions are seeded (``np.random.default_rng(seed)``): the same input and seed give
+the same result on every machine with the same NumPy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ._validate import fraction, positive_int
+
+_CHUNK_ELEMENTS = 1 << 22  # resampled values held at once (32 MiB of float64)
+_EXACT_MAX_N = 16  # the permutation test enumerates all 2**n sign flips up to this n
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean of the finite values with a percentile-bootstrap CI.
+
+    Attributes:
+        mean: mean of the finite values (NaN when there are none).
+        ci_low, ci_high: the CI's bounds (NaN when ``n == 0``; equal to the value when ``n == 1``).
+        n: number of finite values used.
+        n_nan: number of values dropped (NaN, or +-inf).
+    """
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_nan: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"mean", "ci_low", "ci_high", "n", "n_nan"}`` as plain Python numbers (NaN kept)."""
+        return asdict(self)
+
+
+def _vector(values: Any, name: str) -> np.ndarray:
+    a = np.asarray(values)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {a.shape}; flatten it first")
+    if a.dtype != bool and not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ValueError(f"{name} must hold numbers or booleans, got dtype {a.dtype}")
+    return a.astype(np.float64)
+
+
+def _chunks(total: int, n: int) -> Iterator[int]:
+    """Row counts that split ``total`` resamples of length ``n`` into bounded blocks."""
+    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
+    for start in range(0, total, step):
+        yield min(step, total - start)
+
+
+def bootstrap_ci(values: Any, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
+    """Mean with a percentile-bootstrap confidence interval.
+
+    Non-finite values (NaN: the metric was undefined for that image) are dropped and counted
+    in ``n_nan``. The CI is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
+    quantiles (``np.quantile``, linear interpolation) of the means of ``n_boot`` resamples
+    of the ``n`` finite values drawn with replacement.
+
+    Parameters
+    ----------
+    values : array_like, shape (N,)
+        Per-image metric values; booleans count as 0 / 1 (a pointing-game hit rate).
+    n_boot : int, default 2000
+        Number of bootstrap resamples.
+    confidence : float, default 0.95
+        Coverage of the interval, in (0, 1).
+    seed : int, default 0
+        Seed of ``np.random.default_rng``.
+
+    Returns
+    -------
+    Summary
+        ``n == 0``: mean and CI are NaN. ``n == 1``: the CI is ``[value, value]``.
+
+    References
+    ----------
+    Efron & Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall 1993, ch. 13
+    (percentile interval).
+    """
+    n_boot = positive_int(n_boot, "n_boot")
+    confidence = fraction(confidence, "confidence")
+    if confidence >= 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    x = _vector(values, "values")
+    finite = x[np.isfinite(x)]
+    n, n_nan = int(finite.size), int(x.size - finite.size)
+    if n == 0:
+        return Summary(math.nan, math.nan, math.nan, 0, n_nan)
+    mean = float(finite.mean())
+    if n == 1:
+        return Summary(mean, mean, mean, 1, n_nan)
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([finite[rng.integers(0, n, size=(rows, n))].mean(axis=1) for rows in _chunks(n_boot, n)])
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return Summary(mean, float(lo), float(hi), n, n_nan)
+
+
+def _paired_differences(a: Any, b: Any) -> np.ndarray:
+    """``b - a``, NaN wherever either value is not finite."""
+    x, y = _vector(a, "a"), _vector(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"a and b must pair up one-to-one, got lengths {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    return np.where(keep, y - x, np.nan)
+
+
+def paired_bootstrap_ci(a: Any, b: Any, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
+    """Mean paired difference ``b - a`` with a percentile-bootstrap CI.
+
+    Pairs where either value is non-finite are dropped (counted in ``n_nan``); the
+    remaining differences go through :func:`bootstrap_ci` (resampling pairs).
+
+    Parameters
+    ----------
+    a, b : array_like, shape (N,)
+        The same images' values under two conditions (run A and run B), in the same order.
+    n_boot, confidence, seed
+        As in :func:`bootstrap_ci`.
+
+    Returns
+    -------
+    Summary
+        Of ``b - a``. A CI that excludes 0 means B differs from A at that confidence.
+
+    References
+    ----------
+    Efron & Tibshirani 1993 (as :func:`bootstrap_ci`).
+    """
+    return bootstrap_ci(_paired_differences(a, b), n_boot=n_boot, confidence=confidence, seed=seed)
+
+
+def paired_permutation_test(a: Any, b: Any, *, n_permutations: int = 10000, seed: int = 0) -> float:
+    """Two-sided p-value for ``mean(b - a) == 0`` by random sign flips of the differences.
+
+    Under the null hypothesis each difference ``d_i = b_i - a_i`` is symmetric around 0, so
+    its sign is exchangeable. The statistic is ``T = |sum_i d_i|``; a flipped sample counts
+    as at least as extreme when ``T* >= T - 1e-12 * sum_i |d_i|`` (floating-point slack).
+
+    * ``n <= 16`` finite pairs: exact, over all ``2**n`` sign vectors,
+      ``p = #{T* >= T} / 2**n``.
+    * otherwise ``n_permutations`` random sign vectors, with the +1 correction of Phipson &
+      Smyth: ``p = (1 + #{T* >= T}) / (1 + n_permutations)``, never 0.
+
+    Parameters
+    ----------
+    a, b : array_like, shape (N,)
+        Paired values; pairs where either is non-finite are dropped.
+    n_permutations : int, default 10000
+        Random sign vectors when ``n > 16``.
+    seed : int, default 0
+        Seed of ``np.random.default_rng``.
+
+    Returns
+    -------
+    float
+        In ``(0, 1]``; NaN when no finite pair is left. All differences 0 gives 1.
+
+    References
+    ----------
+    Phipson & Smyth, "Permutation p-values should never be zero: calculating exact p-values
+    when permutations are randomly drawn", Stat. Appl. Genet. Mol. Biol. 9(1), 2010.
+    """
+    n_permutations = positive_int(n_permutations, "n_permutations")
+    d = _paired_differences(a, b)
+    d = d[np.isfinite(d)]
+    n = d.size
+    if n == 0:
+        return math.nan
+    observed = abs(float(d.sum()))
+    slack = 1e-12 * float(np.abs(d).sum())
+    if n <= _EXACT_MAX_N:
+        bits = (np.arange(1 << n)[:, None] >> np.arange(n)) & 1
+        flipped = np.abs((1.0 - 2.0 * bits) @ d)
+        return float(np.count_nonzero(flipped >= observed - slack) / flipped.size)
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for rows in _chunks(n_permutations, n):
+        signs = 1.0 - 2.0 * rng.integers(0, 2, size=(rows, n))
+        extreme += int(np.count_nonzero(np.abs(signs @ d) >= observed - slack))
+    return (1.0 + extreme) / (1.0 + n_permutations)
+
+
+def rank_average(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values`` (any shape, flattened), ties given their average rank.
+
+    The same as ``scipy.stats.rankdata(values.ravel(), method="average")``; O(n log n).
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    new_group = np.empty(x.size, dtype=bool)
+    new_group[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new_group[1:])
+    starts = np.flatnonzero(new_group)
+    ends = np.append(starts[1:], x.size)
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
+    """Flat indices of the ``k`` largest values; ties broken by row-major (flat index) order.
+
+    A stable sort of ``-values``: among equal values the one with the smaller flat index
+    (earlier in row-major order, like ``np.argmax``) comes first.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    return np.argsort(-x, kind="stable")[:k]

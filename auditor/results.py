@@ -1,0 +1,167 @@
+"""Audit results: ``results.json`` (schema-checked), ``results.csv`` and ``junit.xml``.
+
+``results.json`` layout (``SCHEMA_VERSION``; JSON Schema in ``auditor/schema``):
+``settings`` (models, checkpoints + sha256, methods, normalisation, preprocessing,
+thresholds, versions), ``summary[method][metric]`` = ``{mean, ci_low, ci_high, n, n_nan}``
+(baselines ``centre`` and ``random`` appear as methods), ``per_class[class][method][metric]``,
+``rows`` (one per image), ``verdicts``, ``passed``, ``counts``, and ``timing`` -- the only
+field that differs between two identical runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+from xml.etree import ElementTree as ET
+
+from .io import write_text
+
+SCHEMA_VERSION = "1.0"
+BASELINES = ("centre", "random")
+
+
+def schema_path() -> Path:
+    return Path(__file__).parent / "schema" / "results.schema.json"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("attention-auditor", "torch", "numpy", "pillow", "scikit-image"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN / inf -> None, numpy scalars -> Python, tuples -> lists."""
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+@dataclass
+class Summary:
+    """Mean with a 95% bootstrap CI over images (``n`` valid values, ``n_nan`` undefined)."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_nan: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Summary":
+        nan = float("nan")
+        return cls(*(nan if d.get(k) is None else d[k] for k in ("mean", "ci_low", "ci_high")),
+                   int(d.get("n", 0)), int(d.get("n_nan", 0)))
+
+
+@dataclass
+class AuditResult:
+    """What an audit produced; ``summary[method][metric]`` are :class:`Summary` objects."""
+
+    data: dict[str, Any]
+    out: Path
+    summary: dict[str, dict[str, Summary]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summary = {m: {k: Summary.from_dict(v) for k, v in mets.items()}
+                        for m, mets in self.data["summary"].items()}
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.data["passed"])
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.data["rows"]
+
+    @property
+    def verdicts(self) -> list[dict[str, Any]]:
+        return self.data["verdicts"]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "AuditResult":
+        from .errors import DataError
+
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DataError(f"Results not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"{path} is not a results.json file: {e}") from None
+        if not isinstance(data, dict) or "schema_version" not in data or "summary" not in data:
+            raise DataError(f"{path} is not an attention-auditor results.json (no schema_version / summary)")
+        return cls(data, path.parent)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    write_text(path, json.dumps(clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One line per image: id, image, label, target, prediction, error, ``<method>.<metric>``..."""
+    metric_cols = sorted({f"{m}.{k}" for r in rows for m, mets in (r.get("metrics") or {}).items() for k in mets})
+    cols = ["id", "image", "label", "target", "prediction", "error", *metric_cols]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        flat = {f"{m}.{k}": v for m, mets in (r.get("metrics") or {}).items() for k, v in mets.items()}
+        w.writerow(["" if (v := (r.get(c) if c in r else flat.get(c))) is None else v for c in cols])
+    write_text(path, buf.getvalue())
+
+
+def write_junit(path: Path, verdicts: Sequence[Mapping[str, Any]], *, suite: str = "attention-auditor",
+                duration: float = 0.0) -> None:
+    """One ``<testcase>`` per threshold check; a failure carries the measured value."""
+    failures = sum(not v["passed"] for v in verdicts)
+    ts = ET.Element("testsuite", name=suite, tests=str(len(verdicts)), failures=str(failures), errors="0",
+                    time=f"{duration:.3f}")
+    for v in verdicts:
+        tc = ET.SubElement(ts, "testcase", classname=f"{suite}.{v['method']}", name=v["name"], time="0")
+        if not v["passed"]:
+            value = "none" if v["value"] is None else f"{v['value']:.4f}"
+            f = ET.SubElement(tc, "failure", message=f"{v['name']}: measured {value}", type="threshold")
+            f.text = v["reason"]
+    root = ET.Element("testsuites", tests=str(len(verdicts)), failures=str(failures))
+    root.append(ts)
+    ET.indent(root)
+    write_text(path, '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
+
+
+def format_summary(data: Mapping[str, Any], *, width: int = 100) -> str:
+    """A one-screen text summary: method x metric means with CIs, baselines, verdicts."""
+    summary = data["summary"]
+    metrics = sorted({k for mets in summary.values() for k in mets})
+    lines = [f"{'method':<18}" + "".join(f"{m[:14]:>16}" for m in metrics)]
+    for method, mets in summary.items():
+        cells = []
+        for k in metrics:
+            s = mets.get(k)
+            cells.append(f"{'-':>16}" if not s or s["mean"] is None else f"{s['mean']:>8.3f} ±{(s['ci_high'] - s['ci_low']) / 2:<6.3f}")
+        tag = " (baseline)" if method in BASELINES else ""
+        lines.append(f"{method + tag:<18}" + "".join(cells))
+    c = data["counts"]
+    lines.append(f"\n{c['ok']} image(s) scored, {c['errors']} error row(s).")
+    for v in data["verdicts"]:
+        lines.append(f"{'PASS' if v['passed'] else 'FAIL'}  {v['name']}  ({v['reason']})")
+    lines.append("PASSED" if data["passed"] else "FAILED")
+    return "\n".join(line[:width] if i == 0 else line for i, line in enumerate(lines))

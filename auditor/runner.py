@@ -1,0 +1,298 @@
+"""The audit pipeline: the one place that ties data, models, methods, metrics and results.
+
+``run_audit`` streams a data set through the model in batches: images are decoded and
+annotations checked in background threads, every method's maps come from one pass per
+batch, each map is upsampled to its image, normalised, scored against the image's boxes
+/ fixations / gaze (and so are the centre and random baselines), and each image's row is
+appended to ``rows.jsonl`` as soon as it is done. Summaries, threshold verdicts,
+``results.json``, ``results.csv`` and ``junit.xml`` are written at the end, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from . import maps as maplib
+from .data import load_annotations, load_dataset
+from .errors import AuditorError, DataError, UsageError
+from .images import load_image
+from .methods import compute_maps, create_method, list_methods
+from .metrics import BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, HIGHER_IS_BETTER, bootstrap_ci
+from .metrics.baselines import centre_gaussian, uniform_random
+from .models import LoadedModel, build_model, resolve_device
+from .results import SCHEMA_VERSION, AuditResult, package_versions, write_csv, write_json, write_junit
+from .savers import MapWriter
+from .thresholds import Check, evaluate, load_thresholds, parse_assignment
+from .visualize import input_preprocess
+
+ROWS_FILE = "rows.jsonl"
+
+
+@dataclass
+class _Item:
+    record: Any
+    image: np.ndarray | None = None
+    annotations: Any = None
+    inputs: torch.Tensor | None = None
+    error: str | None = None
+
+
+def _load(record: Any, preprocess) -> _Item:
+    try:
+        image = load_image(record.image)
+        ann = load_annotations(record, image.shape[:2])
+        return _Item(record, image, ann, preprocess(image)[0])
+    except AuditorError as e:
+        return _Item(record, error=str(e))
+
+
+def _stream(records: Sequence[Any], preprocess, batch_size: int, workers: int = 2) -> Iterator[list[_Item]]:
+    """Batches of decoded items, decoding ahead in threads (bounded: two batches in flight)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = [pool.submit(_load, r, preprocess) for r in records[: 2 * batch_size]]
+        nxt = len(pending)
+        batch: list[_Item] = []
+        while pending:
+            batch.append(pending.pop(0).result())
+            if nxt < len(records):
+                pending.append(pool.submit(_load, records[nxt], preprocess))
+                nxt += 1
+            if len(batch) == batch_size or not pending:
+                yield batch
+                batch = []
+
+
+def _references(ann: Any) -> list[tuple[np.ndarray, dict]]:
+    """(reference array, metric table) for each kind of annotation the image has."""
+    pairs = ((ann.mask, BOX_METRICS), (ann.fixations, FIXATION_METRICS), (ann.gaze, DENSITY_METRICS))
+    return [(refs, table) for refs, table in pairs if refs is not None]
+
+
+def score(saliency: np.ndarray, ann: Any) -> dict[str, float]:
+    """Every metric the image's references allow, on a normalised map ``[H, W]``."""
+    return {name: float(fn(saliency, refs)) for refs, table in _references(ann) for name, fn in table.items()}
+
+
+def _nan_metrics(ann: Any) -> dict[str, float]:
+    return {name: float("nan") for _, table in _references(ann) for name in table}
+
+
+def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
+    return {"centre": centre_gaussian(shape), "random": uniform_random(shape, seed=zlib.crc32(image_id.encode()))}
+
+
+def _targets(items: list[_Item], mode: str, headless: bool) -> Any:
+    if headless:
+        return "cls-norm"
+    if mode == "predicted":
+        return "predicted"
+    return [it.record.label for it in items]
+
+
+def _process_batch(items: list[_Item], model, methods, *, target: str, headless: bool, device,
+                   writer: MapWriter | None) -> list[dict[str, Any]]:
+    ok = [it for it in items if it.error is None]
+    rows: dict[int, dict[str, Any]] = {id(it): _base_row(it) for it in items}
+    if ok:
+        x = torch.stack([it.inputs for it in ok]).to(device)
+        res = compute_maps(model, x, methods, target=_targets(ok, target, headless))
+        probs = res.output.softmax(-1) if not headless else None
+        for i, it in enumerate(ok):
+            row = rows[id(it)]
+            row["target"] = res.targets[i]
+            if probs is not None:
+                row["prediction"] = int(probs[i].argmax())
+                row["prediction_score"] = float(probs[i].max())
+            row["metrics"], row["map_status"] = _score_item(it, {m: r.maps[i] for m, r in res.maps.items()},
+                                                             {m.name: m.normalization for m in methods}, writer)
+    return [rows[id(it)] for it in items]
+
+
+def _base_row(it: _Item) -> dict[str, Any]:
+    r = it.record
+    return {"id": r.id, "image": str(r.image), "label": r.label, "label_name": r.label_name, "split": r.split,
+            "source": r.source, "target": None, "prediction": None, "prediction_score": None,
+            "metrics": {}, "map_status": {}, "error": it.error}
+
+
+def _score_item(it: _Item, raw: dict[str, torch.Tensor], modes: dict[str, str],
+                writer: MapWriter | None) -> tuple[dict, dict]:
+    shape = it.image.shape[:2]
+    metrics: dict[str, dict[str, float]] = {}
+    status: dict[str, str] = {}
+    for method, token_map in raw.items():
+        if writer is not None:
+            writer.add(method, it.record.id, token_map.numpy(), maplib.upsample(token_map, shape) if writer.full else None)
+        problem = maplib.map_problem(token_map.numpy(), modes[method])
+        if problem:
+            status[method] = problem
+            metrics[method] = _nan_metrics(it.annotations)
+        else:
+            metrics[method] = score(maplib.to_image(token_map, shape, modes[method]), it.annotations)
+    for name, base in _baselines(shape, it.record.id).items():
+        metrics[name] = score(base, it.annotations)
+    return metrics, status
+
+
+def summarise(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary[method][metric]`` = mean, 95% bootstrap CI, n, n_nan over the rows."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        for method, mets in (row.get("metrics") or {}).items():
+            for metric, v in mets.items():
+                values.setdefault(method, {}).setdefault(metric, []).append(np.nan if v is None else float(v))
+    return {m: {k: bootstrap_ci(np.asarray(v, dtype=float), seed=seed).to_dict() for k, v in sorted(mets.items())}
+            for m, mets in values.items()}
+
+
+def _per_class(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("label_name") is not None and not r.get("error"):
+            groups.setdefault(str(r["label_name"]), []).append(r)
+    return {cls: summarise(rs, seed=seed) for cls, rs in sorted(groups.items())}
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder.")
+    if (out / "results.json").exists() or (out / ROWS_FILE).exists():
+        if not overwrite:
+            raise UsageError(f"{out} already holds an audit's results: pass --overwrite to replace them, "
+                             "or choose another --out.")
+        for name in ("results.json", "results.csv", "junit.xml", ROWS_FILE, "maps.npz", "token_maps.npz"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, factory: str | None = None,
+              model: torch.nn.Module | None = None,
+              checkpoint: str | Path | None = None, methods: Sequence[str] | None = None,
+              thresholds: str | Path | None = None, fail_under: Sequence[str] = (), max_drop: Sequence[str] = (),
+              baseline: str | Path | None = None, batch_size: int = 16, save_maps: bool = False,
+              device: str = "cpu", image_size: int | tuple[int, int] | None = None,
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, target: str = "label",
+              allow_outside_root: bool = False, overwrite: bool = False, trust_checkpoint: bool = False,
+              patch_size: int | None = None, model_kwargs: dict[str, Any] | None = None, seed: int = 0,
+              progress: Callable[[int, int], None] | None = None, report: bool = False) -> AuditResult:
+    """Audit every method on a labelled image set; see the module docstring.
+
+    The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
+    ``nn.Module`` passed as ``model``.
+
+    ``report=True`` also writes ``report.html`` (:func:`auditor.report.render_report`).
+
+    Returns an :class:`~auditor.results.AuditResult` (``passed``, ``summary``, ``rows``).
+    Raises :class:`~auditor.errors.DataError` (after writing the results) when no image
+    could be scored.
+    """
+    started = time.time()
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    if target not in ("label", "predicted"):
+        raise UsageError(f"--target must be 'label' or 'predicted', got '{target}'")
+    checks: list[Check] = load_thresholds(thresholds) if thresholds else []
+    checks += [parse_assignment(s, "min") for s in fail_under] + [parse_assignment(s, "max_drop") for s in max_drop]
+    base_summary = AuditResult.load(baseline).data["summary"] if baseline else None
+    out = Path(out)
+    dataset = load_dataset(data, allow_outside_root=allow_outside_root)
+    if model is not None:  # an nn.Module from the caller (the pytest fixture, notebooks)
+        loaded = LoadedModel(model.to(resolve_device(device)).eval(), type(model).__name__, None, {})
+    else:
+        loaded = build_model(arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
+                             image_size=image_size, device=device, trust_checkpoint=trust_checkpoint,
+                             **(model_kwargs or {}))
+    model = loaded.model
+    names = list(methods) if methods else list_methods()
+    method_objs = [create_method(n) for n in names]
+    pre = input_preprocess(model, image_size, mean, std)
+    headless = getattr(model, "num_classes", None) == 0
+    _prepare_out(out, overwrite)
+    dev = next(model.parameters()).device
+
+    rows: list[dict[str, Any]] = [_error_row(e) for e in dataset.errors]
+    writer = MapWriter(out, full=save_maps)
+    with open(out / ROWS_FILE, "w", encoding="utf-8") as rows_file, writer:
+        for r in rows:
+            rows_file.write(json.dumps(r) + "\n")
+        done = 0
+        for batch in _stream(dataset.records, pre, batch_size):
+            for row in _process_batch(batch, model, method_objs, target=target, headless=headless, device=dev,
+                                      writer=writer):
+                rows.append(row)
+                rows_file.write(json.dumps(_jsonable(row)) + "\n")
+            rows_file.flush()
+            done += len(batch)
+            if progress:
+                progress(done, len(dataset.records))
+    scored = [r for r in rows if not r["error"]]
+    skipped = _skipped(model, method_objs)
+    summary = summarise(scored, seed=seed)
+    per_class = _per_class(scored, seed)
+    verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
+    data_out = {
+        "schema_version": SCHEMA_VERSION,
+        "settings": {
+            "data": str(data), "classes": dataset.classes, "models": [loaded.describe()],
+            "methods": {m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs
+                        if m.name not in skipped},
+            "skipped_methods": skipped, "baselines": ["centre", "random"],
+            "preprocessing": pre.to_dict(), "target": "cls-norm" if headless else target,
+            "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
+                            "threshold": c.threshold, "cls": c.cls} for c in checks],
+            "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
+            "versions": package_versions(),
+        },
+        "summary": summary, "per_class": per_class, "rows": [_jsonable(r) for r in rows], "verdicts": verdicts,
+        "passed": all(v["passed"] for v in verdicts),
+        "counts": {"images": len(rows), "ok": len(scored), "errors": len(rows) - len(scored)},
+        "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                   "seconds": round(time.time() - started, 3)},
+    }
+    write_json(out / "results.json", data_out)
+    write_csv(out / "results.csv", data_out["rows"])
+    write_junit(out / "junit.xml", verdicts, duration=data_out["timing"]["seconds"])
+    result = AuditResult(json.loads(json.dumps(_jsonable(data_out))), out)
+    if report:  # report.html beside results.json, redrawn from the saved maps
+        from .report import render_report
+
+        render_report(result)
+    if not scored:
+        raise DataError(f"No image of {data} could be scored ({len(rows)} error row(s); the first: "
+                        f"{rows[0]['error'] if rows else 'the data set is empty'}). Results: {out / 'results.json'}")
+    return result
+
+
+def _skipped(model, methods) -> dict[str, str]:
+    out = {}
+    for m in methods:
+        try:
+            m.check(model)
+        except AuditorError as e:
+            out[m.name] = str(e)
+    return out
+
+
+def _method_params(m: Any) -> dict[str, Any]:
+    return {k: v for k, v in vars(m).items() if not k.startswith("_") and isinstance(v, (int, float, str, type(None)))}
+
+
+def _error_row(e: Any) -> dict[str, Any]:
+    return {"id": e.id, "image": None if e.image is None else str(e.image), "label": None, "label_name": None,
+            "split": None, "source": e.source, "target": None, "prediction": None, "prediction_score": None,
+            "metrics": {}, "map_status": {}, "error": e.reason}
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    from .results import clean
+
+    return clean(row)
