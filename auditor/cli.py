@@ -104,6 +104,160 @@ def _overrides(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def _floats3(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise click.BadParameter(f"'{value}' is not three numbers r,g,b (e.g. 0.485,0.456,0.406)")
+    return parts
+
+
+def _methods(ctx: click.Context, param: click.Parameter, value: str | None):
+    if not value:
+        return None
+    from .methods import list_methods
+
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in list_methods()]
+    if unknown:
+        raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(list_methods())}")
+    return names
+
+
+class _Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="Auditing", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.bar.pos)
+        if done >= total:
+            self.bar.__exit__(None, None, None)
+
+
+@main.command()
+@click.option("--data", required=True, help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image>.")
+@click.option("--checkpoint", "--model-path", "--model_path", "checkpoint", default=None, help="Checkpoint to audit.")
+@model_options
+@click.option("--out", required=True, help="Output folder (results.json, results.csv, junit.xml, token_maps.npz).")
+@click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
+@click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="Thresholds TOML file.")
+@click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
+@click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="An earlier results.json to compare with.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--save-maps", is_flag=True, help="Also write maps.npz: float32 maps at each image's resolution.")
+@click.option("--mean", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation mean [default: model's, else ImageNet].")
+@click.option("--std", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation std [default: model's, else ImageNet].")
+@click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True,
+              help="Class to explain per image (headless backbones always use the CLS-output norm).")
+@click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
+@click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
+@click.option("--no-report", is_flag=True, help="Do not write report.html (render it later with `auditor report`).")
+def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device, trust_checkpoint,
+        out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std, target,
+        allow_outside_root, overwrite, no_report) -> None:
+    """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
+    from .results import format_summary
+    from .runner import run_audit
+
+    if arch is None and factory is None:
+        raise click.UsageError("give the model: --arch NAME or --model package.module:factory")
+    result = run_audit(data, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
+                       thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
+                       batch_size=batch_size, save_maps=save_maps, device=device, image_size=image_size, mean=mean,
+                       std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
+                       trust_checkpoint=trust_checkpoint, patch_size=patch_size,
+                       model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads),
+                       progress=_Progress(), report=not no_report)
+    click.echo(format_summary(result.data))
+    click.echo(f"Results: {result.out / 'results.json'}")
+    if not no_report:
+        click.echo(f"Report: {result.out / 'report.html'}")
+    sys.exit(0 if result.passed else 1)
+
+
+def _cmap(ctx: click.Context, param: click.Parameter, value: str):
+    from .render import colormap_lut
+
+    try:
+        colormap_lut(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+@main.command()
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--out", default=None, help="HTML file to write [default: report.html beside RESULTS].")
+@click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap (cividis: colour-blind safe).")
+@click.option("--sort-by", default=None, metavar="METHOD.METRIC", help="Gallery order, worst first [default: first method's pointing game].")
+def report(results, out, cmap, sort_by) -> None:
+    """Re-render report.html from results.json + token_maps.npz (no model is built or run)."""
+    from .report import render_report
+
+    click.echo(f"Report: {render_report(results, out=out, cmap=cmap, sort_by=sort_by)}")
+
+
+def _model_spec(name: str | None, checkpoint: str | None) -> dict:
+    """``--model-a`` is an architecture name, or ``package.module:factory`` when it holds a colon."""
+    spec = {"factory": name} if name and ":" in name else {"arch": name}
+    return {**spec, "checkpoint": checkpoint}
+
+
+@main.command()
+@click.option("--results-a", type=click.Path(dir_okay=False), default=None, help="A's results.json (compare two finished audits).")
+@click.option("--results-b", type=click.Path(dir_okay=False), default=None, help="B's results.json.")
+@click.option("--data", default=None, help="Data set to audit both models on (with --model-a / --model-b).")
+@click.option("--model-a", default=None, metavar="ARCH|PKG.MOD:FN", help="Model A: a built-in architecture or a factory.")
+@click.option("--checkpoint-a", default=None, help="Model A's checkpoint.")
+@click.option("--model-b", default=None, metavar="ARCH|PKG.MOD:FN", help="Model B (the candidate).")
+@click.option("--checkpoint-b", default=None, help="Model B's checkpoint.")
+@click.option("--out", required=True, help="Output folder: a/, b/, comparison.json, junit.xml, report.html.")
+@click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail (exit 1) when B is worse than A by more than D (repeatable).")
+@click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
+@click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W", help="Model input size for both.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True)
+@click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
+@click.option("--overwrite", is_flag=True, help="Replace results already in --out/a and --out/b.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of the checkpoints (trusted files only).")
+@click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap.")
+def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, methods,
+            image_size, batch_size, device, target, allow_outside_root, overwrite, trust_checkpoint, cmap) -> None:
+    """Two checkpoints on the same images in one report; exit 1 when a --max-drop check fails."""
+    from .report import compare_models, compare_results
+
+    if results_a or results_b:
+        if not (results_a and results_b) or data or model_a or model_b:
+            raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
+        comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, cmap=cmap)
+    else:
+        if not (data and model_a and model_b):
+            raise click.UsageError("give --data, --model-a and --model-b (or --results-a and --results-b)")
+        comp = compare_models(data, out=out, model_a=_model_spec(model_a, checkpoint_a),
+                              model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, cmap=cmap,
+                              methods=methods, image_size=image_size, batch_size=batch_size, device=device,
+                              target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
+                              trust_checkpoint=trust_checkpoint)
+    from .report.compare import format_comparison
+
+    click.echo(format_comparison(comp.data))
+    click.echo(f"Report: {comp.out / 'report.html'}")
+    sys.exit(0 if comp.passed else 1)
+
+
 @main.command("models")
 def list_models_cmd() -> None:
     """List the built-in architectures."""

@@ -1,0 +1,212 @@
+"""``render_report``: ``report.html`` from a finished audit, without a model.
+
+Inputs are what ``auditor run`` wrote: ``results.json``, ``token_maps.npz`` (raw maps at
+token resolution) and the original images (paths in the rows). The page holds: the verdict
+and run settings, the method x metric summary beside the centre / random baselines, a
+per-class breakdown, plots, the error rows, and a worst-first gallery (pages of
+``PAGE_SIZE`` images; ``loading="lazy"`` so a 2,000-image report opens fast).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..errors import UsageError
+from ..results import BASELINES, AuditResult
+from . import plots
+from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
+from .common import (DASH, as_result, class_name, fmt, header, methods_of, metrics_of, primary_metrics,
+                     sort_options, summary_table, worst_first)
+from .gallery import References, draw_cards, side_of
+from .templating import render_page
+
+PAGE_SIZE = 50
+
+
+def render_report(results: str | Path | AuditResult, *, out: str | Path | None = None, cmap: str = "jet",
+                  sort_by: str | None = None, style: str = "overlay",
+                  inline_limit: int = INLINE_LIMIT_BYTES) -> Path:
+    """Write the HTML audit report and return its path.
+
+    Args:
+        results: ``results.json`` (its folder must hold ``token_maps.npz``) or an :class:`AuditResult`.
+        out: the HTML file [default: ``report.html`` beside ``results.json``].
+        cmap: overlay colormap (``jet``; ``cividis`` / ``viridis`` are colour-blind safe).
+        sort_by: gallery order, ``"method.metric"`` worst first [default: the first method's
+            pointing game, then relevance mass].
+        style: ``"overlay"`` (upsampled heat map) or ``"grid"`` (one tint per patch).
+        inline_limit: images are embedded while their total is at most this many bytes,
+            else written to ``assets/`` beside the report.
+    """
+    result = as_result(results)
+    path = Path(out) if out is not None else result.out / "report.html"
+    if path.is_dir():
+        path = path / "report.html"
+    data = result.data
+    methods = methods_of(data)
+    metrics = metrics_of(data["summary"])
+    sink = AssetSink(path, inline_limit=inline_limit)
+    side = side_of(result)
+    try:
+        context = {
+            "title": f"Attention audit: {_model_name(data)}",
+            "head": header(result),
+            "summary": summary_table(data["summary"], methods, metrics, result.verdicts),
+            "per_class": per_class_tables(data, methods, metrics, result.verdicts),
+            "plots": _plots(data, methods, metrics, sink),
+            "errors": error_rows(data["rows"]),
+            "legend": {"css": colour_scale_css(cmap), "cmap": cmap},
+            "maps_note": "" if side.maps.available else "token_maps.npz is missing: overlays are not drawn",
+            "page_size": PAGE_SIZE,
+        }
+        refs = References(data["settings"].get("data"))
+        context["refs_note"] = refs.note
+        context.update(_gallery(result, methods, metrics, side, sink, refs, cmap, style, sort_by))
+    finally:
+        side.maps.close()
+    context["storage"] = _storage(sink)
+    return render_page("report.html.j2", path, **context)
+
+
+def _model_name(data: Mapping[str, Any]) -> str:
+    models = data["settings"].get("models") or []
+    return ", ".join(str(m.get("name")) for m in models) or "model"
+
+
+def per_class_tables(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str],
+                     verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    counts: dict[str, int] = {}
+    for r in data["rows"]:
+        if not r.get("error") and r.get("label_name") is not None:
+            counts[str(r["label_name"])] = counts.get(str(r["label_name"]), 0) + 1
+    out = []
+    for cls, summ in (data.get("per_class") or {}).items():
+        table = summary_table(summ, methods, metrics, verdicts, cls=cls)
+        failed = any(c["css"] == "fail" for row in table["rows"] for c in row["cells"])
+        out.append({"cls": cls, "n": str(counts.get(cls, 0)), "table": table, "failed": failed})
+    return out
+
+
+def error_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    return [{"id": str(r["id"]), "image": str(r.get("image") or DASH), "reason": str(r["error"])}
+            for r in rows if r.get("error")]
+
+
+def metric_values(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str]
+                  ) -> dict[str, dict[str, list[float]]]:
+    """``values[method][metric]``: the finite per-image values, for the plots."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        for m in methods:
+            for k in metrics:
+                v = (r.get("metrics") or {}).get(m, {}).get(k)
+                if v is not None and math.isfinite(v):
+                    out.setdefault(m, {}).setdefault(k, []).append(float(v))
+    return out
+
+
+def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str], sink: AssetSink) -> list[dict]:
+    every = [*methods, *[b for b in BASELINES if b in data["summary"]]]
+    ok = [r for r in data["rows"] if not r.get("error")]
+    out = []
+    png = plots.distributions(metric_values(ok, every, metrics), every, metrics)
+    if png:
+        out.append({"title": "Per-image distribution of each metric", "img": sink.add(png, "png"),
+                    "alt": "Box plots of the per-image values of " + ", ".join(metrics) + " for "
+                           + ", ".join(every) + "; baselines in grey."})
+    metric = next((k for k in ("pointing_game", *primary_metrics(metrics)) if k in metrics), None)
+    if metric and len(data.get("per_class") or {}) > 0:
+        png = plots.class_hit_rates(data["per_class"], every, metric)
+        if png:
+            out.append({"title": f"{metric} per class", "img": sink.add(png, "png"),
+                        "alt": f"Bar chart of the mean {metric} per class for " + ", ".join(every)
+                               + ", with 95% confidence intervals."})
+    return out
+
+
+def _sort_keys(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str],
+               sort_by: str | None) -> list[tuple[str, list[int]]]:
+    def order(method: str, keys: Sequence[str]) -> list[int]:
+        vals = [[(r.get("metrics") or {}).get(method, {}).get(k) for k in keys] for r in rows]
+        return worst_first(vals, keys)
+
+    keys: list[tuple[str, list[int]]] = []
+    if sort_by:
+        method, _, metric = sort_by.partition(".")
+        if method not in methods or metric not in metrics:
+            raise UsageError(f"cannot sort by '{sort_by}': give METHOD.METRIC with a method of "
+                             f"{', '.join(methods)} and a metric of {', '.join(metrics)}")
+        keys.append((f"{method} · {metric}, worst first", order(method, [metric])))
+    if methods:
+        primary = primary_metrics(metrics)
+        lead = lead_method(rows, methods, primary)
+        keys.append((f"{lead} · {' then '.join(primary)}, worst first", order(lead, primary)))
+    for m in methods:
+        for k in metrics:
+            keys.append((f"{m} · {k}, worst first", order(m, [k])))
+    keys.append(("data set order", list(range(len(rows)))))
+    seen, unique = set(), []
+    for label, o in keys:
+        if label not in seen:
+            seen.add(label)
+            unique.append((label, o))
+    return unique
+
+
+def lead_method(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], primary: Sequence[str]) -> str:
+    """The first method with a defined value of the primary metric (a skipped / constant one sorts nothing)."""
+    for m in methods:
+        if primary and any(_finite((r.get("metrics") or {}).get(m, {}).get(primary[0])) for r in rows):
+            return m
+    return methods[0]
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _gallery(result: AuditResult, methods, metrics, side, sink, refs, cmap, style, sort_by) -> dict[str, Any]:
+    data = result.data
+    rows = [r for r in data["rows"] if not r.get("error")]
+    keys = _sort_keys(rows, methods, metrics, sort_by)
+    default = keys[0][1]
+    rows = [rows[i] for i in default]  # the DOM holds the default order; the script re-sorts by index
+    inverse = {old: new for new, old in enumerate(default)}
+    options, orders = sort_options([(label, [inverse[i] for i in o]) for label, o in keys])
+    primary = primary_metrics(metrics)
+    lead = lead_method(rows, methods, primary) if methods else None
+    cards = []
+    status = lambda label, method, row: (row.get("map_status") or {}).get(method, "")  # noqa: E731
+    for i, (row, images) in enumerate(zip(rows, draw_cards(rows, [side], sink, refs=refs, base=result.out,
+                                                           cmap=cmap, style=style, map_note=status))):
+        cards.append({**images, **_card_text(data, row, lead, metrics, primary), "index": i})
+    return {"cards": cards, "sort_options": options, "orders": orders}
+
+
+def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
+    rid = str(row["id"])
+    target, pred = row.get("target"), row.get("prediction")
+    caption = [f"label: {row.get('label_name') if row.get('label_name') is not None else class_name(data, row.get('label'))}",
+               f"target: {class_name(data, target)}"]
+    badges = []
+    if pred is not None:
+        caption.append(f"predicted: {class_name(data, pred)} ({fmt(row.get('prediction_score'), 2)})")
+        right = pred == target
+        badges.append({"text": "prediction = target" if right else "prediction ≠ target", "css": "pass" if right else "fail"})
+    row_mets = row.get("metrics") or {}
+    if lead and primary:
+        v = row_mets.get(lead, {}).get(primary[0])
+        if primary[0] == "pointing_game" and v is not None:
+            badges.append({"text": f"{lead}: {'hit' if v >= 1 else 'miss'}", "css": "pass" if v >= 1 else "fail"})
+    shown = [k for k in metrics if any(k in row_mets.get(m, {}) for m in row_mets)]
+    table = {"head": shown, "rows": [
+        {"label": m, "baseline": m in BASELINES, "cells": [{"text": fmt(row_mets.get(m, {}).get(k)), "css": ""} for k in shown]}
+        for m in row_mets]}
+    return {"id": rid, "caption": caption, "badges": badges, "table": table, "path": str(row.get("image") or DASH)}
+
+
+def _storage(sink: AssetSink) -> str:
+    where = "embedded in this file" if sink.inline else f"in the folder {sink.folder.name}/ beside this file"
+    return f"{sink.count} images ({sink.total_bytes / 2**20:.1f} MiB) {where}"

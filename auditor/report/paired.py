@@ -1,0 +1,134 @@
+"""Statistics of two runs over the same images: paired metric deltas and map agreement.
+
+Images are paired by id (both runs scored them). A delta is ``B - A`` per image; its mean
+has a paired bootstrap 95% CI and a two-sided paired permutation test p-value. "Worse"
+means the CI excludes zero on the bad side of the metric (direction from
+``auditor.metrics.HIGHER_IS_BETTER``). Map agreement compares A's and B's token maps after
+upsampling both to the image's size (:func:`auditor.maps.upsample`) and normalising each
+with its method's recorded mode: Spearman rank correlation, Pearson CC, top-k overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .. import maps as maplib
+from .common import higher_is_better, resolve_image
+
+TOP_K = 0.1  # top-k overlap: intersection over union of A's and B's top 10% pixels
+AGREEMENT = ("spearman", "cc", "top_k_overlap")
+
+
+def pair_rows(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]]
+              ) -> tuple[list[tuple[Mapping, Mapping]], dict[str, int]]:
+    """Rows scored by both runs, in A's order; counts of paired and unpaired images."""
+    ok_b = {str(r["id"]): r for r in rows_b if not r.get("error")}
+    ok_a = [r for r in rows_a if not r.get("error")]
+    pairs = [(r, ok_b[str(r["id"])]) for r in ok_a if str(r["id"]) in ok_b]
+    return pairs, {"paired": len(pairs), "only_a": len(ok_a) - len(pairs), "only_b": len(ok_b) - len(pairs)}
+
+
+def _value(row: Mapping[str, Any], method: str, metric: str) -> float:
+    v = (row.get("metrics") or {}).get(method, {}).get(metric)
+    return float("nan") if v is None else float(v)
+
+
+def metric_deltas(pairs, methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0
+                  ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``deltas[method][metric]``: means of A and B, mean delta B - A with 95% CI, p-value, verdict."""
+    from ..metrics import paired_bootstrap_ci, paired_permutation_test
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for m in methods:
+        for k in metrics:
+            a = np.array([_value(ra, m, k) for ra, _ in pairs])
+            b = np.array([_value(rb, m, k) for _, rb in pairs])
+            keep = np.isfinite(a) & np.isfinite(b)
+            if not keep.any():
+                continue
+            a, b = a[keep], b[keep]
+            ci = _as_dict(paired_bootstrap_ci(a, b, seed=seed))
+            p = _p_value(paired_permutation_test(a, b, seed=seed))
+            lo, hi = ci.get("ci_low"), ci.get("ci_high")
+            worse = better = False
+            if lo is not None and hi is not None:  # the CI of B - A excludes zero
+                worse, better = (hi < 0, lo > 0) if higher_is_better(k) else (lo > 0, hi < 0)
+            out.setdefault(m, {})[k] = {"n": int(keep.sum()), "mean_a": float(a.mean()), "mean_b": float(b.mean()),
+                                        "delta": float((b - a).mean()), "ci_low": lo, "ci_high": hi, "p_value": p,
+                                        "worse": bool(worse), "better": bool(better)}
+    return out
+
+
+def _as_dict(ci: Any) -> dict[str, Any]:
+    d = ci.to_dict() if hasattr(ci, "to_dict") else dict(ci)
+    return {k: (None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v) for k, v in d.items()}
+
+
+def _p_value(res: Any) -> float:
+    for attr in ("p_value", "pvalue", "p"):
+        if hasattr(res, attr):
+            return float(getattr(res, attr))
+    return float(res)
+
+
+def image_shape(path: Path | None) -> tuple[int, int] | None:
+    """``(H, W)`` as displayed (EXIF rotation applied), read from the header only."""
+    if path is None:
+        return None
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):
+                w, h = h, w
+            return h, w
+    except OSError:
+        return None
+
+
+def map_agreement(map_a: np.ndarray | None, map_b: np.ndarray | None, shape: tuple[int, int] | None,
+                  norm_a: str, norm_b: str) -> dict[str, float]:
+    """Spearman, CC and top-k overlap of two raw token maps, both upsampled to ``shape``."""
+    nan = {k: float("nan") for k in AGREEMENT}
+    if map_a is None or map_b is None:
+        return nan
+    if shape is None:  # no image: the finer grid of the two
+        shape = tuple(max(map_a.shape[i], map_b.shape[i]) for i in (0, 1))
+    try:
+        a = maplib.normalize(maplib.upsample(map_a, shape), norm_a)
+        b = maplib.normalize(maplib.upsample(map_b, shape), norm_b)
+    except ValueError:
+        return nan
+    from ..metrics import agreement, gaze
+
+    return {"spearman": _safe(agreement.spearman, a, b), "cc": _safe(gaze.cc, a, b),
+            "top_k_overlap": _safe(lambda x, y: agreement.top_k_overlap(x, y, fraction=TOP_K), a, b)}
+
+
+def _safe(fn, a: np.ndarray, b: np.ndarray) -> float:
+    if a.max() <= a.min() or b.max() <= b.min():
+        return float("nan")  # a constant map has no ranking to agree with
+    return float(fn(a, b))
+
+
+def agreement_summary(per_image: Sequence[Mapping[str, Mapping[str, float]]], methods: Sequence[str], *,
+                      seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary[method][measure]`` = mean, 95% bootstrap CI, n over images."""
+    from ..metrics import bootstrap_ci
+
+    return {m: {k: _as_dict(bootstrap_ci(np.array([img.get(m, {}).get(k, np.nan) for img in per_image], dtype=float),
+                                         seed=seed)) for k in AGREEMENT} for m in methods}
+
+
+def disagreement(agree: Mapping[str, Mapping[str, float]]) -> float:
+    """``1 - mean Spearman`` over methods (0: same ranking, 2: opposite); NaN when undefined."""
+    vals = [v["spearman"] for v in agree.values() if math.isfinite(v.get("spearman", float("nan")))]
+    return 1.0 - float(np.mean(vals)) if vals else float("nan")
+
+
+def resolve_pair_image(row_a: Mapping[str, Any], row_b: Mapping[str, Any], bases: tuple[Path, Path]) -> Path | None:
+    return resolve_image(row_a.get("image"), bases[0]) or resolve_image(row_b.get("image"), bases[1])
