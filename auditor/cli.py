@@ -73,6 +73,42 @@ def main() -> None:
     """
 
 
+class _SpaceSeparated(click.Option):
+    """A ``multiple`` option that also takes several values after one flag: ``--support a.jpg b.jpg``."""
+
+    def add_to_parser(self, parser, ctx) -> None:
+        super().add_to_parser(parser, ctx)
+        for opt_name in self.opts:
+            parser_opt = parser._long_opt.get(opt_name) or parser._short_opt.get(opt_name)
+            if parser_opt is None:
+                continue
+            process = parser_opt.process
+
+            def greedy(value, state, process=process):
+                process(value, state)
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    process(state.rargs.pop(0), state)
+            parser_opt.process = greedy
+
+
+def multi_attention_options(f):
+    """The FewTURE fork's multi-attention backbone (flags read from the checkpoint when not given)."""
+    for opt in reversed([
+        click.option("--use-mab", "--use_mab", "use_mab", type=click.BOOL, default=None, metavar="BOOL",
+                     help="Mixed attention blocks: window MSA + channel attention [default: from the checkpoint]."),
+        click.option("--use-ocab", "--use_ocab", "use_ocab", type=click.BOOL, default=None, metavar="BOOL",
+                     help="Overlapping cross-attention blocks (ignored beside --use-mab, as in the reference)."),
+        click.option("--use-drff", "--use_drff", "use_drff", type=click.BOOL, default=None, metavar="BOOL",
+                     help="Dual reconstruction feature fusion after the encoder [default: from the checkpoint]."),
+        click.option("--window-size", "--window_size", "window_size", type=click.IntRange(min=1), default=None,
+                     help="MAB / OCAB window size [default: from the checkpoint, else 7]."),
+        click.option("--support", cls=_SpaceSeparated, multiple=True, metavar="IMAGE...",
+                     help="Support images of the query's class (few-shot): reconstruction attention, prototype target."),
+    ]):
+        f = opt(f)
+    return f
+
+
 @main.command()
 @click.option("--image-path", "--image_path", "image_path", required=True, help="The image to explain (any PIL format).")
 @click.option("--model-path", "--model_path", "--checkpoint", "checkpoint", default=None,
@@ -86,8 +122,10 @@ def main() -> None:
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--colormap", default="jet", show_default=True, help="Matplotlib colormap (cividis: colour-blind safe).")
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz (float32 maps at the image's size, unnormalised).")
+@multi_attention_options
 def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
-              trust_checkpoint, output_dir, layer, head, target_class, gradcam_layer, alpha, colormap, save_maps) -> None:
+              trust_checkpoint, output_dir, layer, head, target_class, gradcam_layer, alpha, colormap, save_maps,
+              use_mab, use_ocab, use_drff, window_size, support) -> None:
     """One image: Grad-CAM and patch attention overlays and a patch grid (the original guide's flow)."""
     from .visualize import visualize as run_visualize
 
@@ -96,8 +134,9 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
     run_visualize(image_path, arch=arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
                   image_size=image_size, output_dir=output_dir, layer=layer, head=head, target_class=target_class,
                   gradcam_layer=gradcam_layer, device=device, alpha=alpha, colormap=colormap, save_maps=save_maps,
-                  trust_checkpoint=trust_checkpoint, log=click.echo,
-                  model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads))
+                  trust_checkpoint=trust_checkpoint, log=click.echo, support=support,
+                  model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
+                                          use_ocab=use_ocab, use_drff=use_drff, window_size=window_size))
 
 
 def _overrides(**kwargs):

@@ -91,20 +91,23 @@ def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
 
 
 def _targets(items: list[_Item], mode: str, headless: bool) -> Any:
-    if headless:
-        return "cls-norm"
+    if headless:  # the engine's default: the CLS-output norm, or the patch-token norm where the CLS is inert
+        return None
     if mode == "predicted":
         return "predicted"
     return [it.record.label for it in items]
 
 
 def _process_batch(items: list[_Item], model, methods, *, target: str, headless: bool, device,
-                   writer: MapWriter | None) -> list[dict[str, Any]]:
+                   writer: MapWriter | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows for a batch, and the kind of target the pass explained (None if nothing ran)."""
     ok = [it for it in items if it.error is None]
     rows: dict[int, dict[str, Any]] = {id(it): _base_row(it) for it in items}
+    kind = None
     if ok:
         x = torch.stack([it.inputs for it in ok]).to(device)
         res = compute_maps(model, x, methods, target=_targets(ok, target, headless))
+        kind = res.target_kind
         probs = res.output.softmax(-1) if not headless else None
         for i, it in enumerate(ok):
             row = rows[id(it)]
@@ -114,7 +117,7 @@ def _process_batch(items: list[_Item], model, methods, *, target: str, headless:
                 row["prediction_score"] = float(probs[i].max())
             row["metrics"], row["map_status"] = _score_item(it, {m: r.maps[i] for m, r in res.maps.items()},
                                                              {m.name: m.normalization for m in methods}, writer)
-    return [rows[id(it)] for it in items]
+    return [rows[id(it)] for it in items], kind
 
 
 def _base_row(it: _Item) -> dict[str, Any]:
@@ -224,10 +227,12 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     with open(out / ROWS_FILE, "w", encoding="utf-8") as rows_file, writer:
         for r in rows:
             rows_file.write(json.dumps(r) + "\n")
-        done = 0
+        done, target_kind = 0, None
         for batch in _stream(dataset.records, pre, batch_size):
-            for row in _process_batch(batch, model, method_objs, target=target, headless=headless, device=dev,
-                                      writer=writer):
+            batch_rows, kind = _process_batch(batch, model, method_objs, target=target, headless=headless,
+                                              device=dev, writer=writer)
+            target_kind = target_kind or kind
+            for row in batch_rows:
                 rows.append(row)
                 rows_file.write(json.dumps(_jsonable(row)) + "\n")
             rows_file.flush()
@@ -246,7 +251,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "methods": {m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs
                         if m.name not in skipped},
             "skipped_methods": skipped, "baselines": ["centre", "random"],
-            "preprocessing": pre.to_dict(), "target": "cls-norm" if headless else target,
+            "preprocessing": pre.to_dict(), "target": target_kind or target,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in checks],
             "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,

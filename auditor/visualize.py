@@ -1,7 +1,10 @@
 """The original guide's single-image flow as a library call: ``auditor.visualize(...)``.
 
 One image, one model, one pass: Grad-CAM and CLS-patch attention are computed together,
-upsampled to the image's own size and written as overlays and a patch grid.
+upsampled to the image's own size and written as overlays and a patch grid. For the
+multi-attention backbone (MAB / OCAB / DRFF) the same pass also gives the window attention,
+channel attention and input-gradient maps, and -- with support images of the query's class --
+the dual reconstruction attention; maps that do not apply are listed with the reason.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import numpy as np
 
 from . import maps as maplib
 from . import render
+import torch
+
 from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_image
 from .methods import compute_maps, create_method
 from .models import build_model
@@ -39,14 +44,30 @@ def input_preprocess(model: Any, image_size: int | tuple[int, int] | None,
                       std=tuple(std or cfg.get("std", IMAGENET_STD)))
 
 
+#: file written for each method's map (an overlay on the image)
+FIGURES = {"gradcam": "gradcam_overlay.png", "cls_attention": "patch_attention_overlay.png",
+           "window_attention": "window_attention_overlay.png", "channel_attention": "channel_attention.png",
+           "input_gradient": "input_gradient_overlay.png", "ocab_attention": "ocab_attention_overlay.png",
+           "reconstruction_attention": "reconstruction_attention_overlay.png"}
+MULTI_ATTENTION_METHODS = ("window_attention", "ocab_attention", "channel_attention", "input_gradient",
+                           "reconstruction_attention")
+
+
 def visualize(image_path: str | Path, *, arch: str | None = None, factory: str | None = None,
               checkpoint: str | Path | None = None, patch_size: int | None = None,
               image_size: int | tuple[int, int] | None = None, output_dir: str | Path = "attention_viz",
               layer: int = -1, head: int | None = None, target_class: int | None = None,
               gradcam_layer: str | None = None, device: str = "cpu", alpha: float = 0.5,
               colormap: str = "jet", save_maps: bool = False, trust_checkpoint: bool = False,
-              log: Callable[[str], None] = print, model_kwargs: dict[str, Any] | None = None) -> dict[str, Path]:
+              log: Callable[[str], None] = print, model_kwargs: dict[str, Any] | None = None,
+              support: Sequence[str | Path] | None = None) -> dict[str, Path]:
     """Write ``gradcam_overlay.png``, ``patch_attention_overlay.png`` and ``patch_grid.png``.
+
+    Multi-attention models (``use_mab`` / ``use_ocab`` / ``use_drff``, from ``model_kwargs`` or
+    the checkpoint) also get ``window_attention_overlay.png``, ``channel_attention.png``,
+    ``input_gradient_overlay.png`` and, with ``support`` images (few-shot support set of the
+    query's class), ``reconstruction_attention_overlay.png``; their gradient target is the
+    prototype similarity with support images, else the norm of the mean patch token.
 
     Maps are drawn at the image's original size; with ``save_maps`` the float32 maps at that
     size, before display normalisation, go to ``maps.npz`` (keys ``<method>/<image stem>``).
@@ -69,17 +90,26 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         log("   No checkpoint given: random weights, so the maps show the architecture's prior only")
     for notice in loaded.checkpoint.notices if loaded.checkpoint else []:
         log(f"   Note: {notice}")
-    log(f"   {ok} Model loaded successfully")
     model = loaded.model
+    for note in getattr(model, "notes", []):
+        log(f"   Note: {note}")
+    log(f"   {ok} Model loaded successfully")
     pre = input_preprocess(model, image_size)
     x = pre(image).to(next(model.parameters()).device)
+    support_x = torch.cat([pre(load_image(p)) for p in support]).to(x.device) if support else None
 
     log("\n[3/4] Computing Grad-CAM...")
     methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
+    if hasattr(model, "cls_bypasses_blocks") or support:
+        methods += [create_method(name) for name in MULTI_ATTENTION_METHODS]
     target = None if target_class is None else [target_class]
-    res = compute_maps(model, x, methods, target=target)
+    res = compute_maps(model, x, methods, target=target, support=support_x)
     if res.target_kind == "cls-norm":
         log("   Target: the norm of the CLS output (headless backbone: it has no classes)")
+    elif res.target_kind in ("patch-norm", "prototype"):
+        what = ("cosine similarity of the mean patch token with the support prototype" if res.target_kind == "prototype"
+                else "the norm of the mean patch token")
+        log(f"   Target: {what} (the CLS token is not used: it is the same for every image)")
     else:
         log(f"   Target: class {res.targets[0]} ({'given' if target_class is not None else 'predicted'})")
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +120,8 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         written[name] = render.save_png(array, out / name)
         log(f"{ok} Saved: {written[name]}")
 
-    for name, method in (("gradcam", methods[0]), ("cls_attention", methods[1])):
+    for method in methods:
+        name = method.name
         if name == "cls_attention":
             log("   Extracting patch attention...")
         if name not in res.maps:
@@ -104,10 +135,8 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         if problem:
             log(f"   Warning: {name}: {problem}")
         heat = maplib.to_image(raw, (height, width), mode)
-        if name == "gradcam":
-            save("gradcam_overlay.png", render.overlay(image, heat, alpha=alpha, cmap=colormap))
-        else:
-            save("patch_attention_overlay.png", render.overlay(image, heat, alpha=alpha, cmap=colormap))
+        save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap))
+        if name == "cls_attention":
             save("patch_grid.png", render.patch_grid(image, maplib.normalize(raw.numpy()), alpha=alpha, cmap=colormap))
     if save_maps:
         from .io import atomic_path

@@ -146,9 +146,13 @@ def test_all_methods_share_one_forward_and_one_backward_per_batch():
     model = tiny_vit(num_classes=3)
     counts = _count_calls(model)
     res = compute_maps(model, torch.randn(6, 3, 32, 32), [create_method(n) for n in list_methods()])
-    assert sorted(res.maps) == list_methods() and res.skipped == {}
+    # the multi-attention methods (tests/test_multi_attention.py) need MAB blocks or support images
+    assert sorted(res.skipped) == ["channel_attention", "ocab_attention", "reconstruction_attention",
+                                   "window_attention"]
+    assert sorted(res.maps) == sorted(set(list_methods()) - set(res.skipped))
     assert counts == {"forward": 1, "backward": 1}
-    assert all(r.maps.shape == (6, 4, 4) for r in res.maps.values())
+    assert all(r.maps.shape == (6, 4, 4) for n, r in res.maps.items() if n != "input_gradient")
+    assert res.maps["input_gradient"].maps.shape == (6, 32, 32)  # at input resolution
     assert all(p.grad is None for p in model.parameters())  # autograd.grad leaves .grad alone
 
 

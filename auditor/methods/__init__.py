@@ -8,7 +8,8 @@
 from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
 from .registry import create_method, list_methods, register_method
-from . import cls_attention, gradcam, rollout  # noqa: F401  (register the methods)
+from . import (channel_attention, cls_attention, gradcam, input_gradient, ocab_attention,  # noqa: F401
+               reconstruction_attention, rollout, window_attention)  # (register the methods)
 
 __all__ = [
     "MapResult", "Method", "PassResult", "Recorder", "Recording", "compute_maps", "create_method",

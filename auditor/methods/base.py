@@ -43,7 +43,13 @@ class MapResult:
 
 @dataclass
 class Recording:
-    """What one pass recorded. Attention tensors are ``[B, heads, T, T]`` in forward order."""
+    """What one pass recorded. Attention tensors are ``[B, heads, T, T]`` in forward order.
+
+    ``inputs`` is the whole forward batch: the ``num_queries`` images to explain, then any
+    support images (few-shot). ``captured`` / ``captured_inputs`` hold the outputs / first
+    inputs of the modules that methods asked for by name (:meth:`Method.captured_layers`);
+    ``input_gradient`` the gradient of the target scores w.r.t. ``inputs`` when asked for.
+    """
 
     model: nn.Module
     inputs: torch.Tensor
@@ -54,6 +60,14 @@ class Recording:
     resolved_layers: dict[str, str] = field(default_factory=dict)
     target_scores: torch.Tensor | None = None
     target_info: dict[str, Any] = field(default_factory=dict)
+    captured: dict[str, Any] = field(default_factory=dict)
+    captured_inputs: dict[str, Any] = field(default_factory=dict)
+    input_gradient: torch.Tensor | None = None
+    num_queries: int | None = None
+
+    @property
+    def num_support(self) -> int:
+        return 0 if self.num_queries is None else self.inputs.shape[0] - self.num_queries
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -69,9 +83,10 @@ class Recorder:
     ``fused_attn`` switch are switched to the explicit path for the pass and restored.
     """
 
-    def __init__(self, model: nn.Module, recording: Recording, *, attention: bool, activations: list[str]):
+    def __init__(self, model: nn.Module, recording: Recording, *, attention: bool, activations: list[str],
+                 captures: list[str] = ()):
         self.model, self.rec = model, recording
-        self.attention, self.activation_names = attention, activations
+        self.attention, self.activation_names, self.capture_names = attention, activations, list(captures)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._fused: list[tuple[nn.Module, bool]] = []
 
@@ -94,6 +109,10 @@ class Recorder:
                 if name not in modules:
                     raise NotApplicableError(f"the model has no layer named '{name}'")
                 self._handles.append(modules[name].register_forward_hook(self._activation_hook(name)))
+            for name in self.capture_names:
+                if name not in modules:
+                    raise NotApplicableError(f"the model has no layer named '{name}'")
+                self._handles.append(modules[name].register_forward_hook(self._capture_hook(name)))
         except BaseException:
             self.release()
             raise
@@ -130,6 +149,21 @@ class Recorder:
         return hook
 
 
+    def _capture_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            self.rec.captured[name] = output[0] if isinstance(output, (tuple, list)) else output
+            self.rec.captured_inputs[name] = args[0] if args else None
+        return hook
+
+
+def cls_bypass_reason(model: nn.Module) -> str | None:
+    """Why the model's CLS token cannot be read as a map or used as a target, or None."""
+    if getattr(model, "cls_bypasses_blocks", False):
+        return ("the CLS token bypasses every block of this model (MAB / OCAB blocks pass it through unchanged), "
+                "so it is the same for every image and says nothing about where the model looks")
+    return None
+
+
 def token_grid(model: nn.Module, inputs: torch.Tensor, num_tokens: int) -> tuple[tuple[int, int], int]:
     """``((h, w), num_prefix_tokens)`` of a token sequence of length ``num_tokens``.
 
@@ -164,7 +198,10 @@ class Method:
 
     Class attributes declare what the pass must record: ``needs_attention`` (every block's
     attention probabilities), ``needs_gradients`` (a backward from the target scores to the
-    layers returned by :meth:`activation_layers`).
+    layers returned by :meth:`activation_layers`), ``needs_input_gradient`` (the gradient of
+    the target scores w.r.t. the input images), ``needs_support`` (few-shot support images,
+    ``compute_maps(..., support=)``); :meth:`captured_layers` names modules whose outputs
+    (and first inputs) the pass must keep, without gradients.
     """
 
     name: ClassVar[str] = ""
@@ -172,12 +209,18 @@ class Method:
     normalization: ClassVar[str] = "minmax"
     needs_attention: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
+    needs_input_gradient: ClassVar[bool] = False
+    needs_support: ClassVar[bool] = False
 
     def check(self, model: nn.Module) -> None:
         """Raise :class:`NotApplicableError` (with the reason) when the method cannot apply."""
 
     def activation_layers(self, model: nn.Module) -> list[str]:
         """Names of modules whose output (and gradient) the pass must record."""
+        return []
+
+    def captured_layers(self, model: nn.Module) -> list[str]:
+        """Names of modules whose output (and first input) the pass must keep (no gradients)."""
         return []
 
     def compute(self, rec: Recording) -> MapResult:
@@ -197,6 +240,9 @@ class AttentionMethod(Method):
             )
         if int(getattr(model, "num_prefix_tokens", 1)) < 1:
             raise NotApplicableError("the model has no CLS token to read attention from")
+        reason = cls_bypass_reason(model)
+        if reason:
+            raise NotApplicableError(reason)
 
     @staticmethod
     def attentions(rec: Recording) -> list[tuple[str, torch.Tensor]]:

@@ -15,9 +15,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError, UsageError
-from .base import MapResult, Method, Recorder, Recording
+from .base import MapResult, Method, Recorder, Recording, cls_bypass_reason
 
 TargetSpec = None | str | Sequence[int] | torch.Tensor
+#: the module whose output is the model's final tokens ``[B, P + N, C]`` (timm / DINO ``norm``)
+FINAL_TOKENS = "norm"
+TOKEN_TARGETS = ("patch-norm", "prototype")
 
 
 @dataclass
@@ -74,37 +77,89 @@ def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) ->
     return output.gather(1, idx[:, None])[:, 0], idx.tolist(), kind
 
 
+def token_target_scores(tokens: torch.Tensor, target: TargetSpec, num_queries: int, *,
+                        prefix: int = 1) -> tuple[torch.Tensor, list[None], str]:
+    """Scores ``[B]`` from the final tokens ``[B + S, P + N, C]`` of queries then support images.
+
+    ``"patch-norm"``: the norm of the image's mean patch token. ``"prototype"``: the cosine
+    similarity between the image's mean patch token and the prototype of its class, the mean
+    of the support images' mean patch tokens (all support images are of the query's class).
+    """
+    means = tokens[:, prefix:].mean(1)
+    if target == "patch-norm":
+        return means[:num_queries].norm(dim=-1), [None] * num_queries, "patch-norm"
+    if means.shape[0] == num_queries:
+        raise UsageError("target 'prototype' needs support images (compute_maps(..., support=...), CLI --support)")
+    proto = means[num_queries:].mean(0, keepdim=True)
+    return torch.nn.functional.cosine_similarity(means[:num_queries], proto, dim=-1), [None] * num_queries, "prototype"
+
+
+def _pass_target(model: nn.Module, target: TargetSpec, has_support: bool) -> TargetSpec:
+    """The target to use: CLS-bypassing models never use the CLS token (their default is a token target)."""
+    reason = cls_bypass_reason(model)
+    if reason is None:
+        return target
+    if target is None:
+        return "prototype" if has_support else "patch-norm"
+    if isinstance(target, str) and target in TOKEN_TARGETS:
+        return target
+    raise UsageError(f"target {target!r} reads the CLS token, but {reason}; use target 'patch-norm' or 'prototype' "
+                     "(with support images)")
+
+
 def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Method], *,
-                 target: TargetSpec = None) -> PassResult:
+                 target: TargetSpec = None, support: torch.Tensor | None = None) -> PassResult:
     """Run every method on a batch ``inputs`` ``[B, 3, H, W]`` in one pass.
 
     Returns raw maps ``[B, h, w]`` per method (on the CPU). A method that does not apply is
     listed in ``skipped`` with its reason instead of failing the others.
+
+    ``support`` ``[S, 3, H, W]``: few-shot support images (all of one class), run in the same
+    forward after ``inputs``; maps are returned for ``inputs`` only. Methods with
+    ``needs_support`` (e.g. ``reconstruction_attention``) use them, and so does
+    ``target="prototype"``. Models whose CLS token bypasses the blocks (MAB / OCAB) default
+    to ``"patch-norm"``, or ``"prototype"`` when support images are given.
     """
     skipped: dict[str, str] = {}
     active: list[Method] = []
     for m in methods:
         try:
             m.check(model)
+            if m.needs_support and support is None:
+                raise NotApplicableError("it needs support images: pass support= (CLI: --support IMAGE ...)")
             active.append(m)
         except NotApplicableError as e:
             skipped[m.name] = str(e)
+    target = _pass_target(model, target, support is not None)
+    token_target = isinstance(target, str) and target in TOKEN_TARGETS
     need_attn = any(m.needs_attention for m in active)
-    grad_methods = [m for m in active if m.needs_gradients]
+    need_input_grad = any(m.needs_input_gradient for m in active)
+    grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient]
     layers = sorted({name for m in grad_methods for name in m.activation_layers(model)})
-    rec = Recording(model=model, inputs=inputs)
+    captures = {name for m in active for name in m.captured_layers(model)}
+    captures = sorted(captures | {FINAL_TOKENS} if token_target else captures)
+    b = inputs.shape[0]
+    batch = inputs if support is None else torch.cat([inputs, support.to(inputs.device, inputs.dtype)])
+    rec = Recording(model=model, inputs=batch, num_queries=b)
     model.eval()
-    with Recorder(model, rec, attention=need_attn, activations=layers), torch.set_grad_enabled(bool(grad_methods)):
-        x = inputs.detach().requires_grad_(True) if grad_methods else inputs
+    with Recorder(model, rec, attention=need_attn, activations=layers, captures=captures), \
+            torch.set_grad_enabled(bool(grad_methods)):
+        x = batch.detach().requires_grad_(True) if grad_methods else batch
         rec.output = output = model(x)
         if isinstance(output, (tuple, list)):
             rec.output = output = output[0]
-        scores, targets, kind = target_scores(model, output, target)
+        if token_target:
+            scores, targets, kind = token_target_scores(rec.captured[FINAL_TOKENS], target, b,
+                                                        prefix=int(getattr(model, "num_prefix_tokens", 1)))
+        else:
+            scores, targets, kind = target_scores(model, output[:b], target)
         rec.target_scores = scores
         if grad_methods:
             names = [n for n in layers if n in rec.activations and rec.activations[n].requires_grad]
-            grads = torch.autograd.grad(scores.sum(), [rec.activations[n] for n in names], allow_unused=True)
+            wrt = [rec.activations[n] for n in names] + ([x] if need_input_grad else [])
+            grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
             rec.gradients = {n: g for n, g in zip(names, grads) if g is not None}
+            rec.input_gradient = grads[-1] if need_input_grad else None
     maps: dict[str, MapResult] = {}
     for m in active:
         try:
@@ -112,8 +167,13 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         except NotApplicableError as e:
             skipped[m.name] = str(e)
             continue
-        res.maps = res.maps.detach().float().cpu()
-        res.extras = {k: v.detach().float().cpu() for k, v in res.extras.items()}
+        res.maps = _queries(res.maps, rec).detach().float().cpu()
+        res.extras = {k: _queries(v, rec).detach().float().cpu() for k, v in res.extras.items()}
         res.info.setdefault("target", kind)
         maps[m.name] = res
-    return PassResult(maps, skipped, output.detach().cpu(), targets, kind)
+    return PassResult(maps, skipped, output[:b].detach().cpu(), targets, kind)
+
+
+def _queries(t: torch.Tensor, rec: Recording) -> torch.Tensor:
+    """Rows of the query images of a per-image tensor of the whole forward batch."""
+    return t[:rec.num_queries] if rec.num_support and t.shape[0] == rec.inputs.shape[0] else t

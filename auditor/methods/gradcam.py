@@ -16,6 +16,7 @@ Shapes: activations ``B x C x h x w`` or ``B x T x C`` -> map ``B x h x w``.
 from __future__ import annotations
 
 import re
+import weakref
 
 import torch
 import torch.nn as nn
@@ -26,13 +27,18 @@ from .registry import register_method
 
 
 def vit_target_layer(model: nn.Module) -> str | None:
-    """``blocks.<last>.norm1`` when the model has timm/DINO-style blocks, else None."""
+    """``blocks.<last>.norm1`` when the model has timm/DINO-style blocks, else None.
+
+    In MAB / OCAB blocks (``cls_bypasses_blocks``) the outer ``norm1`` is unused: the block's
+    own ``blocks.<last>.attn.norm1`` (input of its window attention, patch tokens only) is taken.
+    """
+    inner = r"attn\.norm1" if getattr(model, "cls_bypasses_blocks", False) else r"norm1"
     best = None
     for name, _ in model.named_modules():
-        m = re.fullmatch(r"blocks\.(\d+)\.norm1", name)
+        m = re.fullmatch(rf"blocks\.(\d+)\.{inner}", name)
         if m and (best is None or int(m.group(1)) > best):
             best = int(m.group(1))
-    return None if best is None else f"blocks.{best}.norm1"
+    return None if best is None else f"blocks.{best}.{inner.replace(chr(92), '')}"
 
 
 @register_method
@@ -43,10 +49,10 @@ class GradCAM(Method):
 
     def __init__(self, layer: str | None = None):
         self.layer = layer
-        self._resolved: dict[int, str] = {}
+        self._resolved: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
     def activation_layers(self, model: nn.Module) -> list[str]:
-        name = self.layer or self._resolved.get(id(model)) or vit_target_layer(model)
+        name = self.layer or self._resolved.get(model) or vit_target_layer(model)
         return [name or AUTO_FEATURE_MAP]
 
     def compute(self, rec: Recording) -> MapResult:
@@ -56,7 +62,7 @@ class GradCAM(Method):
             raise NotApplicableError("gradcam: no feature map (B x C x h x w or B x T x C) was recorded; pass a layer name")
         layer_name = rec.resolved_layers.get(key, key)
         if key == AUTO_FEATURE_MAP:
-            self._resolved[id(rec.model)] = layer_name
+            self._resolved[rec.model] = layer_name
         if grad is None:
             grad = torch.zeros_like(act)  # the target does not depend on this layer: an all-zero map
         act, grad = act.detach().float(), grad.detach().float()

@@ -11,7 +11,8 @@ import torch.nn as nn
 
 from ..errors import UsageError
 from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
-from ._registry import resolve_model
+from ._registry import list_models, resolve_model
+from .multi_attention import MULTI_ATTENTION_KWARGS, resolve_flags
 
 
 @dataclass
@@ -52,19 +53,43 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
 
     ``num_classes`` and ``patch_size`` default to what the checkpoint holds (``head.weight``
     and ``patch_embed.proj.weight``), so a headless DINO / FewTURE checkpoint needs no flag.
+    ``checkpoint="demo:<name>"`` loads a bundled checkpoint with its own architecture and
+    preprocessing (``--arch`` optional).
+
+    For a built-in ViT, the multi-attention flags ``use_mab`` / ``use_ocab`` / ``use_drff``
+    (and ``window_size``, ``drff_num_scales``) left as None are read from the checkpoint's
+    keys; a flag that contradicts the checkpoint raises CheckpointError naming it.
     """
     sd = report = None
+    cfg: dict[str, Any] = {}
+    if isinstance(checkpoint, str) and checkpoint.startswith("demo:"):  # a bundled checkpoint: its config too
+        from ..resources import bundled_checkpoint
+
+        checkpoint, cfg = bundled_checkpoint(checkpoint)
+        if arch is None and factory is None:
+            arch = cfg["arch"]
+        arch_kwargs = {**{k: v for k, v in cfg["kwargs"].items() if k not in ("patch_size", "image_size")},
+                       **arch_kwargs}
+        patch_size = patch_size or cfg["kwargs"].get("patch_size")
+        image_size = image_size or cfg["kwargs"].get("image_size")
     if checkpoint is not None:
         sd, report = read_state_dict(checkpoint, trust=trust_checkpoint)
         if num_classes is None:
             num_classes = infer_num_classes(sd)
         if patch_size is None:
             patch_size = infer_patch_size(sd)
+    flags = {k: arch_kwargs.pop(k) for k in MULTI_ATTENTION_KWARGS if k in arch_kwargs}
+    if factory is None and arch in list_models() and arch.startswith("vit_"):
+        flags = resolve_flags(flags, sd)
+    arch_kwargs.update({k: v for k, v in flags.items() if v is not None})
     kwargs: dict[str, Any] = {"patch_size": patch_size or 16, "num_classes": num_classes or 0, **arch_kwargs}
     if image_size is not None:
         kwargs["image_size"] = image_size
     model = resolve_model(arch, factory=factory, **kwargs)
     if sd is not None:
         apply_state_dict(model, sd, report)
+    if cfg:
+        model.default_cfg = {**getattr(model, "default_cfg", {}), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+        model.class_names = list(cfg.get("classes", []))
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, factory or arch or type(model).__name__, report, kwargs)

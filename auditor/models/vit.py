@@ -182,10 +182,19 @@ class VisionTransformer(nn.Module):
 
 def _create_vit(width: int, layers: int, heads: int, /, *, patch_size: int = 16,
                 image_size: int | tuple[int, int] = 224, num_classes: int = 0, **kwargs: Any) -> VisionTransformer:
-    """Build a ViT; ``embed_dim`` / ``depth`` / ``num_heads`` in ``kwargs`` override the size."""
+    """Build a ViT; ``embed_dim`` / ``depth`` / ``num_heads`` in ``kwargs`` override the size.
+
+    ``use_mab`` / ``use_ocab`` / ``use_drff`` (with ``window_size``, ``drff_num_scales``) build the
+    FewTURE fork's multi-attention backbone (:mod:`.multi_attention`); with no flag set, the plain ViT.
+    """
+    from .multi_attention import FLAGS, MULTI_ATTENTION_KWARGS, MultiAttentionViT
+
     cfg = {"embed_dim": width, "depth": layers, "num_heads": heads}
     cfg.update({k: v for k, v in kwargs.items() if v is not None})
-    return VisionTransformer(img_size=image_size, patch_size=patch_size, num_classes=num_classes, **cfg)
+    flags = {k: cfg.pop(k) for k in MULTI_ATTENTION_KWARGS if k in cfg}
+    cls = MultiAttentionViT if any(flags.get(k) for k in FLAGS) else VisionTransformer
+    cfg.update(flags if cls is MultiAttentionViT else {})
+    return cls(img_size=image_size, patch_size=patch_size, num_classes=num_classes, **cfg)
 
 
 @register_model

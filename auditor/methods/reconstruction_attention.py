@@ -1,0 +1,59 @@
+"""Dual reconstruction attention between a query image and its support images (few-shot).
+
+As in the FewTURE fork's ``DualReconstruction`` (``models/reconstruction.py``): patch tokens
+of the final features are L2-normalised (norm clamped at 1e-8), ``S = q s^T`` is their
+cosine similarity, and a softmax over the other image's tokens gives the weights that
+rebuild one image's tokens from the other's -- query from support ``softmax_s(S)`` ``[Lq, Ls]``
+and support from query ``softmax_q(S^T)`` ``[Ls, Lq]``. Every row sums to 1, so row means
+are constant; the map of an image is instead the attention *mass each of its tokens
+receives* from the other image's tokens (column sums): for the query, averaged over the
+support images.
+
+Needs support images: ``compute_maps(model, x, [create_method("reconstruction_attention")],
+support=s)`` with ``s`` ``[S, 3, H, W]``; the final tokens are read from the model's ``norm``.
+
+Shapes: map ``B x h x w``; ``support_maps`` ``B x S x h x w``; ``query_from_support``
+``B x S x Lq x Ls``; ``support_from_query`` ``B x S x Ls x Lq``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..errors import NotApplicableError
+from .base import MapResult, Method, Recording, token_grid, tokens_to_grid
+from .engine import FINAL_TOKENS
+from .registry import register_method
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+
+
+@register_method
+class ReconstructionAttention(Method):
+    name = "reconstruction_attention"
+    needs_support = True
+
+    def check(self, model: nn.Module) -> None:
+        if FINAL_TOKENS not in dict(model.named_modules()):
+            raise NotApplicableError(f"the model has no final '{FINAL_TOKENS}' layer to read its tokens from")
+
+    def captured_layers(self, model: nn.Module) -> list[str]:
+        return [FINAL_TOKENS]
+
+    def compute(self, rec: Recording) -> MapResult:
+        tokens = rec.captured[FINAL_TOKENS].detach().float()
+        if tokens.ndim != 3:
+            raise NotApplicableError(f"'{FINAL_TOKENS}' gives {tuple(tokens.shape)}, not tokens [B, T, C]")
+        grid, prefix = token_grid(rec.model, rec.inputs, tokens.shape[1])
+        b = rec.num_queries
+        query, support = _unit(tokens[:b, prefix:]), _unit(tokens[b:, prefix:])
+        sim = torch.einsum("bqc,ksc->bkqs", query, support)
+        query_from_support, support_from_query = sim.softmax(-1), sim.transpose(-1, -2).softmax(-1)
+        query_map = support_from_query.sum(-2).mean(1)
+        return MapResult(self.name, tokens_to_grid(query_map, grid),
+                         extras={"support_maps": tokens_to_grid(query_from_support.sum(-2), grid),
+                                 "query_from_support": query_from_support, "support_from_query": support_from_query},
+                         info={"support_images": rec.num_support})
