@@ -1,18 +1,14 @@
 """Human-gaze metrics, following the MIT Saliency Benchmark's reference MATLAB code.
 
-Two kinds of reference, each ``[H, W]`` and the same shape as the saliency map (the MIT
-code resizes the saliency map to the reference; here the caller does, e.g. with
-:func:`auditor.maps.upsample`):
+References are ``[H, W]`` like the saliency map (MIT resizes the saliency map to the
+reference; here the caller does, e.g. :func:`auditor.maps.upsample`):
 
-* ``fixations``: boolean map, True where at least one fixation landed (build one from
-  points with :func:`fixations_to_map`). Used by :func:`nss`, :func:`auc_judd`,
-  :func:`auc_borji`. No fixation at all raises :class:`ValueError` (MIT returns NaN; here it
-  is an annotation error the caller checks).
-* ``gaze_map``: a non-negative float density (blurred fixations), not all zero. Used by
-  :func:`cc`, :func:`kl_div`, :func:`sim`.
+* ``fixations`` (:func:`nss`, :func:`auc_judd`, :func:`auc_borji`): boolean, True where a
+  fixation landed (:func:`fixations_to_map`). None at all raises ``ValueError`` (MIT: NaN;
+  here an annotation error the caller checks).
+* ``gaze_map`` (:func:`cc`, :func:`kl_div`, :func:`sim`): non-negative density, not all zero.
 
-Where the metric is undefined for the saliency map (a constant map for NSS, CC and the
-AUCs) the result is NaN, as in the MIT code.
+A saliency map for which a metric is undefined (constant, for NSS, CC and the AUCs) gives NaN.
 
 References
 ----------
@@ -78,10 +74,8 @@ def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
 
     Parameters
     ----------
-    saliency : ndarray, shape (H, W)
-        Finite real values.
-    fixations : ndarray of bool, shape (H, W)
-        Fixated pixels, at least one.
+    saliency, fixations : ndarray, shape (H, W)
+        Finite real map; boolean map of the fixated pixels (at least one).
 
     Returns
     -------
@@ -109,20 +103,17 @@ def auc_judd(saliency: np.ndarray, fixations: np.ndarray, *, jitter: bool = Fals
     ``#{unfixated >= t} / (HW - F)``; the points ``(0, 0)`` and ``(1, 1)`` are added and the
     area is the trapezoid rule. O(HW log HW).
 
-    Ties: where the fixated values are distinct this is MIT's formula digit for digit (MIT
-    writes the rates as ``i / F`` and ``(#{S >= t_i} - i) / (HW - F)`` for the i-th
-    threshold). Where fixated pixels share a value MIT's ``i / F`` steps through the tie and
-    its curve can leave the unit square (``S = [1, 0, 0]`` with the two 0s fixated gives
-    -0.25) -- MIT avoids this with its default jitter. Here all fixated pixels ``>= t``
-    count, as in pysaliency (``general_roc(..., judd=1)``), which gives 0.5 there. ReLU'd
-    maps with fixations on exact zeros are the common case.
+    Ties: with distinct fixated values this is MIT's formula exactly (MIT writes the rates
+    ``i / F`` and ``(#{S >= t_i} - i) / (HW - F)``). With fixated pixels sharing a value,
+    MIT's ``i / F`` steps through the tie and can leave the unit square (``S = [1, 0, 0]``,
+    both 0s fixated: -0.25; MIT's default jitter hides this); here every fixated pixel
+    ``>= t`` counts, as in pysaliency's ``general_roc(judd=1)`` (0.5 there). Fixations on
+    the exact zeros of a ReLU'd map are the common case.
 
     Parameters
     ----------
-    saliency : ndarray, shape (H, W)
-        Finite real values.
-    fixations : ndarray of bool, shape (H, W)
-        Fixated pixels, at least one.
+    saliency, fixations : ndarray, shape (H, W)
+        Finite real map; boolean map of the fixated pixels (at least one).
     jitter : bool, default False
         Add uniform noise in ``[0, 1e-7)`` to every pixel before normalising, to break ties
         (MIT's ``jitter=1``, its default). Off by default so a result depends on the map
@@ -168,16 +159,13 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     ``k = 0, 1, ...`` up to the largest value among the split's positives and negatives
     (MATLAB's ``0:stepSize:max``), scanned from the top; tp / fp rates are the shares of
     fixated / sampled values ``>= threshold``; ``(0, 0)`` and ``(1, 1)`` are added, the
-    area is the trapezoid rule, and the score is the mean over splits. The random draws
-    come from NumPy, not MATLAB, so values agree with MIT's in distribution, not digit for
-    digit.
+    area is the trapezoid rule, and the score is the mean over splits. The draws come from
+    NumPy, not MATLAB: values agree with MIT's in distribution, not digit for digit.
 
     Parameters
     ----------
-    saliency : ndarray, shape (H, W)
-        Finite real values.
-    fixations : ndarray of bool, shape (H, W)
-        Fixated pixels, at least one.
+    saliency, fixations : ndarray, shape (H, W)
+        Finite real map; boolean map of the fixated pixels (at least one).
     n_splits : int, default 100
         Number of random negative sets.
     step_size : float, default 0.1
@@ -226,10 +214,8 @@ def cc(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
 
     Parameters
     ----------
-    saliency : ndarray, shape (H, W)
-        Finite real values.
-    gaze_map : ndarray, shape (H, W)
-        Finite real values (a gaze density, or a second saliency map).
+    saliency, gaze_map : ndarray, shape (H, W)
+        Finite real maps (``gaze_map`` a gaze density, or a second saliency map).
 
     Returns
     -------
@@ -259,12 +245,10 @@ def kl_div(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
 
     Parameters
     ----------
-    saliency : ndarray, shape (H, W)
-        Finite, non-negative values (negative values raise ``ValueError``: min-max or ReLU
-        the map first). An all-zero map gives the large finite value MIT's code gives
-        (about ``log(1 / eps) = 36`` per unit of gaze mass), not NaN.
-    gaze_map : ndarray, shape (H, W)
-        Non-negative density, not all zero.
+    saliency, gaze_map : ndarray, shape (H, W)
+        Non-negative maps (a negative saliency value raises ``ValueError``: min-max or ReLU
+        the map first); ``gaze_map`` not all zero. An all-zero saliency map scores what MIT's
+        code gives, a large finite value (about ``log(1 / eps) = 36``), not NaN.
 
     Returns
     -------
@@ -292,10 +276,8 @@ def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
 
     Parameters
     ----------
-    saliency : ndarray, shape (H, W)
-        Finite real values.
-    gaze_map : ndarray, shape (H, W)
-        Non-negative density, not all zero.
+    saliency, gaze_map : ndarray, shape (H, W)
+        Finite real map; non-negative density, not all zero.
 
     Returns
     -------
@@ -315,12 +297,10 @@ def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
 def fixations_to_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Boolean fixation map ``[H, W]`` from ``(x, y)`` points.
 
-    ``x`` is the column, ``y`` the row, both in pixels with pixel centres at integer
-    coordinates; each point goes to the nearest pixel, ``(floor(y + 0.5), floor(x + 0.5))``
-    (halves round up). Several points on one pixel mark it once.
-
-    Note: :func:`auditor.data.fixation_map` (used when loading annotations) puts pixel
-    centres at ``+0.5`` and floors instead; the two agree for integer coordinates.
+    ``x`` is the column, ``y`` the row, pixel centres at integer coordinates; each point goes
+    to the nearest pixel ``(floor(y + 0.5), floor(x + 0.5))`` (halves round up). Note:
+    :func:`auditor.data.fixation_map` (annotation loading) puts pixel centres at ``+0.5`` and
+    floors instead; the two agree for integer coordinates.
 
     Parameters
     ----------
@@ -344,12 +324,13 @@ def fixations_to_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequ
         pts = pts.reshape(0, 2)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must be an (N, 2) array of (x, y) pairs, got shape {pts.shape}")
+    cols, rows = np.floor(pts[:, 0] + 0.5), np.floor(pts[:, 1] + 0.5)  # NaN stays NaN: fails below
+    outside = ~((cols >= 0) & (cols < w) & (rows >= 0) & (rows < h))
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise ValueError(f"fixation {i} at (x={pts[i, 0]:g}, y={pts[i, 1]:g}) lies outside the {w}x{h} image "
+                         f"(width x height): x must round into [0, {w - 1}] and y into [0, {h - 1}]; check the "
+                         f"coordinate order (x = column first) and scaling")
     out = np.zeros((h, w), dtype=bool)
-    for i, (x, y) in enumerate(pts):
-        c, r = math.floor(x + 0.5) if math.isfinite(x) else -1, math.floor(y + 0.5) if math.isfinite(y) else -1
-        if not (0 <= r < h and 0 <= c < w):
-            raise ValueError(f"fixation {i} at (x={x:g}, y={y:g}) lies outside the {w}x{h} image (width x height): "
-                             f"x must round into [0, {w - 1}] and y into [0, {h - 1}]; check the coordinate order "
-                             f"(x = column first) and scaling")
-        out[r, c] = True
+    out[rows.astype(np.intp), cols.astype(np.intp)] = True
     return out

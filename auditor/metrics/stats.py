@@ -20,13 +20,18 @@ _EXACT_MAX_N = 16  # the permutation test enumerates all 2**n sign flips up to t
 
 @dataclass(frozen=True)
 class Summary:
-    """Mean of the finite values with a percentile-bootstrap CI.
+    """Mean of the finite values with a percentile-bootstrap CI (see :func:`bootstrap_ci`).
 
-    Attributes:
-        mean: mean of the finite values (NaN when there are none).
-        ci_low, ci_high: the CI's bounds (NaN when ``n == 0``; equal to the value when ``n == 1``).
-        n: number of finite values used.
-        n_nan: number of values dropped (NaN, or +-inf).
+    Attributes
+    ----------
+    mean : float
+        Mean of the finite values (NaN when there are none).
+    ci_low, ci_high : float
+        The CI's bounds (NaN when ``n == 0``; equal to the value when ``n == 1``).
+    n : int
+        Number of finite values used.
+    n_nan : int
+        Number of values dropped (NaN, or +-inf).
     """
 
     mean: float
