@@ -226,17 +226,17 @@ def test_fixation_metrics_reject_empty_and_non_bool_fixations():
 
 # ---------------------------------------------------------------- fixations_to_map
 
-def test_fixations_to_map_rounds_to_nearest_pixel():
-    m = fixations_to_map([(0, 0), (2.4, 1.6), (1.5, 0.5), (1.5, 0.5), (3.49, 2.49)], (3, 4))
+def test_fixations_to_map_puts_each_point_in_the_pixel_that_contains_it():
+    # pixel (r, c) covers [c, c + 1) x [r, r + 1): (x, y) -> [floor(y), floor(x)]
+    m = fixations_to_map([(0, 0), (2.4, 1.6), (1.5, 0.5), (1.5, 0.5), (3.99, 2.99)], (3, 4))
     expected = np.zeros((3, 4), bool)
-    expected[0, 0] = expected[2, 2] = expected[1, 2] = expected[2, 3] = True  # (x, y) -> [row y, col x]
+    expected[0, 0] = expected[1, 2] = expected[0, 1] = expected[2, 3] = True
     np.testing.assert_array_equal(m, expected)
     assert m.dtype == bool
     assert not fixations_to_map([], (2, 2)).any()
-    np.testing.assert_array_equal(fixations_to_map(np.array([[-0.5, -0.5]]), (2, 2)), _fix((2, 2), (0, 0)))
 
 
-@pytest.mark.parametrize("point", [(4, 0), (3.5, 0), (0, 3), (-0.6, 0), (float("nan"), 1)])
+@pytest.mark.parametrize("point", [(4, 0), (4.2, 0), (0, 3), (-0.1, 0), (float("nan"), 1)])
 def test_fixations_to_map_names_the_point_outside(point):
     with pytest.raises(ValueError, match=r"fixation 1 at \(x=") as err:
         fixations_to_map([(0, 0), point], (3, 4))

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from skimage.transform import resize
 
+from ..metrics.gaze import fixations_to_map
 from ..errors import AnnotationError
 from .records import Box, Record
 
@@ -80,14 +81,12 @@ def fixation_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequence
         AnnotationError: a point outside ``[0, W) x [0, H)`` (or NaN), naming the point and the image size.
     """
     h, w = _size(shape)
-    out = np.zeros((h, w), dtype=bool)
-    for i, point in enumerate(points, 1):
-        x, y = (float(v) for v in point)
+    pts = np.asarray([[float(v) for v in p] for p in points], dtype=np.float64).reshape(-1, 2)
+    for i, (x, y) in enumerate(pts, 1):
         if not (0 <= x < w and 0 <= y < h):
             raise AnnotationError(f"fixation {i} ({x:g}, {y:g}) lies outside the image of {w}x{h} pixels "
                                   f"(x in [0, {w}), y in [0, {h})); {_HINT}")
-        out[int(math.floor(y)), int(math.floor(x))] = True
-    return out
+    return fixations_to_map(pts, (h, w))
 
 
 def _read_gaze(path: Path) -> np.ndarray:

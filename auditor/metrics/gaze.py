@@ -297,10 +297,10 @@ def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
 def fixations_to_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Boolean fixation map ``[H, W]`` from ``(x, y)`` points.
 
-    ``x`` is the column, ``y`` the row, pixel centres at integer coordinates; each point goes
-    to the nearest pixel ``(floor(y + 0.5), floor(x + 0.5))`` (halves round up). Note:
-    :func:`auditor.data.fixation_map` (annotation loading) puts pixel centres at ``+0.5`` and
-    floors instead; the two agree for integer coordinates.
+    ``x`` is the column, ``y`` the row; pixel ``(r, c)`` covers ``[c, c + 1) x [r, r + 1)``
+    (centres at ``+0.5``, the convention of the box masks), so each point goes to pixel
+    ``(floor(y), floor(x))``. Annotation loading (:func:`auditor.data.fixation_map`) uses this
+    function.
 
     Parameters
     ----------
@@ -324,12 +324,12 @@ def fixations_to_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequ
         pts = pts.reshape(0, 2)
     if pts.ndim != 2 or pts.shape[1] != 2:
         raise ValueError(f"points must be an (N, 2) array of (x, y) pairs, got shape {pts.shape}")
-    cols, rows = np.floor(pts[:, 0] + 0.5), np.floor(pts[:, 1] + 0.5)  # NaN stays NaN: fails below
+    cols, rows = np.floor(pts[:, 0]), np.floor(pts[:, 1])  # NaN stays NaN: fails below
     outside = ~((cols >= 0) & (cols < w) & (rows >= 0) & (rows < h))
     if outside.any():
         i = int(np.argmax(outside))
         raise ValueError(f"fixation {i} at (x={pts[i, 0]:g}, y={pts[i, 1]:g}) lies outside the {w}x{h} image "
-                         f"(width x height): x must round into [0, {w - 1}] and y into [0, {h - 1}]; check the "
+                         f"(width x height): x must lie in [0, {w}) and y in [0, {h}); check the "
                          f"coordinate order (x = column first) and scaling")
     out = np.zeros((h, w), dtype=bool)
     out[rows.astype(np.intp), cols.astype(np.intp)] = True
