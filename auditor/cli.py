@@ -25,7 +25,8 @@ class _Group(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
+            click.echo("Interrupted. (An interrupted `auditor run` continues with the same command plus --resume.)",
+                       err=True)
             ctx.exit(130)
         except Exception:  # a bug: keep the traceback
             traceback.print_exc()
@@ -155,6 +156,16 @@ def _floats3(ctx: click.Context, param: click.Parameter, value: str | None):
     return parts
 
 
+def _faithfulness(ctx: click.Context, param: click.Parameter, value: str | None):
+    from .errors import UsageError
+    from .faithfulness import parse_checks
+
+    try:
+        return parse_checks(value) or None
+    except UsageError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def _methods(ctx: click.Context, param: click.Parameter, value: str | None):
     if not value:
         return None
@@ -202,10 +213,21 @@ class _Progress:
               help="Class to explain per image (headless backbones always use the CLS-output norm).")
 @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same settings; finished images are kept).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html (render it later with `auditor report`).")
+@click.option("--faithfulness", callback=_faithfulness, default=None, metavar="CHECK,...",
+              help="Faithfulness / sanity checks, off by default: deletion, insertion, road, randomisation, "
+                   "random_target (or 'all'). Extra passes per image: deletion and insertion steps+1 forwards each; "
+                   "road 2(steps-1) forwards + as many sparse solves; randomisation 1 forward+backward per "
+                   "cascade layer (ViT: depth+3); random_target 1 forward+backward.")
+@click.option("--faithfulness-steps", type=click.IntRange(min=2), default=10, show_default=True,
+              help="Steps from 0 to all pixels for the deletion / insertion / ROAD curves.")
+@click.option("--faithfulness-baseline", type=click.Choice(["blur", "mean", "noise", "zero"]), default="blur",
+              show_default=True, help="What deleted pixels become (insertion starts from it).")
 def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device, trust_checkpoint,
         out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std, target,
-        allow_outside_root, overwrite, no_report) -> None:
+        allow_outside_root, overwrite, resume, no_report, faithfulness, faithfulness_steps,
+        faithfulness_baseline) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
     from .runner import run_audit
@@ -218,7 +240,8 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                        std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
                        model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads),
-                       progress=_Progress(), report=not no_report)
+                       progress=_Progress(), report=not no_report, resume=resume, faithfulness=faithfulness,
+                       faithfulness_steps=faithfulness_steps, faithfulness_baseline=faithfulness_baseline)
     click.echo(format_summary(result.data))
     click.echo(f"Results: {result.out / 'results.json'}")
     if not no_report:
@@ -295,6 +318,22 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
     click.echo(format_comparison(comp.data))
     click.echo(f"Report: {comp.out / 'report.html'}")
     sys.exit(0 if comp.passed else 1)
+
+
+@main.command()
+@click.option("--out", default="demo-audit", show_default=True, help="Output folder (data/, a/, b/, report.html).")
+@click.option("-n", "--num-images", "n", type=click.IntRange(min=4), default=100, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def demo(out, n, device) -> None:
+    """Offline demo: audit a clean and a shortcut checkpoint (both bundled) on generated images."""
+    from .demo import DEMO_GATE, run_demo
+    from .report.compare import format_comparison
+
+    comp = run_demo(out, n=n, device=device, log=click.echo)
+    click.echo(format_comparison(comp.data))
+    verdict = "passes" if comp.passed else "FAILS"
+    click.echo(f"\nThe shortcut model {verdict} the gate ({', '.join(DEMO_GATE)} against the clean model).")
+    click.echo(f"Open the report: {comp.out / 'report.html'}")
 
 
 @main.command("models")

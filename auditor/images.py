@@ -43,7 +43,7 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"Image is an empty file (0 bytes): {path}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS below is the limit
             with Image.open(path) as im:
                 if im.width * im.height > MAX_PIXELS:
                     raise ImageError(
@@ -55,7 +55,10 @@ def load_image(path: str | Path) -> np.ndarray:
                 return _to_rgb(im)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError:  # PIL refuses > 2 x its MAX_IMAGE_PIXELS before we see the size
+        raise ImageError(f"Image too large: {path} has more than {MAX_PIXELS:,} pixels (a possible decompression "
+                         "bomb); downscale it first.") from None
+    except UnidentifiedImageError as e:
         raise ImageError(f"Not a readable image: {path} ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:  # truncated / corrupt data
         raise ImageError(f"Corrupt or truncated image: {path} ({e})") from None

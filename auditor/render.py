@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +91,15 @@ def _frame(img: np.ndarray, r0: int, r1: int, c0: int, c1: int, width: int) -> N
 
 
 def save_png(array: np.ndarray, path: str | Path, *, compress_level: int = 1) -> Path:
-    """Write ``[H, W, 3]`` uint8 as PNG atomically (level 1: fast, still lossless)."""
+    """Write ``[H, W, 3]`` uint8 as PNG atomically (level 1: fast, still lossless).
+
+    zlib's run-length strategy (``Z_RLE``) on PNG's filtered rows encodes a 1024 x 768
+    overlay about 1.5x faster than the default strategy at level 1, and smaller
+    (``benchmarks/overlay.py``); the pixels are the same.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level)
+        Image.fromarray(array).save(tmp, format="PNG", compress_level=compress_level, compress_type=zlib.Z_RLE)
     return path
 
 

@@ -11,6 +11,7 @@ appended to ``rows.jsonl`` as soon as it is done. Summaries, threshold verdicts,
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +30,15 @@ from .methods import compute_maps, create_method, list_methods
 from .metrics import BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, HIGHER_IS_BETTER, bootstrap_ci
 from .metrics.baselines import centre_gaussian, uniform_random
 from .models import LoadedModel, build_model, resolve_device
+from .io import write_text
+from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
 from .results import SCHEMA_VERSION, AuditResult, package_versions, write_csv, write_json, write_junit
-from .savers import MapWriter
+from .savers import PARTS_DIR, MapWriter, PartedMapWriter
 from .thresholds import Check, evaluate, load_thresholds, parse_assignment
 from .visualize import input_preprocess
 
 ROWS_FILE = "rows.jsonl"
+FAITH_PARTS = ".faithfulness-parts"  # one .npz of curves per batch, merged into results.json at the end
 
 
 @dataclass
@@ -99,8 +103,14 @@ def _targets(items: list[_Item], mode: str, headless: bool) -> Any:
 
 
 def _process_batch(items: list[_Item], model, methods, *, target: str, headless: bool, device,
-                   writer: MapWriter | None) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows for a batch, and the kind of target the pass explained (None if nothing ran)."""
+                   writer: MapWriter | None, faith: Any = None,
+                   faith_part: Path | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows for a batch, and the kind of target the pass explained (None if nothing ran).
+
+    ``faith``: :class:`~auditor.faithfulness.FaithfulnessOptions`; the checks run after the
+    batch's maps (reusing its inputs and raw maps), their values join ``metrics[method]``
+    and their curves go to ``faith_part`` (:func:`auditor.faithfulness.save_part`).
+    """
     ok = [it for it in items if it.error is None]
     rows: dict[int, dict[str, Any]] = {id(it): _base_row(it) for it in items}
     kind = None
@@ -117,6 +127,15 @@ def _process_batch(items: list[_Item], model, methods, *, target: str, headless:
                 row["prediction_score"] = float(probs[i].max())
             row["metrics"], row["map_status"] = _score_item(it, {m: r.maps[i] for m, r in res.maps.items()},
                                                              {m.name: m.normalization for m in methods}, writer)
+        if faith is not None and faith.checks:
+            from .faithfulness import run_checks, save_part
+
+            checked = run_checks(model, x, res, methods, faith)
+            for i, it in enumerate(ok):
+                for method, values in checked.metrics[i].items():
+                    rows[id(it)]["metrics"].setdefault(method, {}).update(values)
+            if faith_part is not None:
+                save_part(checked, faith_part)
     return [rows[id(it)] for it in items], kind
 
 
@@ -165,16 +184,30 @@ def _per_class(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     return {cls: summarise(rs, seed=seed) for cls, rs in sorted(groups.items())}
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
+    """Make ``out`` ready; True when an interrupted run there is to be resumed."""
+    if overwrite and resume:
+        raise UsageError("--overwrite and --resume exclude each other: --resume continues the run in --out, "
+                         "--overwrite starts it again.")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a folder.")
-    if (out / "results.json").exists() or (out / ROWS_FILE).exists():
+    if resume and (out / RUN_FILE).is_file():
+        if (out / "results.json").exists() and not (out / PARTS_DIR).exists():
+            raise UsageError(f"{out} holds a finished audit (results.json): nothing to resume; "
+                             "pass --overwrite to run it again.")
+        return True
+    if (out / "results.json").exists() or (out / ROWS_FILE).exists() or (out / RUN_FILE).exists():
+        if resume:
+            raise UsageError(f"Cannot resume: {out} holds results but no {RUN_FILE} (written by an older version, "
+                             "or not by `auditor run`); pass --overwrite to start again.")
         if not overwrite:
             raise UsageError(f"{out} already holds an audit's results: pass --overwrite to replace them, "
-                             "or choose another --out.")
-        for name in ("results.json", "results.csv", "junit.xml", ROWS_FILE, "maps.npz", "token_maps.npz"):
+                             "--resume to finish an interrupted run, or choose another --out.")
+        for name in ("results.json", "results.csv", "junit.xml", ROWS_FILE, RUN_FILE, "maps.npz", "token_maps.npz"):
             (out / name).unlink(missing_ok=True)
+        PartedMapWriter(out, full=True).cleanup()
     out.mkdir(parents=True, exist_ok=True)
+    return False
 
 
 def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, factory: str | None = None,
@@ -186,13 +219,26 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None, target: str = "label",
               allow_outside_root: bool = False, overwrite: bool = False, trust_checkpoint: bool = False,
               patch_size: int | None = None, model_kwargs: dict[str, Any] | None = None, seed: int = 0,
-              progress: Callable[[int, int], None] | None = None, report: bool = False) -> AuditResult:
+              progress: Callable[[int, int], None] | None = None, report: bool = False,
+              resume: bool = False, faithfulness: str | Sequence[str] | None = None, faithfulness_steps: int = 10,
+              faithfulness_baseline: str = "blur") -> AuditResult:
     """Audit every method on a labelled image set; see the module docstring.
 
     The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
     ``nn.Module`` passed as ``model``.
 
+    ``resume=True`` finishes an interrupted run in ``out`` (:mod:`auditor.resume`): the
+    settings must match the earlier run's (else :class:`~auditor.errors.UsageError`),
+    finished batches are kept, and ``results.json`` equals an uninterrupted run's apart
+    from ``timing``. With nothing to resume in ``out`` it starts a new run.
+
     ``report=True`` also writes ``report.html`` (:func:`auditor.report.render_report`).
+
+    ``faithfulness``: checks of :mod:`auditor.faithfulness` to run after each batch's maps
+    (``"deletion,insertion,road,randomisation,random_target"`` or ``"all"``; off by default,
+    they cost extra forward passes), with ``faithfulness_steps`` and ``faithfulness_baseline``.
+    Their per-image values join ``metrics[method]`` (so ``summary[method]`` and thresholds see
+    them); the mean curves and the randomisation cascade go to ``results.json``'s ``faithfulness``.
 
     Returns an :class:`~auditor.results.AuditResult` (``passed``, ``summary``, ``rows``).
     Raises :class:`~auditor.errors.DataError` (after writing the results) when no image
@@ -203,6 +249,11 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if target not in ("label", "predicted"):
         raise UsageError(f"--target must be 'label' or 'predicted', got '{target}'")
+    faith = None
+    if faithfulness:
+        from .faithfulness import FaithfulnessOptions
+
+        faith = FaithfulnessOptions(faithfulness, steps=faithfulness_steps, baseline=faithfulness_baseline, seed=seed)
     checks: list[Check] = load_thresholds(thresholds) if thresholds else []
     checks += [parse_assignment(s, "min") for s in fail_under] + [parse_assignment(s, "max_drop") for s in max_drop]
     base_summary = AuditResult.load(baseline).data["summary"] if baseline else None
@@ -219,26 +270,48 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     method_objs = [create_method(n) for n in names]
     pre = input_preprocess(model, image_size, mean, std)
     headless = getattr(model, "num_classes", None) == 0
-    _prepare_out(out, overwrite)
+    resuming = _prepare_out(out, overwrite, resume)
     dev = next(model.parameters()).device
+    fp = fingerprint(dataset=dataset, model=loaded.describe(), weights=weights_sha256(model),
+                     methods={m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs},
+                     preprocessing=pre.to_dict(), target=target, seed=seed, batch_size=batch_size,
+                     save_maps=save_maps)
+    if faith is not None:  # a resumed run must run the same checks
+        fp["faithfulness"] = faith.to_dict()
+    faith_dir = out / FAITH_PARTS
+    writer = PartedMapWriter(out, full=save_maps)
+    records = dataset.records
+    start, done_rows = 0, []
+    if resuming:
+        check_fingerprint(out, fp)
+        start, done_rows = resume_point(out, records, dataset.errors, batch_size, writer)
+    else:
+        writer.cleanup()
+        shutil.rmtree(faith_dir, ignore_errors=True)
+        write_run_file(out, fp)
+    if faith is not None:
+        faith_dir.mkdir(exist_ok=True)
 
-    rows: list[dict[str, Any]] = [_error_row(e) for e in dataset.errors]
-    writer = MapWriter(out, full=save_maps)
-    with open(out / ROWS_FILE, "w", encoding="utf-8") as rows_file, writer:
-        for r in rows:
-            rows_file.write(json.dumps(r) + "\n")
-        done, target_kind = 0, None
-        for batch in _stream(dataset.records, pre, batch_size):
-            batch_rows, kind = _process_batch(batch, model, method_objs, target=target, headless=headless,
-                                              device=dev, writer=writer)
+    rows: list[dict[str, Any]] = [_error_row(e) for e in dataset.errors] + done_rows
+    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in rows))  # atomic: a resume keeps its rows
+    with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
+        done, target_kind = start, None
+        for i, batch in enumerate(_stream(records[start:], pre, batch_size)):
+            with writer.batch(start + i * batch_size) as part:  # the maps first, then the rows that need them
+                batch_rows, kind = _process_batch(batch, model, method_objs, target=target, headless=headless,
+                                                  device=dev, writer=part, faith=faith,
+                                                  faith_part=faith_dir / f"{start + i * batch_size}.npz")
             target_kind = target_kind or kind
             for row in batch_rows:
-                rows.append(row)
-                rows_file.write(json.dumps(_jsonable(row)) + "\n")
+                rows.append(_jsonable(row))
+                rows_file.write(json.dumps(rows[-1]) + "\n")
             rows_file.flush()
             done += len(batch)
             if progress:
-                progress(done, len(dataset.records))
+                progress(done, len(records))
+    writer.merge(range(0, len(records), batch_size))
+    if target_kind is None:  # no batch ran here (all errors, or all done before a resume)
+        target_kind = "cls-norm" if headless else target
     scored = [r for r in rows if not r["error"]]
     skipped = _skipped(model, method_objs)
     summary = summarise(scored, seed=seed)
@@ -256,6 +329,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
                             "threshold": c.threshold, "cls": c.cls} for c in checks],
             "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
             "versions": package_versions(),
+            **({"faithfulness": faith.to_dict()} if faith is not None else {}),
         },
         "summary": summary, "per_class": per_class, "rows": [_jsonable(r) for r in rows], "verdicts": verdicts,
         "passed": all(v["passed"] for v in verdicts),
@@ -263,9 +337,13 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                    "seconds": round(time.time() - started, 3)},
     }
+    if faith is not None:
+        data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), batch_size), seed)
     write_json(out / "results.json", data_out)
     write_csv(out / "results.csv", data_out["rows"])
-    write_junit(out / "junit.xml", verdicts, duration=data_out["timing"]["seconds"])
+    write_junit(out / "junit.xml", verdicts)  # no duration: the same run gives the same bytes
+    writer.cleanup()
+    shutil.rmtree(faith_dir, ignore_errors=True)
     result = AuditResult(json.loads(json.dumps(_jsonable(data_out))), out)
     if report:  # report.html beside results.json, redrawn from the saved maps
         from .report import render_report
@@ -275,6 +353,17 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         raise DataError(f"No image of {data} could be scored ({len(rows)} error row(s); the first: "
                         f"{rows[0]['error'] if rows else 'the data set is empty'}). Results: {out / 'results.json'}")
     return result
+
+
+def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:
+    """results.json's ``faithfulness``: mean curves and cascade from every batch's part, in order."""
+    from .faithfulness import Accumulator, load_part
+
+    acc = Accumulator(faith)
+    for start in starts:
+        if (folder / f"{start}.npz").is_file():
+            acc.add(load_part(folder / f"{start}.npz"))
+    return acc.section(seed=seed)
 
 
 def _skipped(model, methods) -> dict[str, str]:

@@ -215,3 +215,26 @@ def test_cls_attention_head_selection():
     res = compute_maps(model, x, [create_method("cls_attention", head=1)])
     per_head = res.maps["cls_attention"].extras["per_head"]
     torch.testing.assert_close(res.maps["cls_attention"].maps, per_head[:, 1])
+
+
+class Wrapped(nn.Module):
+    """A user's wrapper around a ViT (e.g. a backbone inside a classifier)."""
+
+    num_classes = 3
+
+    def __init__(self):
+        super().__init__()
+        self.inner = colour_vit()
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+def test_gradcam_finds_the_vit_layer_inside_a_wrapper():
+    x, corners = red_square_images(6, seed=5)
+    res = compute_maps(Wrapped(), x, [create_method("gradcam")], target=[0] * 6)
+    assert res.maps["gradcam"].info["layer"] == "inner.blocks.0.norm1"
+    up = upsample(res.maps["gradcam"].maps, (32, 32))
+    for cam, (r0, c0) in zip(up, corners):
+        r, c = divmod(int(np.argmax(cam)), 32)
+        assert r0 <= r < r0 + 8 and c0 <= c < c0 + 8

@@ -33,12 +33,12 @@ def vit_target_layer(model: nn.Module) -> str | None:
     own ``blocks.<last>.attn.norm1`` (input of its window attention, patch tokens only) is taken.
     """
     inner = r"attn\.norm1" if getattr(model, "cls_bypasses_blocks", False) else r"norm1"
-    best = None
+    best: tuple[int, str] | None = None  # also found inside a wrapper: ``backbone.blocks.11.norm1``
     for name, _ in model.named_modules():
-        m = re.fullmatch(rf"blocks\.(\d+)\.{inner}", name)
-        if m and (best is None or int(m.group(1)) > best):
-            best = int(m.group(1))
-    return None if best is None else f"blocks.{best}.{inner.replace(chr(92), '')}"
+        m = re.fullmatch(rf"(?:.*\.)?blocks\.(\d+)\.{inner}", name)
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), name)
+    return None if best is None else best[1]
 
 
 @register_method

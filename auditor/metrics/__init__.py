@@ -14,7 +14,8 @@ Registries used by the audit runner, each ``name -> fn(saliency, reference)``:
 * :data:`FIXATION_METRICS`: reference is a boolean fixation map;
 * :data:`DENSITY_METRICS`: reference is a non-negative gaze density.
 
-:data:`HIGHER_IS_BETTER` gives each metric's direction (only ``kl_div`` is lower-is-better).
+:data:`HIGHER_IS_BETTER` gives each metric's direction (``kl_div`` and the faithfulness checks'
+``deletion_auc``, ``road_morf``, ``randomisation_*`` and ``random_target_*`` are lower-is-better).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import agreement, baselines, gaze, localisation, stats
+from . import agreement, baselines, faithfulness, gaze, localisation, stats
 from .agreement import spearman, top_k_overlap
 from .baselines import centre_gaussian, uniform_random
 from .gaze import auc_borji, auc_judd, cc, fixations_to_map, kl_div, nss, sim
@@ -46,11 +47,20 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "kl_div": False,
     "spearman": True,
     "top_k_overlap": True,
+    # faithfulness and sanity checks (auditor.faithfulness): similarity after randomisation or
+    # for another class, and the probability left after deleting the salient pixels, are bad
+    "deletion_auc": False,
+    "insertion_auc": True,
+    "road_morf": False,
+    "road_lerf": True,
+    **{f"randomisation_{k}": False for k in ("spearman", "spearman_signed", "spearman_normalised", "ssim")},
+    "random_target_spearman": False,
+    "random_target_ssim": False,
 }
 
 __all__ = [
     "BOX_METRICS", "DENSITY_METRICS", "FIXATION_METRICS", "HIGHER_IS_BETTER", "Metric", "Summary",
-    "agreement", "auc_borji", "auc_judd", "auc_roc", "baselines", "bootstrap_ci", "cc", "centre_gaussian",
+    "agreement", "auc_borji", "faithfulness", "auc_judd", "auc_roc", "baselines", "bootstrap_ci", "cc", "centre_gaussian",
     "fixations_to_map", "gaze", "kl_div", "localisation", "nss", "paired_bootstrap_ci", "paired_permutation_test",
     "pointing_game", "relevance_mass", "relevance_rank", "sim", "spearman", "stats", "top_k_overlap",
     "uniform_random",

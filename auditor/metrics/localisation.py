@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ._validate import bool_mask, positive_float, real_map
-from .stats import rank_average, top_k_indices
+from .stats import count_below, top_k_mask
 
 
 def _inputs(saliency: object, mask: object) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +127,7 @@ def relevance_rank(saliency: np.ndarray, mask: np.ndarray) -> float:
     """
     s, m = _inputs(saliency, mask)
     k = int(m.sum())
-    return float(m.ravel()[top_k_indices(s, k)].mean())
+    return float(np.count_nonzero(m.ravel() & top_k_mask(s, k))) / k
 
 
 def auc_roc(saliency: np.ndarray, mask: np.ndarray) -> float:
@@ -165,5 +165,9 @@ def auc_roc(saliency: np.ndarray, mask: np.ndarray) -> float:
     n = flat.size - p
     if n == 0:
         return math.nan
-    rank_sum = float(rank_average(s)[flat].sum())
-    return (rank_sum - p * (p + 1) / 2.0) / (float(p) * n)
+    # rank sum of the mask pixels minus P (P + 1) / 2 is U = sum over mask pixels of
+    # #{background < v} + #{background == v} / 2: one sort of the background, no argsort
+    flat_s = s.ravel()
+    below, equal = count_below(np.sort(flat_s[~flat]), np.sort(flat_s[flat]))
+    u = float(below.sum()) + float(equal.sum()) / 2.0
+    return u / (float(p) * n)

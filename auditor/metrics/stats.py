@@ -220,3 +220,28 @@ def top_k_indices(values: np.ndarray, k: int) -> np.ndarray:
     """
     x = np.asarray(values, dtype=np.float64).ravel()
     return np.argsort(-x, kind="stable")[:k]
+
+
+def top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
+    """Boolean flat mask of the pixels :func:`top_k_indices` returns, in O(n) (no full sort).
+
+    The ``k``-th largest value ``t`` comes from a partition; every value above ``t`` is in,
+    and of the values equal to ``t`` the first ones in row-major order fill the rest.
+    """
+    x = np.asarray(values, dtype=np.float64).ravel()
+    k = min(max(int(k), 0), x.size)
+    out = np.zeros(x.size, dtype=bool)
+    if k == 0:
+        return out
+    t = np.partition(x, x.size - k)[x.size - k]
+    np.greater(x, t, out=out)
+    ties = np.flatnonzero(x == t)[: k - int(out.sum())]
+    out[ties] = True
+    return out
+
+
+def count_below(sorted_values: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each query, how many of ``sorted_values`` are ``< q`` and how many ``== q``."""
+    lo = np.searchsorted(sorted_values, queries, side="left")
+    return lo, np.searchsorted(sorted_values, queries, side="right") - lo
+

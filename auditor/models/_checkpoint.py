@@ -74,6 +74,13 @@ def _read_file(path: Path, *, trust: bool) -> Any:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"Cannot read safetensors checkpoint {path}: {e} (truncated or not a safetensors file?)") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch's zip format, or a pickle
+        raise CheckpointError(
+            f"Cannot read checkpoint {path}: it is neither a PyTorch zip archive nor a pickle "
+            f"({'an empty file' if not head else 'starts with ' + repr(head)}). Is it truncated, or not a PyTorch checkpoint?"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Detected pickle protocol ..." noise

@@ -20,6 +20,7 @@ from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
 from .common import (DASH, as_result, class_name, fmt, header, methods_of, metrics_of, primary_metrics,
                      sort_options, summary_table, worst_first)
 from .gallery import References, draw_cards, side_of
+from .faithfulness import faithfulness_context
 from .templating import render_page
 
 PAGE_SIZE = 50
@@ -56,6 +57,7 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
             "summary": summary_table(data["summary"], methods, metrics, result.verdicts),
             "per_class": per_class_tables(data, methods, metrics, result.verdicts),
             "plots": _plots(data, methods, metrics, sink),
+            "faithfulness": faithfulness_context(data, sink),
             "errors": error_rows(data["rows"]),
             "legend": {"css": colour_scale_css(cmap), "cmap": cmap},
             "maps_note": "" if side.maps.available else "token_maps.npz is missing: overlays are not drawn",
