@@ -54,7 +54,7 @@ def accuracy(model, images, labels) -> float:
 
 
 def train(name: str, *, n_train: int, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0,
-          threads: int = 2) -> dict:
+          threads: int = 2, out: Path | None = None) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     recipe = RECIPES[name]
@@ -84,8 +84,8 @@ def train(name: str, *, n_train: int, steps: int, batch: int = 64, lr: float = 1
     acc = accuracy(model, ev_images, ev_labels)
     demo_images, demo_labels, _ = tensors(EVAL_SEED, range(500), DEMO_DATA)
     demo_acc = accuracy(model, demo_images, demo_labels)
-    out = ROOT / f"demo_{name}"
-    out.mkdir(exist_ok=True)
+    out = Path(out) if out else ROOT / f"demo_{name}"
+    out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors")
     config = {**ARCH, "mean": MEAN, "std": STD, "classes": list(CLASSES)}
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
