@@ -190,9 +190,13 @@ def apply_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], report: Load
     return report
 
 
+#: Classifier weights whose rows are the classes: timm / DINO ``head``, efficientnet_pytorch ``_fc``.
+CLASSIFIER_KEYS = ("head.weight", "_fc.weight")
+
+
 def infer_num_classes(state_dict: dict[str, torch.Tensor]) -> int:
-    """Classes of a checkpoint's ``head.weight`` (0 for a headless backbone)."""
-    w = state_dict.get("head.weight")
+    """Classes of a checkpoint's ``head.weight`` or ``_fc.weight`` (0 for a headless backbone)."""
+    w = next((state_dict[k] for k in CLASSIFIER_KEYS if k in state_dict), None)
     return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.ndim == 2 else 0
 
 
