@@ -10,6 +10,7 @@ field that differs between two identical runs.
 
 from __future__ import annotations
 
+import collections.abc
 import csv
 import io
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from xml.etree import ElementTree as ET
 
-from .io import write_text
+from .io import atomic_path, write_text
 
 SCHEMA_VERSION = "1.0"
 BASELINES = ("centre", "random")
@@ -89,7 +90,7 @@ class AuditResult:
         return bool(self.data["passed"])
 
     @property
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> Sequence[dict[str, Any]]:
         return self.data["rows"]
 
     @property
@@ -112,8 +113,58 @@ class AuditResult:
         return cls(data, path.parent)
 
 
+class RowsFile(collections.abc.Sequence):
+    """The per-image rows of a ``rows.jsonl`` file, read from disk each time they are iterated.
+
+    An audit of 10,000 images keeps its rows here instead of in memory (its peak memory does
+    not grow with the number of images); indexing reads the file up to the row.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._len: int | None = None
+
+    def __iter__(self):
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += len(self)
+        for i, row in enumerate(self):
+            if i == index:
+                return row
+        raise IndexError(index)
+
+    def __repr__(self) -> str:
+        return f"RowsFile({str(self.path)!r})"
+
+
+_ROWS_MARK = "\x00rows\x00"
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    write_text(path, json.dumps(clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
+    """``results.json``; rows given as a :class:`RowsFile` are streamed into it, one per line."""
+    rows = data.get("rows")
+    if not isinstance(rows, RowsFile):
+        write_text(path, json.dumps(clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
+        return
+    text = json.dumps(clean({**data, "rows": _ROWS_MARK}), indent=1, sort_keys=False, allow_nan=False)
+    before, after = text.split(json.dumps(_ROWS_MARK), 1)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(before + "[")
+        for i, row in enumerate(rows):
+            f.write(("," if i else "") + "\n  " + json.dumps(clean(row), allow_nan=False))
+        f.write("\n ]" + after + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

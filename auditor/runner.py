@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 import zlib
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from .metrics.baselines import centre_gaussian, uniform_random
 from .models import LoadedModel, build_model, resolve_device
 from .io import write_text
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
-from .results import SCHEMA_VERSION, AuditResult, package_versions, write_csv, write_json, write_junit
+from .results import SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
 from .savers import PARTS_DIR, MapWriter, PartedMapWriter
 from .thresholds import Check, evaluate, load_thresholds, parse_assignment
 from .visualize import input_preprocess
@@ -167,21 +168,30 @@ def _score_item(it: _Item, raw: dict[str, torch.Tensor], modes: dict[str, str],
 
 def summarise(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
     """``summary[method][metric]`` = mean, 95% bootstrap CI, n, n_nan over the rows."""
-    values: dict[str, dict[str, list[float]]] = {}
+    values: dict[str, dict[str, array]] = {}
     for row in rows:
-        for method, mets in (row.get("metrics") or {}).items():
-            for metric, v in mets.items():
-                values.setdefault(method, {}).setdefault(metric, []).append(np.nan if v is None else float(v))
+        _add_values(values, row)
+    return _summaries(values, seed)
+
+
+def _add_values(values: dict[str, dict[str, array]], row: dict[str, Any]) -> None:
+    """Append a row's metric values (float64 arrays: 8 bytes a value, not a Python float)."""
+    for method, mets in (row.get("metrics") or {}).items():
+        for metric, v in mets.items():
+            values.setdefault(method, {}).setdefault(metric, array("d")).append(np.nan if v is None else float(v))
+
+
+def _summaries(values: dict[str, dict[str, array]], seed: int) -> dict[str, dict[str, dict[str, Any]]]:
     return {m: {k: bootstrap_ci(np.asarray(v, dtype=float), seed=seed).to_dict() for k, v in sorted(mets.items())}
             for m, mets in values.items()}
 
 
-def _per_class(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
+def _per_class(rows: Iterable[dict[str, Any]], seed: int) -> dict[str, Any]:
+    groups: dict[str, dict[str, dict[str, array]]] = {}
+    for r in rows:  # one pass, values only: the rows may be streamed from rows.jsonl
         if r.get("label_name") is not None and not r.get("error"):
-            groups.setdefault(str(r["label_name"]), []).append(r)
-    return {cls: summarise(rs, seed=seed) for cls, rs in sorted(groups.items())}
+            _add_values(groups.setdefault(str(r["label_name"]), {}), r)
+    return {cls: _summaries(values, seed) for cls, values in sorted(groups.items())}
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
@@ -292,8 +302,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     if faith is not None:
         faith_dir.mkdir(exist_ok=True)
 
-    rows: list[dict[str, Any]] = [_error_row(e) for e in dataset.errors] + done_rows
-    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in rows))  # atomic: a resume keeps its rows
+    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in [_error_row(e) for e in dataset.errors] + done_rows))
+    del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
     with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
         done, target_kind = start, None
         for i, batch in enumerate(_stream(records[start:], pre, batch_size)):
@@ -303,8 +313,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
                                                   faith_part=faith_dir / f"{start + i * batch_size}.npz")
             target_kind = target_kind or kind
             for row in batch_rows:
-                rows.append(_jsonable(row))
-                rows_file.write(json.dumps(rows[-1]) + "\n")
+                rows_file.write(json.dumps(_jsonable(row)) + "\n")
             rows_file.flush()
             done += len(batch)
             if progress:
@@ -312,10 +321,13 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     writer.merge(range(0, len(records), batch_size))
     if target_kind is None:  # no batch ran here (all errors, or all done before a resume)
         target_kind = "cls-norm" if headless else target
-    scored = [r for r in rows if not r["error"]]
+    rows = RowsFile(out / ROWS_FILE)  # streamed from disk, never all in memory: peak RSS does not grow with N
+    n_rows, n_ok = 0, 0
+    for r in rows:
+        n_rows, n_ok = n_rows + 1, n_ok + (not r["error"])
     skipped = _skipped(model, method_objs)
-    summary = summarise(scored, seed=seed)
-    per_class = _per_class(scored, seed)
+    summary = summarise((r for r in rows if not r["error"]), seed=seed)
+    per_class = _per_class(rows, seed)
     verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
     data_out = {
         "schema_version": SCHEMA_VERSION,
@@ -331,27 +343,29 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "versions": package_versions(),
             **({"faithfulness": faith.to_dict()} if faith is not None else {}),
         },
-        "summary": summary, "per_class": per_class, "rows": [_jsonable(r) for r in rows], "verdicts": verdicts,
+        "summary": summary, "per_class": per_class, "rows": rows, "verdicts": verdicts,
         "passed": all(v["passed"] for v in verdicts),
-        "counts": {"images": len(rows), "ok": len(scored), "errors": len(rows) - len(scored)},
+        "counts": {"images": n_rows, "ok": n_ok, "errors": n_rows - n_ok},
         "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                    "seconds": round(time.time() - started, 3)},
     }
     if faith is not None:
         data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), batch_size), seed)
     write_json(out / "results.json", data_out)
-    write_csv(out / "results.csv", data_out["rows"])
+    write_csv(out / "results.csv", rows)
     write_junit(out / "junit.xml", verdicts)  # no duration: the same run gives the same bytes
     writer.cleanup()
     shutil.rmtree(faith_dir, ignore_errors=True)
-    result = AuditResult(json.loads(json.dumps(_jsonable(data_out))), out)
+    head = {k: v for k, v in data_out.items() if k != "rows"}
+    result = AuditResult({**json.loads(json.dumps(_jsonable(head))), "rows": rows}, out)
     if report:  # report.html beside results.json, redrawn from the saved maps
         from .report import render_report
 
         render_report(result)
-    if not scored:
-        raise DataError(f"No image of {data} could be scored ({len(rows)} error row(s); the first: "
-                        f"{rows[0]['error'] if rows else 'the data set is empty'}). Results: {out / 'results.json'}")
+    if not n_ok:
+        first = next(iter(rows), None)
+        raise DataError(f"No image of {data} could be scored ({n_rows} error row(s); the first: "
+                        f"{first['error'] if first else 'the data set is empty'}). Results: {out / 'results.json'}")
     return result
 
 

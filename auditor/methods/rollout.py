@@ -3,7 +3,8 @@
 Each layer's head-fused attention gets the residual connection as an identity,
 ``Â_l = 0.5 * A_l + 0.5 * I`` (rows still sum to 1), and the layers are multiplied from
 the first: ``R = Â_L ... Â_2 Â_1``. The map is the CLS row of ``R`` over the patches,
-computed as ``e_0 Â_L ... Â_1`` (vector-matrix products, float64, on the attention's device).
+computed as ``e_0 Â_L ... Â_1``: vector-matrix products on the attention's device, O(L T^2)
+per image (with mean fusion the head mean is taken after the product, which is linear).
 
 Shapes: attention ``B x heads x T x T`` per layer -> map ``B x h x w``.
 """

@@ -14,7 +14,7 @@ import numpy as np
 
 from ._validate import fraction, positive_int
 
-_CHUNK_ELEMENTS = 1 << 22  # resampled values held at once (32 MiB of float64)
+_CHUNK_ELEMENTS = 1 << 20  # resampled values held at once (8 MiB of float64, 8 MiB of indices; same draws as one block)
 _EXACT_MAX_N = 16  # the permutation test enumerates all 2**n sign flips up to this n
 
 

@@ -1,0 +1,118 @@
+"""The whole audit (``run_audit``, as ``auditor run``): throughput against the Grad-CAM floor, and
+peak memory as the data set grows.
+
+Throughput: N synthetic 256 px images (:func:`auditor.datasets.synthetic.write_dataset`), ViT-S/16
+at 224, batch 16, against one forward + backward to the Grad-CAM layer over the same images
+already decoded and batched -- the floor. Rounds interleave the two.
+
+Memory: each size runs in its own subprocess (``python -m benchmarks.audit --rss-child``) that
+reports its peak resident set (``VmHWM``); a small ViT keeps 10,000 images within minutes (the
+model's own memory is the same at every size, so it does not change the difference).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from auditor.datasets.synthetic import SyntheticConfig, write_dataset
+from auditor.images import load_image
+from auditor.runner import run_audit
+from auditor.visualize import input_preprocess
+
+from ._harness import Config, Row, interleaved, median, ratio
+from .passes import build_model, gradcam_floor
+
+FAMILY = "full audit"
+BATCH = 16
+TARGET_METHODS = ("gradcam", "cls_attention", "rollout")
+
+
+def _floor_over(model, manifest: Path):
+    """fwd+bwd floor over the data set's images, decoded and preprocessed beforehand."""
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()[1:]]
+    pre = input_preprocess(model, None, None, None)
+    x = torch.cat([pre(load_image(manifest.parent / r["image"])) for r in lines])
+    passes = [gradcam_floor(model, x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+    return lambda: [p() for p in passes]
+
+
+def run(cfg: Config, work: Path | None = None) -> list[Row]:
+    with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
+        work = Path(work or tmp)
+        n = cfg.audit_images
+        manifest = write_dataset(work / "data", n, cfg=SyntheticConfig(size=256))
+        model = build_model(cfg)
+
+        def audit(methods, name):
+            return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods),
+                                     batch_size=BATCH, overwrite=True)
+
+        t = interleaved({"floor": _floor_over(model, manifest), "audit": audit(TARGET_METHODS, "a")},
+                        repeats=cfg.audit_repeats, warmup=cfg.warmup)
+        tput = ratio(t, "floor", "audit")  # throughput ratio = inverse time ratio
+        rows = [
+            Row(FAMILY, f"floor: Grad-CAM fwd+bwd over {n} images, batch {BATCH}", f"{n / median(t['floor']):.2f} images/s"),
+            Row(FAMILY, f"run_audit {'+'.join(TARGET_METHODS)}, {n} images 256 px",
+                f"{n / median(t['audit']):.2f} images/s", tput, "floor throughput", ">= 0.8x", tput >= 0.8),
+        ]
+        start = time.perf_counter()
+        audit((), "all")()  # every registered method (the default): input_gradient adds a backward to the input
+        all_s = time.perf_counter() - start
+        rows.append(Row(FAMILY, f"run_audit all registered methods, {n} images", f"{n / all_s:.2f} images/s",
+                        median(t["floor"]) / all_s, "floor throughput (one sample)"))
+        rows += rss_rows(cfg, work)
+    return rows
+
+
+def rss_rows(cfg: Config, work: Path) -> list[Row]:
+    sizes = sorted(cfg.rss_sizes)
+    manifest = write_dataset(work / "rss", sizes[-1], cfg=SyntheticConfig(size=64), gaze_maps=True)
+    lines = manifest.read_text().splitlines()
+    peaks: dict[int, float] = {}
+    for size in sizes:
+        sub = work / "rss" / f"manifest_{size}.jsonl"
+        sub.write_text("\n".join(lines[:size + 1]) + "\n")
+        out = subprocess.run([sys.executable, "-m", "benchmarks.audit", "--rss-child", str(sub), str(work / f"rss_out{size}")],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+        peaks[size] = json.loads(out.stdout.strip().splitlines()[-1])["vmhwm_mb"]
+    rows = []
+    for size in sizes:
+        delta = peaks[size] - peaks[sizes[0]]
+        last = size == sizes[-1] and size > sizes[0]
+        rows.append(Row(FAMILY, f"peak RSS, {size} images (small ViT, 64 px)", f"{peaks[size]:.0f} MB",
+                        None, f"+{delta:.0f} MB over {sizes[0]} images" if size != sizes[0] else "",
+                        f"+ <= 100 MB at {sizes[-1]}" if last else "", (delta <= 100) if last else None))
+    return rows
+
+
+def _vmhwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_child(manifest: str, out: str) -> None:
+    from auditor.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vit_small", embed_dim=48, depth=2, num_heads=3, image_size=64, patch_size=8, num_classes=4)
+    start = time.perf_counter()
+    run_audit(manifest, out=out, model=model.eval(), batch_size=BATCH, overwrite=True)
+    print(json.dumps({"vmhwm_mb": _vmhwm_mb(), "seconds": time.perf_counter() - start}))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--rss-child":
+        _rss_child(sys.argv[2], sys.argv[3])
+    else:
+        sys.exit("usage: python -m benchmarks.audit --rss-child MANIFEST OUT (run the suite with python -m benchmarks)")

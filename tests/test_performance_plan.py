@@ -1,0 +1,86 @@
+"""The cost plan, proven by counting passes (not by timing): an audit runs one forward per
+batch and at most one backward, whatever the number of methods; ``python -m benchmarks --quick``
+writes its table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from auditor.datasets.synthetic import write_dataset
+from auditor.methods import list_methods
+from auditor.results import RowsFile
+from auditor.runner import run_audit
+
+from conftest import tiny_vit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _count(model):
+    counts = {"forward": 0, "backward": 0}
+    model.register_forward_hook(lambda *a: counts.__setitem__("forward", counts["forward"] + 1))
+    model.head.register_full_backward_pre_hook(lambda *a: counts.__setitem__("backward", counts["backward"] + 1))
+    return counts
+
+
+@pytest.mark.parametrize("methods, backwards", [(None, 3), (["cls_attention", "rollout"], 0)])
+def test_an_audit_runs_one_forward_and_at_most_one_backward_per_batch(tmp_path, methods, backwards):
+    manifest = write_dataset(tmp_path / "data", 20, gaze_maps=False)  # 20 images, batch 8: 3 batches
+    model = tiny_vit(num_classes=4)
+    counts = _count(model)
+    res = run_audit(manifest, out=tmp_path / "out", model=model, methods=methods, batch_size=8, image_size=32)
+    assert counts == {"forward": 3, "backward": backwards}
+    assert res.data["counts"]["ok"] == 20
+    if methods is None:  # every registered method that applies to a ViT shared those passes
+        assert {"gradcam", "input_gradient", "cls_attention", "rollout"} <= set(res.summary)
+        assert len(list_methods()) > 4
+
+
+def test_rows_are_streamed_from_rows_jsonl_and_match_results_json(tmp_path):
+    manifest = write_dataset(tmp_path / "data", 5, gaze_maps=False)
+    res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4), methods=["gradcam"],
+                    image_size=32)
+    assert isinstance(res.rows, RowsFile) and len(res.rows) == 5
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["rows"] == list(res.rows) and saved["counts"] == {"images": 5, "ok": 5, "errors": 0}
+    assert res.rows[-1] == saved["rows"][-1] and res.rows[1:3] == saved["rows"][1:3]
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+def test_rollout_row_products_equal_the_matrix_product(fusion):
+    """Rollout computes only the CLS row, from the last layer: it must equal the CLS row of
+    the full product ``Â_L ... Â_1`` of the paper (float64 reference)."""
+    from auditor.methods import create_method
+    from auditor.methods.base import Recording
+
+    g = torch.Generator().manual_seed(0)
+    attns = [(f"blocks.{i}", torch.softmax(3 * torch.randn(2, 3, 17, 17, generator=g), -1)) for i in range(4)]
+    rec = Recording(model=tiny_vit(), inputs=torch.zeros(2, 3, 32, 32), attentions=attns)
+    fuse = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}[fusion]
+    product = None
+    for _, a in attns:
+        f = 0.5 * fuse(a.double()) + 0.5 * torch.eye(17, dtype=torch.float64)
+        f = f / f.sum(-1, keepdim=True)
+        product = f if product is None else f @ product
+    expected = product[:, 0, 1:].float().reshape(2, 4, 4)
+    torch.testing.assert_close(create_method("rollout", head_fusion=fusion).compute(rec).maps, expected)
+
+
+@pytest.mark.slow
+def test_benchmarks_quick_writes_the_table(tmp_path):
+    out = tmp_path / "results.md"
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, text=True, timeout=600)
+    text = out.read_text()
+    for row in ("floor: bare forward, batch 1", "floor: forward + backward to Grad-CAM layer, batch 4",
+                "ours: Grad-CAM (compute_maps), batch 4", "ours: cls_attention + rollout (one forward), batch 4",
+                "matplotlib imshow + savefig", "ours: LUT + blend + JPEG q85", "run_audit gradcam+cls_attention+rollout",
+                "peak RSS, 20 images", "peak RSS, 60 images"):
+        assert row in text, row
+    assert text.count("\n| ") >= 17
