@@ -27,6 +27,7 @@ from . import maps as maplib
 from .data import load_annotations, load_dataset
 from .errors import AuditorError, DataError, UsageError
 from .images import load_image
+from .layers import score_layers, summarise_layers
 from .methods import compute_maps, create_method, list_methods
 from .metrics import BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, HIGHER_IS_BETTER, bootstrap_ci
 from .metrics.baselines import centre_gaussian, uniform_random
@@ -126,8 +127,12 @@ def _process_batch(items: list[_Item], model, methods, *, target: str, headless:
             if probs is not None:
                 row["prediction"] = int(probs[i].argmax())
                 row["prediction_score"] = float(probs[i].max())
+            modes = {m.name: m.normalization for m in methods}
             row["metrics"], row["map_status"] = _score_item(it, {m: r.maps[i] for m, r in res.maps.items()},
-                                                             {m.name: m.normalization for m in methods}, writer)
+                                                             modes, writer)
+            layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, it.annotations.mask, modes)
+            if layered:
+                row["per_layer"] = layered
         if faith is not None and faith.checks:
             from .faithfulness import run_checks, save_part
 
@@ -328,6 +333,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     skipped = _skipped(model, method_objs)
     summary = summarise((r for r in rows if not r["error"]), seed=seed)
     per_class = _per_class(rows, seed)
+    per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
     verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
     data_out = {
         "schema_version": SCHEMA_VERSION,
@@ -343,7 +349,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "versions": package_versions(),
             **({"faithfulness": faith.to_dict()} if faith is not None else {}),
         },
-        "summary": summary, "per_class": per_class, "rows": rows, "verdicts": verdicts,
+        "summary": summary, "per_class": per_class, **({"per_layer": per_layer} if per_layer else {}),
+        "rows": rows, "verdicts": verdicts,
         "passed": all(v["passed"] for v in verdicts),
         "counts": {"images": n_rows, "ok": n_ok, "errors": n_rows - n_ok},
         "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

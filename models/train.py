@@ -105,5 +105,6 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (1: two recipes side by side)")
+    ap.add_argument("--out", type=Path, default=None, help="output folder [default: models/demo_<name>]")
     args = ap.parse_args()
-    train(args.name, n_train=args.n_train, steps=args.steps, lr=args.lr, threads=args.threads)
+    train(args.name, n_train=args.n_train, steps=args.steps, lr=args.lr, threads=args.threads, out=args.out)

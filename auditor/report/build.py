@@ -125,6 +125,11 @@ def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[st
             out.append({"title": f"{metric} per class", "img": sink.add(png, "png"),
                         "alt": f"Bar chart of the mean {metric} per class for " + ", ".join(every)
                                + ", with 95% confidence intervals."})
+    png = plots.per_layer(data.get("per_layer") or {}, data["summary"])
+    if png:
+        out.append({"title": "Which layer's attention agrees best with the annotation", "img": sink.add(png, "png"),
+                    "alt": "Line charts of pointing game and relevance mass per layer, with 95% confidence bands "
+                           "and the centre baseline as a dashed line."})
     return out
 
 

@@ -117,3 +117,32 @@ def paired_scatter(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[fl
         ax.set_ylabel(f"{labels[1]}: {metric}", fontsize=8)
         ax.set_title(m, fontsize=10)
     return _png(fig)
+
+
+def per_layer(layers: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+              summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> bytes | None:
+    """One panel per metric: each method's mean per layer with its 95% CI band; the centre
+    baseline dashed. ``layers`` is results.json's ``per_layer``."""
+    metrics = sorted({k for mets in layers.values() for k in mets})
+    if not metrics:
+        return None
+    methods = list(layers)
+    fig = _figure(3.4 * len(metrics), 2.6)
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), i + 1)
+        for m, c in zip(methods, colours(methods)):
+            stats = layers[m].get(metric) or []
+            x = list(range(len(stats)))
+            nan = float("nan")
+            val = lambda s, k: nan if s.get(k) is None else s[k]  # noqa: E731
+            ax.plot(x, [val(s, "mean") for s in stats], color=c, marker="o", ms=3, label=m)
+            ax.fill_between(x, [val(s, "ci_low") for s in stats], [val(s, "ci_high") for s in stats], color=c, alpha=0.2)
+        centre = (summary.get("centre") or {}).get(metric, {}).get("mean")
+        if centre is not None:
+            ax.axhline(centre, color="grey", ls="--", lw=1, label="centre baseline")
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("layer (block index)", fontsize=8)
+        ax.set_ylim(0, 1)
+        if i == 0:
+            ax.legend(fontsize=7)
+    return _png(fig)

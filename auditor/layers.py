@@ -1,0 +1,57 @@
+"""Which layer's attention agrees best with the annotation: per-layer scores.
+
+Methods that return a map per layer (``MapResult.extras["per_layer"]``, ``[B, L, h, w]``,
+e.g. ``cls_attention``: the head-mean CLS attention of every block) are scored layer by
+layer with the box metrics that summarise localisation (``LAYER_METRICS``). Rows carry
+``per_layer[method][metric] = [value per layer]``; :func:`summarise_layers` turns them
+into ``per_layer[method][metric] = [summary per layer]`` for results.json and the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from . import maps as maplib
+from .metrics import BOX_METRICS, bootstrap_ci
+
+LAYER_METRICS = ("pointing_game", "relevance_mass")
+
+
+def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: np.ndarray | None,
+                 modes: dict[str, str]) -> dict[str, dict[str, list[float | None]]]:
+    """Per-layer metric values of image ``index`` for every method with ``per_layer`` maps.
+
+    ``extras``: ``{method: MapResult.extras}``; ``mask``: the image's box mask ``[H, W]``
+    (None: nothing to score). A layer whose map is constant scores None.
+    """
+    if mask is None:
+        return {}
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for method, ex in extras.items():
+        layers = ex.get("per_layer")
+        if layers is None:
+            continue
+        scores: dict[str, list[float | None]] = {k: [] for k in LAYER_METRICS}
+        for token_map in layers[index]:
+            ok = maplib.map_problem(token_map.numpy(), modes[method]) is None
+            sal = maplib.to_image(token_map, mask.shape, modes[method]) if ok else None
+            for k in LAYER_METRICS:
+                scores[k].append(float(BOX_METRICS[k](sal, mask)) if ok else None)
+        out[method] = scores
+    return out
+
+
+def summarise_layers(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+    """``per_layer[method][metric]`` = one bootstrap summary (mean, CI, n) per layer."""
+    values: dict[str, dict[str, list[list[float]]]] = {}
+    for row in rows:
+        for method, mets in (row.get("per_layer") or {}).items():
+            for metric, per_layer in mets.items():
+                cols = values.setdefault(method, {}).setdefault(metric, [[] for _ in per_layer])
+                for col, v in zip(cols, per_layer):
+                    col.append(np.nan if v is None else float(v))
+    return {m: {k: [bootstrap_ci(np.asarray(c), seed=seed).to_dict() for c in cols] for k, cols in mets.items()}
+            for m, mets in values.items()}

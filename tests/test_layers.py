@@ -1,0 +1,53 @@
+"""Per-layer scores: which layer's attention agrees with the annotation."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import torch
+
+from auditor.layers import score_layers, summarise_layers
+from auditor.results import schema_path
+from auditor.runner import run_audit
+
+from conftest import tiny_vit
+from test_run import write_square_set
+
+
+def test_score_layers_by_hand():
+    # 2 layers on a 2x2 grid: layer 0 constant (unscorable), layer 1 peaks on patch (0, 1)
+    per_layer = torch.tensor([[[[0.5, 0.5], [0.5, 0.5]], [[0.0, 1.0], [0.0, 0.0]]]])  # B=1 x L=2 x 2 x 2
+    mask = np.zeros((4, 4), bool)
+    mask[:2, 2:] = True  # the top-right quarter = patch (0, 1)
+    out = score_layers({"cls_attention": {"per_layer": per_layer}, "gradcam": {}}, 0, mask,
+                       {"cls_attention": "minmax", "gradcam": "relu_minmax"})
+    assert list(out) == ["cls_attention"]
+    assert out["cls_attention"]["pointing_game"] == [None, 1.0]
+    # upsampled [0, 1] token map: bilinear -> min-max; the mass inside the quarter, by hand:
+    # rows 0-1 of the 4x4 map are [0, .25, .75, 1] (x) and [1, 1, .75, .25] (y weights)
+    assert out["cls_attention"]["relevance_mass"][1] > 0.6
+    assert score_layers({"cls_attention": {"per_layer": per_layer}}, 0, None, {"cls_attention": "minmax"}) == {}
+
+
+def test_summarise_layers():
+    rows = [{"per_layer": {"m": {"pointing_game": [1.0, None]}}}, {"per_layer": {"m": {"pointing_game": [0.0, 1.0]}}}]
+    s = summarise_layers(rows)["m"]["pointing_game"]
+    assert [x["mean"] for x in s] == [0.5, 1.0] and [x["n"] for x in s] == [2, 1]
+
+
+def test_a_vit_audit_reports_every_layer(tmp_path):
+    data = write_square_set(tmp_path / "d", n=6)
+    model = tiny_vit(num_classes=3)  # depth 2
+    res = run_audit(data, out=tmp_path / "o", model=model, methods=["cls_attention"], image_size=32)
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    jsonschema.validate(doc, json.loads(schema_path().read_text()))
+    layers = doc["per_layer"]["cls_attention"]["pointing_game"]
+    assert len(layers) == 2 and all(x["n"] == 6 for x in layers)
+    # the last layer's per-layer score is the method's own score
+    assert layers[-1]["mean"] == res.summary["cls_attention"]["pointing_game"].mean
+    from auditor.report import render_report
+
+    html = render_report(res).read_text()
+    assert "Which layer&#39;s attention agrees best" in html or "Which layer's attention agrees best" in html
