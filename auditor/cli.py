@@ -110,7 +110,7 @@ def multi_attention_options(f):
     return f
 
 
-@main.command()
+@main.command(short_help="One image: overlays and a patch grid (the original guide's flow).")
 @click.option("--image-path", "--image_path", "image_path", required=True, help="The image to explain (any PIL format).")
 @click.option("--model-path", "--model_path", "--checkpoint", "checkpoint", default=None,
               help="Checkpoint (.pth/.pt state_dict, optionally under 'params'/'state_dict'/'model', or .safetensors).")
@@ -195,7 +195,7 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-@main.command()
+@main.command(short_help="Audit every method over a labelled image set (exit 0 pass, 1 fail).")
 @click.option("--data", required=True, help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image>.")
 @click.option("--checkpoint", "--model-path", "--model_path", "checkpoint", default=None, help="Checkpoint to audit.")
 @model_options
@@ -259,7 +259,7 @@ def _cmap(ctx: click.Context, param: click.Parameter, value: str):
     return value
 
 
-@main.command()
+@main.command(short_help="Re-render report.html from a results.json (no model needed).")
 @click.argument("results", type=click.Path(dir_okay=False))
 @click.option("--out", default=None, help="HTML file to write [default: report.html beside RESULTS].")
 @click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap (cividis: colour-blind safe).")
@@ -277,7 +277,7 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
     return {**spec, "checkpoint": checkpoint}
 
 
-@main.command()
+@main.command(short_help="Two checkpoints on the same images, with a regression gate.")
 @click.option("--results-a", type=click.Path(dir_okay=False), default=None, help="A's results.json (compare two finished audits).")
 @click.option("--results-b", type=click.Path(dir_okay=False), default=None, help="B's results.json.")
 @click.option("--data", default=None, help="Data set to audit both models on (with --model-a / --model-b).")
@@ -320,7 +320,7 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
     sys.exit(0 if comp.passed else 1)
 
 
-@main.command()
+@main.command(short_help="Offline demo: a clean vs a shortcut checkpoint, both bundled.")
 @click.option("--out", default="demo-audit", show_default=True, help="Output folder (data/, a/, b/, report.html).")
 @click.option("-n", "--num-images", "n", type=click.IntRange(min=4), default=100, show_default=True)
 @click.option("--device", default="cpu", show_default=True)

@@ -388,10 +388,13 @@ def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) ->
 
 
 def _skipped(model, methods) -> dict[str, str]:
+    """Methods that produced no maps in this run, with the reason."""
     out = {}
     for m in methods:
         try:
             m.check(model)
+            if m.needs_support:
+                out[m.name] = "it needs few-shot support images, which `auditor run` does not pass yet"
         except AuditorError as e:
             out[m.name] = str(e)
     return out
