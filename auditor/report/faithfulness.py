@@ -8,14 +8,11 @@ import math
 from typing import Any, Mapping
 
 from .assets import AssetSink
+from . import plots
 from .plots import _figure, _png, colours
 
 CURVE_TITLES = {"deletion": "Deletion (lower is better)", "insertion": "Insertion (higher is better)",
                 "road_morf": "ROAD, most relevant first (lower)", "road_lerf": "ROAD, least relevant first (higher)"}
-
-
-def _num(v: Any) -> float:
-    return math.nan if v is None else float(v)
 
 
 def curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes | None:
@@ -31,9 +28,7 @@ def curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes | None:
             band = curves[m].get(kind)
             if not band:
                 continue
-            x = band["fractions"]
-            ax.plot(x, [_num(v) for v in band["mean"]], color=c, label=m)
-            ax.fill_between(x, [_num(v) for v in band["ci_low"]], [_num(v) for v in band["ci_high"]], color=c, alpha=0.2)
+            plots.band(ax, band["fractions"], band, c, m)
         ax.set_title(CURVE_TITLES[kind], fontsize=9)
         ax.set_xlabel("fraction of pixels removed" if kind != "insertion" else "fraction of pixels inserted", fontsize=8)
         ax.set_ylim(0, 1)
@@ -53,9 +48,7 @@ def cascade_png(rand: Mapping[str, Mapping[str, Any]], threshold: float) -> byte
     ax = fig.add_subplot(1, 1, 1)
     x = list(range(len(layers)))
     for m, c in zip(methods, colours(methods)):
-        band = rand[m]["spearman"]
-        ax.plot(x, [_num(v) for v in band["mean"]], marker="o", color=c, label=m)
-        ax.fill_between(x, [_num(v) for v in band["ci_low"]], [_num(v) for v in band["ci_high"]], color=c, alpha=0.2)
+        plots.band(ax, x, rand[m]["spearman"], c, m, marker="o")
     ax.axhline(threshold, color="#999999", linestyle="--", linewidth=1)
     ax.set_xticks(x, [f"+{name}" for name in layers], rotation=45, ha="right", fontsize=7)
     ax.set_ylim(-1, 1)

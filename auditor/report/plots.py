@@ -119,6 +119,13 @@ def paired_scatter(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[fl
     return _png(fig)
 
 
+def band(ax, x: Sequence[float], stats: Mapping[str, Sequence[Any]], colour: str, label: str, **line: Any) -> None:
+    """A mean line with its 95% CI band; ``stats`` holds ``mean``, ``ci_low``, ``ci_high`` (None = NaN)."""
+    num = [[math.nan if v is None else float(v) for v in stats[k]] for k in ("mean", "ci_low", "ci_high")]
+    ax.plot(x, num[0], color=colour, label=label, **line)
+    ax.fill_between(x, num[1], num[2], color=colour, alpha=0.2)
+
+
 def per_layer(layers: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
               summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> bytes | None:
     """One panel per metric: each method's mean per layer with its 95% CI band; the centre
@@ -132,11 +139,8 @@ def per_layer(layers: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
         ax = fig.add_subplot(1, len(metrics), i + 1)
         for m, c in zip(methods, colours(methods)):
             stats = layers[m].get(metric) or []
-            x = list(range(len(stats)))
-            nan = float("nan")
-            val = lambda s, k: nan if s.get(k) is None else s[k]  # noqa: E731
-            ax.plot(x, [val(s, "mean") for s in stats], color=c, marker="o", ms=3, label=m)
-            ax.fill_between(x, [val(s, "ci_low") for s in stats], [val(s, "ci_high") for s in stats], color=c, alpha=0.2)
+            columns = {k: [s.get(k) for s in stats] for k in ("mean", "ci_low", "ci_high")}
+            band(ax, list(range(len(stats))), columns, c, m, marker="o", ms=3)
         centre = (summary.get("centre") or {}).get(metric, {}).get("mean")
         if centre is not None:
             ax.axhline(centre, color="grey", ls="--", lw=1, label="centre baseline")
