@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import pytest
 import numpy as np
 import torch
 
@@ -25,9 +26,10 @@ def test_score_layers_by_hand():
                        {"cls_attention": "minmax", "gradcam": "relu_minmax"})
     assert list(out) == ["cls_attention"]
     assert out["cls_attention"]["pointing_game"] == [None, 1.0]
-    # upsampled [0, 1] token map: bilinear -> min-max; the mass inside the quarter, by hand:
-    # rows 0-1 of the 4x4 map are [0, .25, .75, 1] (x) and [1, 1, .75, .25] (y weights)
-    assert out["cls_attention"]["relevance_mass"][1] > 0.6
+    # bilinear 2x2 -> 4x4 (align_corners=False): columns [0, .25, .75, 1] scaled by the row
+    # weights [1, .75, .25, 0]; min-max keeps it. Mass in rows 0-1, cols 2-3:
+    # (.75 + 1) * (1 + .75) = 3.0625 of a total (0 + .25 + .75 + 1) * (1 + .75 + .25) = 4
+    assert out["cls_attention"]["relevance_mass"][1] == pytest.approx(3.0625 / 4)
     assert score_layers({"cls_attention": {"per_layer": per_layer}}, 0, None, {"cls_attention": "minmax"}) == {}
 
 
