@@ -13,29 +13,26 @@ from __future__ import annotations
 import json
 import shutil
 import time
-import zlib
-from array import array
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from . import maps as maplib
 from .data import load_annotations, load_dataset
 from .errors import AuditorError, DataError, UsageError
 from .images import load_image
 from .layers import score_layers, summarise_layers
 from .methods import compute_maps, create_method, list_methods
-from .metrics import BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, HIGHER_IS_BETTER, bootstrap_ci
-from .metrics.baselines import centre_gaussian, uniform_random
+from .metrics import HIGHER_IS_BETTER
 from .models import LoadedModel, build_model, resolve_device
 from .io import write_text
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
 from .results import SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
 from .savers import PARTS_DIR, MapWriter, PartedMapWriter
+from .scoring import score_item, summarise, summarise_per_class
 from .thresholds import Check, evaluate, load_thresholds, parse_assignment
 from .visualize import input_preprocess
 
@@ -77,25 +74,6 @@ def _stream(records: Sequence[Any], preprocess, batch_size: int, workers: int = 
                 batch = []
 
 
-def _references(ann: Any) -> list[tuple[np.ndarray, dict]]:
-    """(reference array, metric table) for each kind of annotation the image has."""
-    pairs = ((ann.mask, BOX_METRICS), (ann.fixations, FIXATION_METRICS), (ann.gaze, DENSITY_METRICS))
-    return [(refs, table) for refs, table in pairs if refs is not None]
-
-
-def score(saliency: np.ndarray, ann: Any) -> dict[str, float]:
-    """Every metric the image's references allow, on a normalised map ``[H, W]``."""
-    return {name: float(fn(saliency, refs)) for refs, table in _references(ann) for name, fn in table.items()}
-
-
-def _nan_metrics(ann: Any) -> dict[str, float]:
-    return {name: float("nan") for _, table in _references(ann) for name in table}
-
-
-def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
-    return {"centre": centre_gaussian(shape), "random": uniform_random(shape, seed=zlib.crc32(image_id.encode()))}
-
-
 def _targets(items: list[_Item], mode: str, headless: bool) -> Any:
     if headless:  # the engine's default: the CLS-output norm, or the patch-token norm where the CLS is inert
         return None
@@ -128,8 +106,8 @@ def _process_batch(items: list[_Item], model, methods, *, target: str, headless:
                 row["prediction"] = int(probs[i].argmax())
                 row["prediction_score"] = float(probs[i].max())
             modes = {m.name: m.normalization for m in methods}
-            row["metrics"], row["map_status"] = _score_item(it, {m: r.maps[i] for m, r in res.maps.items()},
-                                                             modes, writer)
+            row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], it.annotations,
+                                                            {m: r.maps[i] for m, r in res.maps.items()}, modes, writer)
             layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, it.annotations.mask, modes)
             if layered:
                 row["per_layer"] = layered
@@ -150,53 +128,6 @@ def _base_row(it: _Item) -> dict[str, Any]:
     return {"id": r.id, "image": str(r.image), "label": r.label, "label_name": r.label_name, "split": r.split,
             "source": r.source, "target": None, "prediction": None, "prediction_score": None,
             "metrics": {}, "map_status": {}, "error": it.error}
-
-
-def _score_item(it: _Item, raw: dict[str, torch.Tensor], modes: dict[str, str],
-                writer: MapWriter | None) -> tuple[dict, dict]:
-    shape = it.image.shape[:2]
-    metrics: dict[str, dict[str, float]] = {}
-    status: dict[str, str] = {}
-    for method, token_map in raw.items():
-        if writer is not None:
-            writer.add(method, it.record.id, token_map.numpy(), maplib.upsample(token_map, shape) if writer.full else None)
-        problem = maplib.map_problem(token_map.numpy(), modes[method])
-        if problem:
-            status[method] = problem
-            metrics[method] = _nan_metrics(it.annotations)
-        else:
-            metrics[method] = score(maplib.to_image(token_map, shape, modes[method]), it.annotations)
-    for name, base in _baselines(shape, it.record.id).items():
-        metrics[name] = score(base, it.annotations)
-    return metrics, status
-
-
-def summarise(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
-    """``summary[method][metric]`` = mean, 95% bootstrap CI, n, n_nan over the rows."""
-    values: dict[str, dict[str, array]] = {}
-    for row in rows:
-        _add_values(values, row)
-    return _summaries(values, seed)
-
-
-def _add_values(values: dict[str, dict[str, array]], row: dict[str, Any]) -> None:
-    """Append a row's metric values (float64 arrays: 8 bytes a value, not a Python float)."""
-    for method, mets in (row.get("metrics") or {}).items():
-        for metric, v in mets.items():
-            values.setdefault(method, {}).setdefault(metric, array("d")).append(np.nan if v is None else float(v))
-
-
-def _summaries(values: dict[str, dict[str, array]], seed: int) -> dict[str, dict[str, dict[str, Any]]]:
-    return {m: {k: bootstrap_ci(np.asarray(v, dtype=float), seed=seed).to_dict() for k, v in sorted(mets.items())}
-            for m, mets in values.items()}
-
-
-def _per_class(rows: Iterable[dict[str, Any]], seed: int) -> dict[str, Any]:
-    groups: dict[str, dict[str, dict[str, array]]] = {}
-    for r in rows:  # one pass, values only: the rows may be streamed from rows.jsonl
-        if r.get("label_name") is not None and not r.get("error"):
-            _add_values(groups.setdefault(str(r["label_name"]), {}), r)
-    return {cls: _summaries(values, seed) for cls, values in sorted(groups.items())}
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
@@ -332,7 +263,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         n_rows, n_ok = n_rows + 1, n_ok + (not r["error"])
     skipped = _skipped(model, method_objs)
     summary = summarise((r for r in rows if not r["error"]), seed=seed)
-    per_class = _per_class(rows, seed)
+    per_class = summarise_per_class(rows, seed)
     per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
     verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
     data_out = {

@@ -1,0 +1,95 @@
+"""Scoring one image's maps, and summarising a run's rows.
+
+:func:`score_item` turns an image's raw maps into ``metrics[method][metric]`` (every metric
+its boxes / fixations / gaze allow, and the same for the centre and random baselines);
+:func:`summarise` and :func:`summarise_per_class` reduce rows to means with bootstrap CIs, one pass
+over the rows (they may be streamed from ``rows.jsonl``), 8 bytes a value.
+"""
+
+from __future__ import annotations
+
+import zlib
+from array import array
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from . import maps as maplib
+from .metrics import BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, bootstrap_ci
+from .metrics.baselines import centre_gaussian, uniform_random
+from .savers import MapWriter
+
+
+def _references(ann: Any) -> list[tuple[np.ndarray, dict]]:
+    """(reference array, metric table) for each kind of annotation the image has."""
+    pairs = ((ann.mask, BOX_METRICS), (ann.fixations, FIXATION_METRICS), (ann.gaze, DENSITY_METRICS))
+    return [(refs, table) for refs, table in pairs if refs is not None]
+
+
+def score(saliency: np.ndarray, ann: Any) -> dict[str, float]:
+    """Every metric the image's references allow, on a normalised map ``[H, W]``."""
+    return {name: float(fn(saliency, refs)) for refs, table in _references(ann) for name, fn in table.items()}
+
+
+def _nan_metrics(ann: Any) -> dict[str, float]:
+    return {name: float("nan") for _, table in _references(ann) for name in table}
+
+
+def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
+    return {"centre": centre_gaussian(shape), "random": uniform_random(shape, seed=zlib.crc32(image_id.encode()))}
+
+
+def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, torch.Tensor],
+               modes: dict[str, str], writer: MapWriter | None) -> tuple[dict, dict]:
+    """``(metrics, map_status)`` of one image from its raw maps ``{method: [h, w]}``.
+
+    Each map is upsampled to the image's ``shape`` ``(H, W)`` and normalised (``modes``:
+    each method's normalisation) before scoring; a degenerate map (constant, NaN) gets NaN
+    metrics and its problem in ``map_status``. ``writer`` receives the raw (and, if it keeps
+    them, full-size) maps under ``image_id``.
+    """
+    metrics: dict[str, dict[str, float]] = {}
+    status: dict[str, str] = {}
+    for method, token_map in raw.items():
+        if writer is not None:
+            writer.add(method, image_id, token_map.numpy(), maplib.upsample(token_map, shape) if writer.full else None)
+        problem = maplib.map_problem(token_map.numpy(), modes[method])
+        if problem:
+            status[method] = problem
+            metrics[method] = _nan_metrics(ann)
+        else:
+            metrics[method] = score(maplib.to_image(token_map, shape, modes[method]), ann)
+    for name, base in _baselines(shape, image_id).items():
+        metrics[name] = score(base, ann)
+    return metrics, status
+
+
+def summarise(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary[method][metric]`` = mean, 95% bootstrap CI, n, n_nan over the rows."""
+    values: dict[str, dict[str, array]] = {}
+    for row in rows:
+        _add_values(values, row)
+    return _summaries(values, seed)
+
+
+def _add_values(values: dict[str, dict[str, array]], row: dict[str, Any]) -> None:
+    """Append a row's metric values (float64 arrays: 8 bytes a value, not a Python float)."""
+    for method, mets in (row.get("metrics") or {}).items():
+        for metric, v in mets.items():
+            values.setdefault(method, {}).setdefault(metric, array("d")).append(np.nan if v is None else float(v))
+
+
+def _summaries(values: dict[str, dict[str, array]], seed: int) -> dict[str, dict[str, dict[str, Any]]]:
+    return {m: {k: bootstrap_ci(np.asarray(v, dtype=float), seed=seed).to_dict() for k, v in sorted(mets.items())}
+            for m, mets in values.items()}
+
+
+def summarise_per_class(rows: Iterable[dict[str, Any]], seed: int) -> dict[str, Any]:
+    groups: dict[str, dict[str, dict[str, array]]] = {}
+    for r in rows:  # one pass, values only: the rows may be streamed from rows.jsonl
+        if r.get("label_name") is not None and not r.get("error"):
+            _add_values(groups.setdefault(str(r["label_name"]), {}), r)
+    return {cls: _summaries(values, seed) for cls, values in sorted(groups.items())}
+
+
