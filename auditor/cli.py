@@ -196,7 +196,10 @@ class _Progress:
 
 
 @main.command(short_help="Audit every method over a labelled image set (exit 0 pass, 1 fail).")
-@click.option("--data", required=True, help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image>.")
+@click.option("--data", required=True, help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image> "
+              "(or root/{train,val,test}/<class>/<image>).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Split of a root/{train,val,test} folder [default: test, else val, else train].")
 @click.option("--checkpoint", "--model-path", "--model_path", "checkpoint", default=None, help="Checkpoint to audit.")
 @model_options
 @click.option("--out", required=True, help="Output folder (results.json, results.csv, junit.xml, token_maps.npz).")
@@ -209,8 +212,16 @@ class _Progress:
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz: float32 maps at each image's resolution.")
 @click.option("--mean", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation mean [default: model's, else ImageNet].")
 @click.option("--std", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation std [default: model's, else ImageNet].")
-@click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True,
-              help="Class to explain per image (headless backbones always use the CLS-output norm).")
+@click.option("--target", type=click.Choice(["label", "predicted", "prototype"]), default=None,
+              help="What to explain per image [default: label; prototype with --episodes]. Headless backbones "
+                   "outside episodes explain the CLS-output norm.")
+@click.option("--episodes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Few-shot mode: N episodes; each query is explained against its episode's support set "
+                   "(reconstruction maps, prototype target) and classified by the nearest prototype.")
+@click.option("--n-way", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per episode.")
+@click.option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True, help="Support images per class.")
+@click.option("--n-query", type=click.IntRange(min=1), default=15, show_default=True, help="Queries per class.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the episodes and bootstrap CIs.")
 @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same settings; finished images are kept).")
@@ -224,17 +235,19 @@ class _Progress:
               help="Steps from 0 to all pixels for the deletion / insertion / ROAD curves.")
 @click.option("--faithfulness-baseline", type=click.Choice(["blur", "mean", "noise", "zero"]), default="blur",
               show_default=True, help="What deleted pixels become (insertion starts from it).")
-def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device, trust_checkpoint,
-        out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std, target,
-        allow_outside_root, overwrite, resume, no_report, faithfulness, faithfulness_steps,
-        faithfulness_baseline) -> None:
+def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
+        trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std,
+        target, episodes, n_way, k_shot, n_query, seed, allow_outside_root, overwrite, resume, no_report, faithfulness,
+        faithfulness_steps, faithfulness_baseline) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
+    from .episodes import EpisodeOptions
     from .runner import run_audit
 
     if arch is None and factory is None:
         raise click.UsageError("give the model: --arch NAME or --model package.module:factory")
-    result = run_audit(data, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
+    few_shot = EpisodeOptions(n_way, k_shot, n_query, episodes, seed) if episodes else None
+    result = run_audit(data, split=split, episodes=few_shot, seed=seed, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        batch_size=batch_size, save_maps=save_maps, device=device, image_size=image_size, mean=mean,
                        std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,

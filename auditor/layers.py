@@ -45,7 +45,8 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
 
 
 def summarise_layers(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
-    """``per_layer[method][metric]`` = one bootstrap summary (mean, CI, n) per layer."""
+    """``per_layer[method][metric]`` = one bootstrap summary (mean, CI, n) per layer; metrics
+    with no finite value at any layer are left out."""
     values: dict[str, dict[str, list[list[float]]]] = {}
     for row in rows:
         for method, mets in (row.get("per_layer") or {}).items():
@@ -53,5 +54,9 @@ def summarise_layers(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[s
                 cols = values.setdefault(method, {}).setdefault(metric, [[] for _ in per_layer])
                 for col, v in zip(cols, per_layer):
                     col.append(np.nan if v is None else float(v))
-    return {m: {k: [bootstrap_ci(np.asarray(c), seed=seed).to_dict() for c in cols] for k, cols in mets.items()}
-            for m, mets in values.items()}
+    out: dict[str, dict[str, list[dict]]] = {}
+    for m, mets in values.items():
+        for k, cols in mets.items():
+            if any(np.isfinite(c).any() for c in cols):  # a method whose maps were all undefined draws nothing
+                out.setdefault(m, {})[k] = [bootstrap_ci(np.asarray(c), seed=seed).to_dict() for c in cols]
+    return out

@@ -13,121 +13,29 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
-from .data import load_annotations, load_dataset
+from .batches import chunks, process_batch, stream
+from .data import load_dataset
+from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
 from .errors import AuditorError, DataError, UsageError
-from .images import load_image
-from .layers import score_layers, summarise_layers
-from .methods import compute_maps, create_method, list_methods
+from .layers import summarise_layers
+from .methods import create_method, list_methods
 from .metrics import HIGHER_IS_BETTER
 from .models import LoadedModel, build_model, resolve_device
 from .io import write_text
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
 from .results import SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
-from .savers import PARTS_DIR, MapWriter, PartedMapWriter
-from .scoring import score_item, summarise, summarise_per_class
+from .savers import PARTS_DIR, PartedMapWriter
+from .scoring import summarise, summarise_per_class
 from .thresholds import Check, evaluate, load_thresholds, parse_assignment
 from .visualize import input_preprocess
 
 ROWS_FILE = "rows.jsonl"
 FAITH_PARTS = ".faithfulness-parts"  # one .npz of curves per batch, merged into results.json at the end
-
-
-@dataclass
-class _Item:
-    record: Any
-    image: np.ndarray | None = None
-    annotations: Any = None
-    inputs: torch.Tensor | None = None
-    error: str | None = None
-
-
-def _load(record: Any, preprocess) -> _Item:
-    try:
-        image = load_image(record.image)
-        ann = load_annotations(record, image.shape[:2])
-        return _Item(record, image, ann, preprocess(image)[0])
-    except AuditorError as e:
-        return _Item(record, error=str(e))
-
-
-def _stream(records: Sequence[Any], preprocess, batch_size: int, workers: int = 2) -> Iterator[list[_Item]]:
-    """Batches of decoded items, decoding ahead in threads (bounded: two batches in flight)."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(_load, r, preprocess) for r in records[: 2 * batch_size]]
-        nxt = len(pending)
-        batch: list[_Item] = []
-        while pending:
-            batch.append(pending.pop(0).result())
-            if nxt < len(records):
-                pending.append(pool.submit(_load, records[nxt], preprocess))
-                nxt += 1
-            if len(batch) == batch_size or not pending:
-                yield batch
-                batch = []
-
-
-def _targets(items: list[_Item], mode: str, headless: bool) -> Any:
-    if headless:  # the engine's default: the CLS-output norm, or the patch-token norm where the CLS is inert
-        return None
-    if mode == "predicted":
-        return "predicted"
-    return [it.record.label for it in items]
-
-
-def _process_batch(items: list[_Item], model, methods, *, target: str, headless: bool, device,
-                   writer: MapWriter | None, faith: Any = None,
-                   faith_part: Path | None = None) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows for a batch, and the kind of target the pass explained (None if nothing ran).
-
-    ``faith``: :class:`~auditor.faithfulness.FaithfulnessOptions`; the checks run after the
-    batch's maps (reusing its inputs and raw maps), their values join ``metrics[method]``
-    and their curves go to ``faith_part`` (:func:`auditor.faithfulness.save_part`).
-    """
-    ok = [it for it in items if it.error is None]
-    rows: dict[int, dict[str, Any]] = {id(it): _base_row(it) for it in items}
-    kind = None
-    if ok:
-        x = torch.stack([it.inputs for it in ok]).to(device)
-        res = compute_maps(model, x, methods, target=_targets(ok, target, headless))
-        kind = res.target_kind
-        probs = res.output.softmax(-1) if not headless else None
-        for i, it in enumerate(ok):
-            row = rows[id(it)]
-            row["target"] = res.targets[i]
-            if probs is not None:
-                row["prediction"] = int(probs[i].argmax())
-                row["prediction_score"] = float(probs[i].max())
-            modes = {m.name: m.normalization for m in methods}
-            row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], it.annotations,
-                                                            {m: r.maps[i] for m, r in res.maps.items()}, modes, writer)
-            layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, it.annotations.mask, modes)
-            if layered:
-                row["per_layer"] = layered
-        if faith is not None and faith.checks:
-            from .faithfulness import run_checks, save_part
-
-            checked = run_checks(model, x, res, methods, faith)
-            for i, it in enumerate(ok):
-                for method, values in checked.metrics[i].items():
-                    rows[id(it)]["metrics"].setdefault(method, {}).update(values)
-            if faith_part is not None:
-                save_part(checked, faith_part)
-    return [rows[id(it)] for it in items], kind
-
-
-def _base_row(it: _Item) -> dict[str, Any]:
-    r = it.record
-    return {"id": r.id, "image": str(r.image), "label": r.label, "label_name": r.label_name, "split": r.split,
-            "source": r.source, "target": None, "prediction": None, "prediction_score": None,
-            "metrics": {}, "map_status": {}, "error": it.error}
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
@@ -162,12 +70,13 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
               thresholds: str | Path | None = None, fail_under: Sequence[str] = (), max_drop: Sequence[str] = (),
               baseline: str | Path | None = None, batch_size: int = 16, save_maps: bool = False,
               device: str = "cpu", image_size: int | tuple[int, int] | None = None,
-              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, target: str = "label",
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, target: str | None = None,
               allow_outside_root: bool = False, overwrite: bool = False, trust_checkpoint: bool = False,
               patch_size: int | None = None, model_kwargs: dict[str, Any] | None = None, seed: int = 0,
               progress: Callable[[int, int], None] | None = None, report: bool = False,
               resume: bool = False, faithfulness: str | Sequence[str] | None = None, faithfulness_steps: int = 10,
-              faithfulness_baseline: str = "blur") -> AuditResult:
+              faithfulness_baseline: str = "blur", episodes: EpisodeOptions | None = None,
+              split: str | None = None) -> AuditResult:
     """Audit every method on a labelled image set; see the module docstring.
 
     The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
@@ -186,6 +95,15 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     Their per-image values join ``metrics[method]`` (so ``summary[method]`` and thresholds see
     them); the mean curves and the randomisation cascade go to ``results.json``'s ``faithfulness``.
 
+    ``episodes``: few-shot episodes (:mod:`auditor.episodes`): the rows are each episode's
+    queries, explained against the episode's support set (``target`` ``"prototype"`` by
+    default); ``results.json`` gains ``few_shot`` (nearest-prototype accuracy per episode).
+    ``split``: the FewTURE split to read (``train`` / ``val`` / ``test``).
+
+    ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes``
+    ``"prototype"`` (the default there). Headless backbones outside episodes explain the
+    CLS-output norm (the mean patch token's norm where the CLS token bypasses the blocks).
+
     Returns an :class:`~auditor.results.AuditResult` (``passed``, ``summary``, ``rows``).
     Raises :class:`~auditor.errors.DataError` (after writing the results) when no image
     could be scored.
@@ -193,8 +111,15 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     started = time.time()
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    if target not in ("label", "predicted"):
-        raise UsageError(f"--target must be 'label' or 'predicted', got '{target}'")
+    target = target or ("prototype" if episodes else "label")
+    if target not in ("label", "predicted", "prototype"):
+        raise UsageError(f"--target must be 'label', 'predicted' or 'prototype', got '{target}'")
+    if target == "prototype" and not episodes:
+        raise UsageError("--target prototype compares each image with its class's support images: "
+                         "it needs few-shot episodes (--episodes N)")
+    if episodes and faithfulness:
+        raise UsageError("--faithfulness does not run with --episodes yet: its checks re-run the model without "
+                         "the episode's support images; run them in a separate audit without --episodes")
     faith = None
     if faithfulness:
         from .faithfulness import FaithfulnessOptions
@@ -204,7 +129,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     checks += [parse_assignment(s, "min") for s in fail_under] + [parse_assignment(s, "max_drop") for s in max_drop]
     base_summary = AuditResult.load(baseline).data["summary"] if baseline else None
     out = Path(out)
-    dataset = load_dataset(data, allow_outside_root=allow_outside_root)
+    dataset = load_dataset(data, allow_outside_root=allow_outside_root, split=split)
+    plan = plan_episodes(dataset, episodes) if episodes else None
     if model is not None:  # an nn.Module from the caller (the pytest fixture, notebooks)
         loaded = LoadedModel(model.to(resolve_device(device)).eval(), type(model).__name__, None, {})
     else:
@@ -216,21 +142,30 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     method_objs = [create_method(n) for n in names]
     pre = input_preprocess(model, image_size, mean, std)
     headless = getattr(model, "num_classes", None) == 0
+    if plan is not None:
+        if headless and target != "prototype":
+            raise UsageError(f"--target {target} needs class logits, but this backbone has no class head; "
+                             "in episodes use --target prototype (the default)")
+        check_model(model, target)
     resuming = _prepare_out(out, overwrite, resume)
     dev = next(model.parameters()).device
     fp = fingerprint(dataset=dataset, model=loaded.describe(), weights=weights_sha256(model),
                      methods={m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs},
                      preprocessing=pre.to_dict(), target=target, seed=seed, batch_size=batch_size,
                      save_maps=save_maps)
+    if plan is not None:  # a resumed run must draw the same episodes
+        fp["episodes"] = episodes.to_dict()
     if faith is not None:  # a resumed run must run the same checks
         fp["faithfulness"] = faith.to_dict()
     faith_dir = out / FAITH_PARTS
     writer = PartedMapWriter(out, full=save_maps)
-    records = dataset.records
+    records = dataset.records if plan is None else plan.queries
+    unit = batch_size if plan is None else plan.unit_size  # queries per unit of work
+    units = chunks(records, batch_size) if plan is None else plan.units
     start, done_rows = 0, []
     if resuming:
         check_fingerprint(out, fp)
-        start, done_rows = resume_point(out, records, dataset.errors, batch_size, writer)
+        start, done_rows = resume_point(out, records, dataset.errors, unit, writer)
     else:
         writer.cleanup()
         shutil.rmtree(faith_dir, ignore_errors=True)
@@ -242,26 +177,30 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
     with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
         done, target_kind = start, None
-        for i, batch in enumerate(_stream(records[start:], pre, batch_size)):
-            with writer.batch(start + i * batch_size) as part:  # the maps first, then the rows that need them
-                batch_rows, kind = _process_batch(batch, model, method_objs, target=target, headless=headless,
-                                                  device=dev, writer=part, faith=faith,
-                                                  faith_part=faith_dir / f"{start + i * batch_size}.npz")
+        for i, items in enumerate(stream(units[start // unit:], pre), start=start // unit):
+            with writer.batch(i * unit) as part:  # the maps first, then the rows that need them
+                if plan is None:
+                    batch_rows, kind = process_batch(items, model, method_objs, target=target, headless=headless,
+                                                     device=dev, writer=part, faith=faith,
+                                                     faith_part=faith_dir / f"{i * unit}.npz")
+                else:
+                    batch_rows, kind = process_episode(i, plan.episodes[i], items, model, method_objs,
+                                                       target=target, device=dev, writer=part)
             target_kind = target_kind or kind
             for row in batch_rows:
                 rows_file.write(json.dumps(_jsonable(row)) + "\n")
             rows_file.flush()
-            done += len(batch)
+            done += len(batch_rows)
             if progress:
                 progress(done, len(records))
-    writer.merge(range(0, len(records), batch_size))
+    writer.merge(range(0, len(records), unit))
     if target_kind is None:  # no batch ran here (all errors, or all done before a resume)
-        target_kind = "cls-norm" if headless else target
+        target_kind = "cls-norm" if headless and plan is None else target
     rows = RowsFile(out / ROWS_FILE)  # streamed from disk, never all in memory: peak RSS does not grow with N
     n_rows, n_ok = 0, 0
     for r in rows:
         n_rows, n_ok = n_rows + 1, n_ok + (not r["error"])
-    skipped = _skipped(model, method_objs)
+    skipped = _skipped(model, method_objs, episodes=plan is not None)
     summary = summarise((r for r in rows if not r["error"]), seed=seed)
     per_class = summarise_per_class(rows, seed)
     per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
@@ -277,6 +216,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in checks],
             "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
+            **({"split": split} if split else {}),
             "versions": package_versions(),
             **({"faithfulness": faith.to_dict()} if faith is not None else {}),
         },
@@ -289,6 +229,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     }
     if faith is not None:
         data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), batch_size), seed)
+    if plan is not None:
+        data_out["few_shot"] = few_shot_summary(rows, plan, dataset.classes, seed=seed)
     write_json(out / "results.json", data_out)
     write_csv(out / "results.csv", rows)
     write_junit(out / "junit.xml", verdicts)  # no duration: the same run gives the same bytes
@@ -318,14 +260,14 @@ def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) ->
     return acc.section(seed=seed)
 
 
-def _skipped(model, methods) -> dict[str, str]:
+def _skipped(model, methods, *, episodes: bool) -> dict[str, str]:
     """Methods that produced no maps in this run, with the reason."""
     out = {}
     for m in methods:
         try:
             m.check(model)
-            if m.needs_support:
-                out[m.name] = "it needs few-shot support images, which `auditor run` does not pass yet"
+            if m.needs_support and not episodes:
+                out[m.name] = "it needs few-shot support images: run few-shot episodes (--episodes N)"
         except AuditorError as e:
             out[m.name] = str(e)
     return out

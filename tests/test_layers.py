@@ -37,6 +37,8 @@ def test_summarise_layers():
     rows = [{"per_layer": {"m": {"pointing_game": [1.0, None]}}}, {"per_layer": {"m": {"pointing_game": [0.0, 1.0]}}}]
     s = summarise_layers(rows)["m"]["pointing_game"]
     assert [x["mean"] for x in s] == [0.5, 1.0] and [x["n"] for x in s] == [2, 1]
+    # a method whose maps were undefined at every layer (constant maps) has nothing to plot
+    assert summarise_layers([{"per_layer": {"m": {"pointing_game": [None, None]}}}]) == {}
 
 
 def test_a_vit_audit_reports_every_layer(tmp_path):

@@ -112,12 +112,13 @@ def sample_episodes(dataset: Dataset, *, n_way: int, k_shot: int, n_query: int, 
             by_class.setdefault(r.label, []).append(r)
     labels = sorted(by_class)
     if len(labels) < n_way:
-        raise DataError(f"{n_way}-way episodes need {n_way} classes; {dataset.source} has {len(labels)} with images")
+        raise DataError(f"{n_way}-way episodes need {n_way} classes; {dataset.source} has {len(labels)} with images "
+                        "(lower --n-way)")
     need = k_shot + n_query
     short = [f"{_name(dataset, c)} has {len(by_class[c])}" for c in labels if len(by_class[c]) < need]
     if short:
         raise DataError(f"{k_shot}-shot episodes with {n_query} queries need {need} images per class: "
-                        + "; ".join(short))
+                        + "; ".join(short) + " (lower --k-shot or --n-query)")
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(episodes):

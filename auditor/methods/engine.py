@@ -28,7 +28,10 @@ class PassResult:
     """Maps of every method that applied, reasons for those that did not, and the output.
 
     ``targets`` holds each image's target class (``None`` for a non-class target such as
-    the CLS-token norm); ``target_kind`` says which kind of target was used.
+    the CLS-token norm); ``target_kind`` says which kind of target was used. With a token
+    target (``"patch-norm"``, ``"prototype"``), ``info["mean_patch_tokens"]`` is the mean
+    final patch token ``[B + S, C]`` of the queries then the support images (few-shot
+    prototypes and nearest-prototype predictions come from it, at no extra cost).
     """
 
     maps: dict[str, MapResult]
@@ -77,6 +80,11 @@ def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) ->
     return output.gather(1, idx[:, None])[:, 0], idx.tolist(), kind
 
 
+def mean_patch_tokens(tokens: torch.Tensor, prefix: int = 1) -> torch.Tensor:
+    """``[B, C]``: each image's mean patch token, from tokens ``[B, P + N, C]``."""
+    return tokens[:, prefix:].mean(1)
+
+
 def token_target_scores(tokens: torch.Tensor, target: TargetSpec, num_queries: int, *,
                         prefix: int = 1) -> tuple[torch.Tensor, list[None], str]:
     """Scores ``[B]`` from the final tokens ``[B + S, P + N, C]`` of queries then support images.
@@ -85,7 +93,7 @@ def token_target_scores(tokens: torch.Tensor, target: TargetSpec, num_queries: i
     similarity between the image's mean patch token and the prototype of its class, the mean
     of the support images' mean patch tokens (all support images are of the query's class).
     """
-    means = tokens[:, prefix:].mean(1)
+    means = mean_patch_tokens(tokens, prefix)
     if target == "patch-norm":
         return means[:num_queries].norm(dim=-1), [None] * num_queries, "patch-norm"
     if means.shape[0] == num_queries:
@@ -148,9 +156,12 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         rec.output = output = model(x)
         if isinstance(output, (tuple, list)):
             rec.output = output = output[0]
+        info: dict[str, Any] = {}
         if token_target:
-            scores, targets, kind = token_target_scores(rec.captured[FINAL_TOKENS], target, b,
-                                                        prefix=int(getattr(model, "num_prefix_tokens", 1)))
+            prefix = int(getattr(model, "num_prefix_tokens", 1))
+            tokens = rec.captured[FINAL_TOKENS]
+            scores, targets, kind = token_target_scores(tokens, target, b, prefix=prefix)
+            info["mean_patch_tokens"] = mean_patch_tokens(tokens.detach(), prefix).float().cpu()
         else:
             scores, targets, kind = target_scores(model, output[:b], target)
         rec.target_scores = scores
@@ -171,7 +182,7 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         res.extras = {k: _queries(v, rec).detach().float().cpu() for k, v in res.extras.items()}
         res.info.setdefault("target", kind)
         maps[m.name] = res
-    return PassResult(maps, skipped, output[:b].detach().cpu(), targets, kind)
+    return PassResult(maps, skipped, output[:b].detach().cpu(), targets, kind, info)
 
 
 def _queries(t: torch.Tensor, rec: Recording) -> torch.Tensor:

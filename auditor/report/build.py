@@ -58,6 +58,7 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
             "per_class": per_class_tables(data, methods, metrics, result.verdicts),
             "plots": _plots(data, methods, metrics, sink),
             "faithfulness": faithfulness_context(data, sink),
+            "few_shot": few_shot_context(data.get("few_shot")),
             "errors": error_rows(data["rows"]),
             "legend": {"css": colour_scale_css(cmap), "cmap": cmap},
             "maps_note": "" if side.maps.available else "token_maps.npz is missing: overlays are not drawn",
@@ -70,6 +71,18 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
         side.maps.close()
     context["storage"] = _storage(sink)
     return render_page("report.html.j2", path, **context)
+
+
+def few_shot_context(fs: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The few-shot section: accuracy over the episodes, and one line per episode."""
+    if not fs:
+        return None
+    acc = fs["accuracy"]
+    value = DASH if acc.get("mean") is None else f"{fmt(acc['mean'])} (95% CI {fmt(acc['ci_low'])}–{fmt(acc['ci_high'])})"
+    return {"headline": f"{fs['n_way']}-way {fs['k_shot']}-shot, {fs['n_query']} queries per class, seed {fs['seed']}: "
+                        f"nearest-prototype accuracy {value} over {acc['n']} episode(s).",
+            "episodes": [{"episode": e["episode"], "classes": ", ".join(e["classes"]), "queries": e["queries"],
+                          "accuracy": fmt(e["accuracy"])} for e in fs["per_episode"]]}
 
 
 def _model_name(data: Mapping[str, Any]) -> str:
@@ -197,6 +210,8 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
     target, pred = row.get("target"), row.get("prediction")
     caption = [f"label: {row.get('label_name') if row.get('label_name') is not None else class_name(data, row.get('label'))}",
                f"target: {class_name(data, target)}"]
+    if row.get("episode") is not None:
+        caption.append(f"episode {row['episode']}, support: {', '.join(map(str, row.get('support') or [])) or DASH}")
     badges = []
     if pred is not None:
         caption.append(f"predicted: {class_name(data, pred)} ({fmt(row.get('prediction_score'), 2)})")

@@ -121,6 +121,7 @@ class Job:
 
     image: Path | None
     image_id: str
+    record_id: str  # the data set's id (an episode's row id is ep<k>/<record id>)
     maps: list[tuple[str, str, str, np.ndarray | None]]
 
 
@@ -131,7 +132,7 @@ def _draw(job: Job, refs: References, cmap: str, style: str) -> tuple[bytes | No
         pic = load_picture(job.image)
     except AuditorError as e:
         return None, [None] * len(job.maps), str(e)
-    mask, points = refs.of(job.image_id, pic.full_shape)
+    mask, points = refs.of(job.record_id, pic.full_shape)
     original = encode(annotate(pic, mask, points), "JPEG", quality=JPEG_QUALITY)
     panels = []
     for _, _, norm, token_map in job.maps:
@@ -151,7 +152,7 @@ def draw_cards(rows: Sequence[Mapping[str, Any]], sides: Sequence[Side], sink: A
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start:start + CHUNK]
-            jobs = [Job(resolve_image(r.get("image"), base), str(r["id"]),
+            jobs = [Job(resolve_image(r.get("image"), base), str(r["id"]), str(r.get("record_id", r["id"])),
                         [(s.label, m, s.normalization[m], s.maps.get(m, str(r["id"]))) for m in methods for s in sides
                          if m in s.methods])  # A and B side by side per method
                     for r in chunk]

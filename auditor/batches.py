@@ -1,0 +1,124 @@
+"""Decoding images ahead of the model, and one pass's rows.
+
+:func:`stream` decodes the records of each unit of work (a batch, or a few-shot episode's
+queries and support images) in background threads, two units ahead, and yields them as
+:class:`Item` lists in order. :func:`process_batch` runs every method on a batch and turns
+the pass into one row per image (:func:`fill_rows`); :mod:`auditor.episodes` reuses
+:func:`fill_rows` for episodes.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .data import load_annotations
+from .errors import AuditorError
+from .images import load_image
+from .layers import score_layers
+from .methods import compute_maps
+from .methods.engine import PassResult
+from .savers import MapWriter
+from .scoring import score_item
+
+
+@dataclass
+class Item:
+    """A record, decoded: ``image`` ``[H, W, 3]`` uint8, ``inputs`` ``[3, h, w]``, or ``error``."""
+
+    record: Any
+    image: np.ndarray | None = None
+    annotations: Any = None
+    inputs: torch.Tensor | None = None
+    error: str | None = None
+
+
+def load_item(record: Any, preprocess) -> Item:
+    try:
+        image = load_image(record.image)
+        ann = load_annotations(record, image.shape[:2])
+        return Item(record, image, ann, preprocess(image)[0])
+    except AuditorError as e:
+        return Item(record, error=str(e))
+
+
+def stream(units: Sequence[Sequence[Any]], preprocess, workers: int = 2) -> Iterator[list[Item]]:
+    """Each unit's records decoded, in order; decoding runs ahead by at most two units."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: list[list[Future]] = []
+        for unit in units:
+            pending.append([pool.submit(load_item, r, preprocess) for r in unit])
+            if len(pending) > 2:
+                yield [f.result() for f in pending.pop(0)]
+        for futures in pending:
+            yield [f.result() for f in futures]
+
+
+def chunks(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [records[i:i + size] for i in range(0, len(records), size)]
+
+
+def base_row(it: Item) -> dict[str, Any]:
+    r = it.record
+    return {"id": r.id, "image": str(r.image), "label": r.label, "label_name": r.label_name, "split": r.split,
+            "source": r.source, "target": None, "prediction": None, "prediction_score": None,
+            "metrics": {}, "map_status": {}, "error": it.error}
+
+
+def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any]], methods,
+              writer: MapWriter | None, *, class_output: bool) -> None:
+    """Write a pass's targets, predictions (``class_output``: the output is class logits),
+    metrics, map problems and per-layer scores into the rows of the ``ok`` items."""
+    modes = {m.name: m.normalization for m in methods}
+    probs = res.output.softmax(-1) if class_output else None
+    for i, it in enumerate(ok):
+        row = rows[id(it)]
+        row["target"] = res.targets[i]
+        if probs is not None:
+            row["prediction"] = int(probs[i].argmax())
+            row["prediction_score"] = float(probs[i].max())
+        row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], it.annotations,
+                                                        {m: r.maps[i] for m, r in res.maps.items()}, modes, writer)
+        layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, it.annotations.mask, modes)
+        if layered:
+            row["per_layer"] = layered
+
+
+def class_targets(items: Sequence[Item], mode: str) -> Any:
+    """The engine's target for a model with a class head: labels, or ``"predicted"``."""
+    return "predicted" if mode == "predicted" else [it.record.label for it in items]
+
+
+def process_batch(items: list[Item], model, methods, *, target: str, headless: bool, device,
+                  writer: MapWriter | None, faith: Any = None,
+                  faith_part: Path | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows for a batch, and the kind of target the pass explained (None if nothing ran).
+
+    ``faith``: :class:`~auditor.faithfulness.FaithfulnessOptions`; the checks run after the
+    batch's maps (reusing its inputs and raw maps), their values join ``metrics[method]``
+    and their curves go to ``faith_part`` (:func:`auditor.faithfulness.save_part`).
+    """
+    ok = [it for it in items if it.error is None]
+    rows: dict[int, dict[str, Any]] = {id(it): base_row(it) for it in items}
+    kind = None
+    if ok:
+        x = torch.stack([it.inputs for it in ok]).to(device)
+        # headless: the engine's default, the CLS-output norm (the patch-token norm where the CLS is inert)
+        res = compute_maps(model, x, methods, target=None if headless else class_targets(ok, target))
+        kind = res.target_kind
+        fill_rows(ok, res, rows, methods, writer, class_output=not headless)
+        if faith is not None and faith.checks:
+            from .faithfulness import run_checks, save_part
+
+            checked = run_checks(model, x, res, methods, faith)
+            for i, it in enumerate(ok):
+                for method, values in checked.metrics[i].items():
+                    rows[id(it)]["metrics"].setdefault(method, {}).update(values)
+            if faith_part is not None:
+                save_part(checked, faith_part)
+    return [rows[id(it)] for it in items], kind

@@ -1,0 +1,204 @@
+"""`auditor run --episodes`: each query is explained against its own episode's support set."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+from auditor.cli import main
+from auditor.data import load_dataset, sample_episodes
+from auditor.episodes import EpisodeOptions
+from auditor.methods import compute_maps, create_method
+from auditor.models import create_model
+from auditor.results import schema_path
+from auditor.runner import run_audit
+from auditor.visualize import input_preprocess
+
+from conftest import colour_vit
+
+COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+OPTS = EpisodeOptions(n_way=3, k_shot=2, n_query=2, episodes=3, seed=0)
+
+
+def write_colour_set(root, per_class=6, seed=0):
+    """Grey-noise 64 px images with one 16 px square of the class colour; manifest.jsonl with its box."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"classes": list(COLOURS)})]
+    for name, colour in COLOURS.items():
+        for i in range(per_class):
+            img = np.repeat((rng.random((64, 64, 1)) * 128).astype(np.uint8), 3, axis=2)
+            y0, x0 = (int(v) * 16 for v in rng.integers(0, 4, 2))
+            img[y0:y0 + 16, x0:x0 + 16] = colour
+            Image.fromarray(img).save(root / f"{name}{i}.png")
+            lines.append(json.dumps({"image": f"{name}{i}.png", "label": name, "boxes": [[x0, y0, x0 + 16, y0 + 16]]}))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root / "manifest.jsonl"
+
+
+def colour_backbone() -> nn.Module:
+    """colour_vit without its head: a patch token is the patch's mean colour, so the mean patch
+    token of an image with a red square is nearest the red images' prototype -- by construction."""
+    m = colour_vit()
+    m.head, m.num_classes = nn.Identity(), 0
+    m.default_cfg = {"input_size": (3, 32, 32), "mean": (0, 0, 0), "std": (1, 1, 1)}
+    return m
+
+
+@pytest.fixture
+def colours(tmp_path):
+    return write_colour_set(tmp_path / "data")
+
+
+def test_each_query_uses_its_episodes_support_set(colours, tmp_path):
+    model = colour_backbone()
+    res = run_audit(colours, out=tmp_path / "out", model=model, episodes=OPTS)
+    rows = list(res.rows)
+    plan = sample_episodes(load_dataset(colours), n_way=3, k_shot=2, n_query=2, episodes=3, seed=0)
+    assert [r["id"] for r in rows] == [f"ep{k}/{q.id}" for k, ep in enumerate(plan) for q in ep.query]
+    pre = input_preprocess(model, None, None, None)
+    maps = np.load(tmp_path / "out" / "token_maps.npz")
+    for r in rows:
+        ep = plan[r["episode"]]
+        support = [s for s in ep.support if s.label == r["label"]]
+        assert r["support"] == [s.id for s in support] and r["id"].split("/", 1)[1] not in r["support"]
+        assert r["target"] == r["label"] and r["error"] is None
+        # the map the run saved is the one of this query against exactly this support set
+        x = pre(np.array(Image.open(r["image"]).convert("RGB")))
+        xs = torch.cat([pre(np.array(Image.open(s.image).convert("RGB"))) for s in support])
+        direct = compute_maps(model, x, [create_method("reconstruction_attention")], support=xs)
+        np.testing.assert_allclose(maps[f"reconstruction_attention/{r['id']}"],
+                                   direct.maps["reconstruction_attention"].maps[0].numpy(), atol=1e-6)
+    data = res.data
+    assert data["settings"]["target"] == "prototype"
+    assert "reconstruction_attention" not in data["settings"]["skipped_methods"]
+    assert "reconstruction_attention" in data["summary"]
+    jsonschema.validate(json.loads((tmp_path / "out" / "results.json").read_text()),
+                        json.loads(schema_path().read_text()))
+
+
+def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
+    fs = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, report=True).data["few_shot"]
+    assert fs["accuracy"]["mean"] == 1.0 and fs["accuracy"]["n"] == 3
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "3-way 2-shot, 2 queries per class, seed 0: nearest-prototype accuracy 1.000" in html
+    assert "episode 0, support: " in html and "references are not drawn" not in html
+    assert [e["queries"] for e in fs["per_episode"]] == [6, 6, 6]
+    assert sorted(fs["per_episode"][0]["classes"]) == sorted(COLOURS)
+
+    # a backbone blind to colour gives every image the same tokens: all prototypes tie, the
+    # first of the episode's classes wins, and accuracy is exactly 1/3 in every episode
+    model = colour_backbone()
+    with torch.no_grad():
+        model.patch_embed.proj.weight.zero_()
+    fs = run_audit(colours, out=tmp_path / "blind", model=model, episodes=OPTS).data["few_shot"]
+    assert [e["accuracy"] for e in fs["per_episode"]] == pytest.approx([1 / 3] * 3)
+
+
+def test_episodes_are_seeded(colours, tmp_path):
+    a = run_audit(colours, out=tmp_path / "a", model=colour_backbone(), episodes=OPTS)
+    b = run_audit(colours, out=tmp_path / "b", model=colour_backbone(), episodes=OPTS)
+    c = run_audit(colours, out=tmp_path / "c", model=colour_backbone(),
+                  episodes=EpisodeOptions(3, 2, 2, 3, seed=1), seed=1)
+    ids = lambda r: [row["id"] for row in r.rows]  # noqa: E731
+    assert ids(a) == ids(b) and ids(a) != ids(c)
+
+
+def test_bad_support_images_are_left_out_and_named(colours, tmp_path):
+    plan = sample_episodes(load_dataset(colours), n_way=3, k_shot=2, n_query=2, episodes=3, seed=0)
+    red = [s for s in plan[0].support if s.label == 0]
+    red[0].image.write_bytes(b"not a png")  # one red support image of episode 0 is corrupt
+    res = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS)
+    rows = [r for r in res.rows if r["episode"] == 0 and r["label"] == 0]
+    assert rows and all(r["error"] is None and r["support"] == [red[1].id] for r in rows)
+    assert all(red[0].id in r["support_errors"][0] for r in rows)
+
+    red[1].image.write_bytes(b"")  # now no red support image of episode 0 can be read
+    res = run_audit(colours, out=tmp_path / "out2", model=colour_backbone(), episodes=OPTS)
+    rows0 = [r for r in res.rows if r["episode"] == 0]
+    bad = [r for r in rows0 if r["label"] == 0]
+    assert bad and all("no support image of class 'red'" in r["error"] for r in bad)
+    assert all(r["error"] is None for r in rows0 if r["label"] != 0)  # the other classes are still scored
+
+
+def test_an_interrupted_episode_run_resumes_to_the_same_results(colours, tmp_path, monkeypatch):
+    import auditor.runner as runner_mod
+
+    whole = run_audit(colours, out=tmp_path / "whole", model=colour_backbone(), episodes=OPTS)
+    real, calls = runner_mod.process_episode, []
+
+    def dies_in_episode_2(k, *a, **kw):
+        calls.append(k)
+        if k == 2:
+            raise KeyboardInterrupt
+        return real(k, *a, **kw)
+
+    monkeypatch.setattr(runner_mod, "process_episode", dies_in_episode_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(colours, out=tmp_path / "cut", model=colour_backbone(), episodes=OPTS)
+    calls.clear()
+    monkeypatch.setattr(runner_mod, "process_episode", lambda k, *a, **kw: calls.append(k) or real(k, *a, **kw))
+    resumed = run_audit(colours, out=tmp_path / "cut", model=colour_backbone(), episodes=OPTS, resume=True)
+    assert calls == [2]  # episodes 0 and 1 were kept
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("timing", "rows")}  # noqa: E731
+    assert json.dumps(strip(resumed.data), sort_keys=True) == json.dumps(strip(whole.data), sort_keys=True)
+    assert list(resumed.rows) == list(whole.rows)
+    a, b = np.load(tmp_path / "whole" / "token_maps.npz"), np.load(tmp_path / "cut" / "token_maps.npz")
+    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+def test_a_mab_backbone_gets_window_channel_and_reconstruction_maps(tmp_path):
+    root = tmp_path / "fewture"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(root / split / name / f"{i}.jpg")
+    torch.manual_seed(0)
+    model = create_model("vit_tiny", embed_dim=48, depth=2, num_heads=3, image_size=64, patch_size=16,
+                         use_mab=True, use_drff=True, window_size=2).eval()
+    res = run_audit(root, out=tmp_path / "out", model=model, split="test", image_size=64,
+                    episodes=EpisodeOptions(n_way=2, k_shot=1, n_query=2, episodes=2))
+    d = res.data
+    assert d["settings"]["split"] == "test" and all(r["image"].split("/")[-3] == "test" for r in res.rows)
+    skipped = d["settings"]["skipped_methods"]
+    assert "cls token bypasses" in skipped["cls_attention"].lower() and "reconstruction_attention" not in skipped
+    maps = np.load(tmp_path / "out" / "token_maps.npz")
+    for m in ("window_attention", "channel_attention", "reconstruction_attention", "gradcam"):
+        assert len([k for k in maps.files if k.startswith(m + "/")]) == 8, m
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"target": "prototype"}, "needs few-shot episodes"),
+    ({"episodes": EpisodeOptions(3, 5, 2, 1)}, "need 7 images per class"),
+    ({"episodes": OPTS, "faithfulness": "deletion"}, "--faithfulness does not run with --episodes"),
+])
+def test_bad_episode_settings_are_explained(colours, tmp_path, kwargs, fragment):
+    from auditor.errors import AuditorError
+
+    with pytest.raises(AuditorError, match=fragment.replace("-", r"\-")):
+        run_audit(colours, out=tmp_path / "out", model=colour_backbone(), **kwargs)
+
+
+def test_cli_episodes_on_a_checkpoint(colours, tmp_path, monkeypatch):
+    save_file({k: v.contiguous() for k, v in colour_backbone().state_dict().items()}, tmp_path / "bb.safetensors")
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--data", str(colours), "--checkpoint", "bb.safetensors", "--arch", "vit_small", "--embed-dim", "4",
+            "--depth", "1", "--num-heads", "1", "--image-size", "32", "--patch-size", "8", "--mean", "0,0,0",
+            "--std", "1,1,1", "--no-report"]
+    r = CliRunner().invoke(main, args + ["--out", "o", "--episodes", "3", "--n-way", "3", "--k-shot", "2",
+                                         "--n-query", "2", "--seed", "0"])
+    assert r.exit_code == 0, r.output
+    assert "3-way 2-shot accuracy over 3 episode(s): 1.000" in r.output
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["counts"]["images"] == 18
+    r = CliRunner().invoke(main, args + ["--out", "o2", "--episodes", "1", "--n-way", "3", "--n-query", "12"])
+    assert r.exit_code == 2 and "need 17 images per class" in r.output and "--n-query" in r.output and "Traceback" not in r.output
