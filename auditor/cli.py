@@ -103,8 +103,6 @@ def multi_attention_options(f):
                      help="Dual reconstruction feature fusion after the encoder [default: from the checkpoint]."),
         click.option("--window-size", "--window_size", "window_size", type=click.IntRange(min=1), default=None,
                      help="MAB / OCAB window size [default: from the checkpoint, else 7]."),
-        click.option("--support", cls=_SpaceSeparated, multiple=True, metavar="IMAGE...",
-                     help="Support images of the query's class (few-shot): reconstruction attention, prototype target."),
     ]):
         f = opt(f)
     return f
@@ -124,6 +122,8 @@ def multi_attention_options(f):
 @click.option("--colormap", default="jet", show_default=True, help="Matplotlib colormap (cividis: colour-blind safe).")
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz (float32 maps at the image's size, unnormalised).")
 @multi_attention_options
+@click.option("--support", cls=_SpaceSeparated, multiple=True, metavar="IMAGE...",
+              help="Support images of the query's class (few-shot): reconstruction attention, prototype target.")
 def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
               trust_checkpoint, output_dir, layer, head, target_class, gradcam_layer, alpha, colormap, save_maps,
               use_mab, use_ocab, use_drff, window_size, support) -> None:
@@ -235,10 +235,11 @@ class _Progress:
               help="Steps from 0 to all pixels for the deletion / insertion / ROAD curves.")
 @click.option("--faithfulness-baseline", type=click.Choice(["blur", "mean", "noise", "zero"]), default="blur",
               show_default=True, help="What deleted pixels become (insertion starts from it).")
+@multi_attention_options
 def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
         trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std,
         target, episodes, n_way, k_shot, n_query, seed, allow_outside_root, overwrite, resume, no_report, faithfulness,
-        faithfulness_steps, faithfulness_baseline) -> None:
+        faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff, window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
     from .episodes import EpisodeOptions
@@ -252,7 +253,8 @@ def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_di
                        batch_size=batch_size, save_maps=save_maps, device=device, image_size=image_size, mean=mean,
                        std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
-                       model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads),
+                       model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
+                                               use_ocab=use_ocab, use_drff=use_drff, window_size=window_size),
                        progress=_Progress(), report=not no_report, resume=resume, faithfulness=faithfulness,
                        faithfulness_steps=faithfulness_steps, faithfulness_baseline=faithfulness_baseline)
     click.echo(format_summary(result.data))

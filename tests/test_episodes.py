@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -155,7 +156,7 @@ def test_an_interrupted_episode_run_resumes_to_the_same_results(colours, tmp_pat
     assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
-def test_a_mab_backbone_gets_window_channel_and_reconstruction_maps(tmp_path):
+def test_a_mab_checkpoint_in_fewture_folders_from_the_cli(tmp_path, monkeypatch):
     root = tmp_path / "fewture"
     rng = np.random.default_rng(0)
     for split in ("train", "test"):
@@ -165,16 +166,24 @@ def test_a_mab_backbone_gets_window_channel_and_reconstruction_maps(tmp_path):
                 Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(root / split / name / f"{i}.jpg")
     torch.manual_seed(0)
     model = create_model("vit_tiny", embed_dim=48, depth=2, num_heads=3, image_size=64, patch_size=16,
-                         use_mab=True, use_drff=True, window_size=2).eval()
-    res = run_audit(root, out=tmp_path / "out", model=model, split="test", image_size=64,
-                    episodes=EpisodeOptions(n_way=2, k_shot=1, n_query=2, episodes=2))
-    d = res.data
-    assert d["settings"]["split"] == "test" and all(r["image"].split("/")[-3] == "test" for r in res.rows)
+                         use_mab=True, use_drff=True, window_size=2)
+    torch.save({"params": model.state_dict(), "val_acc": np.float64(0.5)}, tmp_path / "best.pth")
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--data", "fewture", "--split", "test", "--checkpoint", "best.pth", "--arch", "vit_tiny",
+            "--embed-dim", "48", "--depth", "2", "--num-heads", "3", "--image-size", "64", "--patch-size", "16",
+            "--use_mab", "True", "--use_drff", "yes", "--window-size", "2", "--no-report",
+            "--episodes", "2", "--n-way", "2", "--k-shot", "1", "--n-query", "2"]
+    r = CliRunner().invoke(main, args + ["--out", "out"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert d["settings"]["split"] == "test" and all(Path(r["image"]).parts[-3] == "test" for r in d["rows"])
     skipped = d["settings"]["skipped_methods"]
     assert "cls token bypasses" in skipped["cls_attention"].lower() and "reconstruction_attention" not in skipped
     maps = np.load(tmp_path / "out" / "token_maps.npz")
     for m in ("window_attention", "channel_attention", "reconstruction_attention", "gradcam"):
         assert len([k for k in maps.files if k.startswith(m + "/")]) == 8, m
+    r = CliRunner().invoke(main, [a if a != "True" else "False" for a in args] + ["--out", "o2"])
+    assert r.exit_code == 2 and "use_mab" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
