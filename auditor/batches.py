@@ -95,8 +95,8 @@ def class_targets(items: Sequence[Item], mode: str) -> Any:
 
 
 def process_batch(items: list[Item], model, methods, *, target: str, headless: bool, device,
-                  writer: MapWriter | None, faith: Any = None,
-                  faith_part: Path | None = None) -> tuple[list[dict[str, Any]], str | None]:
+                  writer: MapWriter | None, faith: Any = None, faith_part: Path | None = None,
+                  amp: bool = False) -> tuple[list[dict[str, Any]], str | None]:
     """Rows for a batch, and the kind of target the pass explained (None if nothing ran).
 
     ``faith``: :class:`~auditor.faithfulness.FaithfulnessOptions`; the checks run after the
@@ -109,7 +109,7 @@ def process_batch(items: list[Item], model, methods, *, target: str, headless: b
     if ok:
         x = torch.stack([it.inputs for it in ok]).to(device)
         # headless: the engine's default, the CLS-output norm (the patch-token norm where the CLS is inert)
-        res = compute_maps(model, x, methods, target=None if headless else class_targets(ok, target))
+        res = compute_maps(model, x, methods, target=None if headless else class_targets(ok, target), amp=amp)
         kind = res.target_kind
         fill_rows(ok, res, rows, methods, writer, class_output=not headless)
         if faith is not None and faith.checks:

@@ -95,7 +95,8 @@ def check_model(model: nn.Module, target: str) -> None:
 
 
 def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Module, methods, *, target: str,
-                    device: torch.device, writer: MapWriter | None) -> tuple[list[dict[str, Any]], str | None]:
+                    device: torch.device, writer: MapWriter | None, amp: bool = False
+                    ) -> tuple[list[dict[str, Any]], str | None]:
     """Rows of episode ``k``'s queries (``items``: its queries then its support images, decoded).
 
     ``target``: ``"prototype"`` (the few-shot decision; predictions are the nearest
@@ -124,7 +125,7 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
         x = torch.stack([it.inputs for it in q]).to(device)
         xs = torch.stack([it.inputs for it in good]).to(device)
         res = compute_maps(model, x, methods, target="prototype" if target == "prototype" else class_targets(q, target),
-                           support=xs)
+                           support=xs, amp=amp)
         kind = kind or res.target_kind
         fill_rows(q, res, rows, methods, writer, class_output=res.target_kind != "prototype")
         if "mean_patch_tokens" in res.info:

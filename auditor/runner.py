@@ -24,6 +24,7 @@ from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episod
 from .errors import AuditorError, DataError, UsageError
 from .layers import summarise_layers
 from .methods import create_method, list_methods
+from .methods.engine import amp_dtype
 from .metrics import HIGHER_IS_BETTER
 from .models import LoadedModel, build_model, resolve_device
 from .io import write_text
@@ -76,7 +77,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
               progress: Callable[[int, int], None] | None = None, report: bool = False,
               resume: bool = False, faithfulness: str | Sequence[str] | None = None, faithfulness_steps: int = 10,
               faithfulness_baseline: str = "blur", episodes: EpisodeOptions | None = None,
-              split: str | None = None) -> AuditResult:
+              split: str | None = None, amp: bool = False) -> AuditResult:
     """Audit every method on a labelled image set; see the module docstring.
 
     The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
@@ -99,6 +100,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     queries, explained against the episode's support set (``target`` ``"prototype"`` by
     default); ``results.json`` gains ``few_shot`` (nearest-prototype accuracy per episode).
     ``split``: the FewTURE split to read (``train`` / ``val`` / ``test``).
+    ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
 
     ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes``
     ``"prototype"`` (the default there). Headless backbones outside episodes explain the
@@ -153,6 +155,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
                      methods={m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs},
                      preprocessing=pre.to_dict(), target=target, seed=seed, batch_size=batch_size,
                      save_maps=save_maps)
+    if amp:  # a resumed run must use the same precision
+        fp["amp"] = True
     if plan is not None:  # a resumed run must draw the same episodes
         fp["episodes"] = episodes.to_dict()
     if faith is not None:  # a resumed run must run the same checks
@@ -182,10 +186,10 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
                 if plan is None:
                     batch_rows, kind = process_batch(items, model, method_objs, target=target, headless=headless,
                                                      device=dev, writer=part, faith=faith,
-                                                     faith_part=faith_dir / f"{i * unit}.npz")
+                                                     faith_part=faith_dir / f"{i * unit}.npz", amp=amp)
                 else:
                     batch_rows, kind = process_episode(i, plan.episodes[i], items, model, method_objs,
-                                                       target=target, device=dev, writer=part)
+                                                       target=target, device=dev, writer=part, amp=amp)
             target_kind = target_kind or kind
             for row in batch_rows:
                 rows_file.write(json.dumps(_jsonable(row)) + "\n")
@@ -216,6 +220,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in checks],
             "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
+            **({"amp": str(amp_dtype(dev)).replace("torch.", "")} if amp else {}),
             **({"split": split} if split else {}),
             "versions": package_versions(),
             **({"faithfulness": faith.to_dict()} if faith is not None else {}),

@@ -115,8 +115,22 @@ def _pass_target(model: nn.Module, target: TargetSpec, has_support: bool) -> Tar
                      "(with support images)")
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``--amp``: float16 on CUDA, bfloat16 elsewhere (CPU autocast's type)."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def _upcast(rec: Recording) -> None:
+    """Recorded tensors back to float32 so that methods compute maps at full precision."""
+    f = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
+    rec.attentions = [(n, f(a)) for n, a in rec.attentions]
+    for d in (rec.activations, rec.gradients, rec.captured, rec.captured_inputs):
+        d.update({k: f(v) for k, v in d.items()})
+    rec.input_gradient = f(rec.input_gradient)
+
+
 def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Method], *,
-                 target: TargetSpec = None, support: torch.Tensor | None = None) -> PassResult:
+                 target: TargetSpec = None, support: torch.Tensor | None = None, amp: bool = False) -> PassResult:
     """Run every method on a batch ``inputs`` ``[B, 3, H, W]`` in one pass.
 
     Returns raw maps ``[B, h, w]`` per method (on the CPU). A method that does not apply is
@@ -127,6 +141,9 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     ``needs_support`` (e.g. ``reconstruction_attention``) use them, and so does
     ``target="prototype"``. Models whose CLS token bypasses the blocks (MAB / OCAB) default
     to ``"patch-norm"``, or ``"prototype"`` when support images are given.
+
+    ``amp``: run the forward under ``torch.autocast`` (:func:`amp_dtype`); the recorded
+    tensors are cast back to float32 before the methods read them.
     """
     skipped: dict[str, str] = {}
     active: list[Method] = []
@@ -153,13 +170,13 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     with Recorder(model, rec, attention=need_attn, activations=layers, captures=captures), \
             torch.set_grad_enabled(bool(grad_methods)):
         x = batch.detach().requires_grad_(True) if grad_methods else batch
-        rec.output = output = model(x)
-        if isinstance(output, (tuple, list)):
-            rec.output = output = output[0]
+        with torch.autocast(batch.device.type, dtype=amp_dtype(batch.device), enabled=amp):
+            output = model(x)
+        rec.output = output = (output[0] if isinstance(output, (tuple, list)) else output).float()
         info: dict[str, Any] = {}
         if token_target:
             prefix = int(getattr(model, "num_prefix_tokens", 1))
-            tokens = rec.captured[FINAL_TOKENS]
+            tokens = rec.captured[FINAL_TOKENS].float()
             scores, targets, kind = token_target_scores(tokens, target, b, prefix=prefix)
             info["mean_patch_tokens"] = mean_patch_tokens(tokens.detach(), prefix).float().cpu()
         else:
@@ -171,6 +188,8 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
             grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
             rec.gradients = {n: g for n, g in zip(names, grads) if g is not None}
             rec.input_gradient = grads[-1] if need_input_grad else None
+    if amp:
+        _upcast(rec)
     maps: dict[str, MapResult] = {}
     for m in active:
         try:
