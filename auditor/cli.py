@@ -222,6 +222,11 @@ class _Progress:
 @click.option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True, help="Support images per class.")
 @click.option("--n-query", type=click.IntRange(min=1), default=15, show_default=True, help="Queries per class.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the episodes and bootstrap CIs.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: a Ray Data actor pool, each actor holding the model (pip install 'attention-auditor[ray]'; "
+                   "RAY_ADDRESS selects a cluster).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Ray actors (one CPU, or one GPU with --device cuda, each).")
 @click.option("--amp", is_flag=True, help="Mixed precision: forward passes in float16 (CUDA) / bfloat16 (CPU); "
                                           "maps are computed from the recorded tensors in float32.")
 @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
@@ -240,7 +245,7 @@ class _Progress:
 @multi_attention_options
 def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
         trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std,
-        target, episodes, n_way, k_shot, n_query, seed, amp, allow_outside_root, overwrite, resume, no_report, faithfulness,
+        target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite, resume, no_report, faithfulness,
         faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff, window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
@@ -250,7 +255,7 @@ def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_di
     if arch is None and factory is None:
         raise click.UsageError("give the model: --arch NAME or --model package.module:factory")
     few_shot = EpisodeOptions(n_way, k_shot, n_query, episodes, seed) if episodes else None
-    result = run_audit(data, split=split, episodes=few_shot, seed=seed, amp=amp, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
+    result = run_audit(data, split=split, episodes=few_shot, seed=seed, amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        batch_size=batch_size, save_maps=save_maps, device=device, image_size=image_size, mean=mean,
                        std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -77,7 +78,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
               progress: Callable[[int, int], None] | None = None, report: bool = False,
               resume: bool = False, faithfulness: str | Sequence[str] | None = None, faithfulness_steps: int = 10,
               faithfulness_baseline: str = "blur", episodes: EpisodeOptions | None = None,
-              split: str | None = None, amp: bool = False) -> AuditResult:
+              split: str | None = None, amp: bool = False, engine: str = "local", workers: int = 2) -> AuditResult:
     """Audit every method on a labelled image set; see the module docstring.
 
     The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
@@ -101,6 +102,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     default); ``results.json`` gains ``few_shot`` (nearest-prototype accuracy per episode).
     ``split``: the FewTURE split to read (``train`` / ``val`` / ``test``).
     ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
+    ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`: ``workers``
+    Ray Data actors, each holding the model; the same rows and maps as a local run).
 
     ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes``
     ``"prototype"`` (the default there). Headless backbones outside episodes explain the
@@ -113,6 +116,14 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     started = time.time()
     if batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    if engine not in ("local", "ray"):
+        raise UsageError(f"--engine must be 'local' or 'ray', got '{engine}'")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if engine == "ray":  # before anything is written to --out
+        from .ray_engine import require_ray
+
+        require_ray()
     target = target or ("prototype" if episodes else "label")
     if target not in ("label", "predicted", "prototype"):
         raise UsageError(f"--target must be 'label', 'predicted' or 'prototype', got '{target}'")
@@ -181,15 +192,16 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
     with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
         done, target_kind = start, None
-        for i, items in enumerate(stream(units[start // unit:], pre), start=start // unit):
-            with writer.batch(i * unit) as part:  # the maps first, then the rows that need them
-                if plan is None:
-                    batch_rows, kind = process_batch(items, model, method_objs, target=target, headless=headless,
-                                                     device=dev, writer=part, faith=faith,
-                                                     faith_part=faith_dir / f"{i * unit}.npz", amp=amp)
-                else:
-                    batch_rows, kind = process_episode(i, plan.episodes[i], items, model, method_objs,
-                                                       target=target, device=dev, writer=part, amp=amp)
+        work = UnitWork(model, method_objs, target=target, headless=headless, device=dev, unit=unit, plan=plan,
+                        faith=faith, amp=amp)
+        if engine == "ray":
+            from .ray_engine import run_units
+
+            results = run_units(units, start // unit, pre, work, out, unit_size=unit, full=save_maps, workers=workers,
+                                gpu=dev.type == "cuda")
+        else:
+            results = _local_units(units, start // unit, pre, work, writer, out)
+        for batch_rows, kind in results:  # each unit's maps are in place before its rows are written
             target_kind = target_kind or kind
             for row in batch_rows:
                 rows_file.write(json.dumps(_jsonable(row)) + "\n")
@@ -252,6 +264,44 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         raise DataError(f"No image of {data} could be scored ({n_rows} error row(s); the first: "
                         f"{first['error'] if first else 'the data set is empty'}). Results: {out / 'results.json'}")
     return result
+
+
+@dataclass
+class UnitWork:
+    """The run's work for one unit (a batch, or a few-shot episode): ``(rows, target kind)``.
+
+    Picklable, so that the Ray engine can hand it (with the model) to its actors. ``part``
+    receives the unit's maps; faithfulness curves go to ``root/.faithfulness-parts/``.
+    """
+
+    model: torch.nn.Module
+    methods: list
+    target: str
+    headless: bool
+    device: torch.device
+    unit: int
+    plan: Any = None
+    faith: Any = None
+    amp: bool = False
+
+    def __call__(self, i: int, items: list, part: Any, root: Path) -> tuple[list[dict[str, Any]], str | None]:
+        if self.plan is not None:
+            return process_episode(i, self.plan.episodes[i], items, self.model, self.methods, target=self.target,
+                                   device=self.device, writer=part, amp=self.amp)
+        faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
+        if self.faith is not None:
+            faith_part.parent.mkdir(parents=True, exist_ok=True)
+        return process_batch(items, self.model, self.methods, target=self.target, headless=self.headless,
+                             device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
+
+
+def _local_units(units: Sequence[Sequence[Any]], first: int, pre, work: UnitWork, writer: PartedMapWriter,
+                 out: Path) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+    """The in-process engine: images decoded ahead in threads, one unit at a time."""
+    for i, items in enumerate(stream(units[first:], pre), start=first):
+        with writer.batch(i * work.unit) as part:  # renamed into place on leaving: the maps before the rows
+            result = work(i, items, part, out)
+        yield result
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:

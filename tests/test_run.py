@@ -179,3 +179,16 @@ def test_pytest_fixture(squares, pytester_free_auditor_run):
 def pytester_free_auditor_run(auditor_run):
     """The plugin's fixture, as a user's test asks for it."""
     return auditor_run
+
+
+def test_engine_ray_without_ray_says_how_to_install_it(squares, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` raises ImportError
+    from auditor.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"attention-auditor\[ray\]"):
+        run_audit(squares, out=tmp_path / "o", model=_vit(), methods=["gradcam"], engine="ray")
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    with pytest.raises(UsageError, match="--engine must be 'local' or 'ray'"):
+        run_audit(squares, out=tmp_path / "o2", model=_vit(), engine="spark")

@@ -51,6 +51,12 @@ class GradCAM(Method):
         self.layer = layer
         self._resolved: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 
+    def __getstate__(self) -> dict:  # picklable (Ray actors): the per-model cache is rebuilt on use
+        return {**self.__dict__, "_resolved": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _resolved=weakref.WeakKeyDictionary())
+
     def activation_layers(self, model: nn.Module) -> list[str]:
         name = self.layer or self._resolved.get(model) or vit_target_layer(model)
         return [name or AUTO_FEATURE_MAP]

@@ -1,0 +1,98 @@
+"""``auditor run --engine ray``: the same per-unit work, run by a Ray Data actor pool.
+
+Install with ``pip install 'attention-auditor[ray]'``. The data set is parsed on the driver
+by :func:`auditor.data.load_dataset` (one parser for every format, so the error rows are
+the local run's), and ``ray.data.from_items`` holds the indices of the units of work (a batch,
+or a few-shot episode). ``map_batches`` sends them to a pool of actors, each holding one copy
+of the model (``concurrency`` actors, one CPU each unless ``--device cuda``: one GPU each).
+An actor decodes its unit's images, runs the run's own per-unit function
+(:class:`auditor.runner.UnitWork`), writes the unit's map part into a private temporary
+folder and returns the rows and the part files' bytes; the driver writes them under ``out``
+exactly as the local engine does, in unit order. So the results, the resume files and
+``--resume`` are the local run's; Ray adds no scheduler, queue or protocol of our own.
+
+Ray is started locally (``num_cpus=workers``) unless ``RAY_ADDRESS`` points at a cluster
+(then the part files travel back as bytes: no shared file system is needed).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .errors import UsageError
+from .io import atomic_path
+
+
+def require_ray():
+    """The ray module, or a UsageError that says how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError("--engine ray needs Ray Data: pip install 'attention-auditor[ray]' "
+                         "(or pip install 'ray[data]'); or use --engine local") from None
+    return ray
+
+
+class _Actor:
+    """One Ray actor: holds the per-unit work (and so the model); runs units given by index."""
+
+    def __init__(self, units, preprocess, work, unit_size: int, full: bool, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.units, self.preprocess, self.work, self.unit_size, self.full = units, preprocess, work, unit_size, full
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .batches import load_item
+        from .savers import PartedMapWriter
+
+        results = []
+        for i in batch["unit"].tolist():
+            items = [load_item(r, self.preprocess) for r in self.units[i]]
+            with tempfile.TemporaryDirectory(prefix="auditor-ray-") as tmp:
+                stage = Path(tmp)
+                with PartedMapWriter(stage, full=self.full).batch(i * self.unit_size) as part:
+                    rows, kind = self.work(i, items, part, stage)
+                files = {str(p.relative_to(stage)): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()}
+            results.append(pickle.dumps((rows, kind, files)))
+        return {"unit": batch["unit"], "result": np.array(results, dtype=object)}
+
+
+def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Callable, out: Path, *,
+              unit_size: int, full: bool, workers: int = 2, gpu: bool = False) -> Iterator[tuple[list[dict], Any]]:
+    """``(rows, target kind)`` of units ``first, first + 1, ...`` in order; their map parts
+    (and faithfulness parts) are in place under ``out`` before each is yielded."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(**({"address": address} if address else {"num_cpus": workers}), include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    ctx.enable_progress_bars = False
+    todo = list(range(first, len(units)))
+    if not todo:
+        return
+    ds = ray.data.from_items([{"unit": i} for i in todo], override_num_blocks=min(len(todo), 200))
+    ds = ds.map_batches(_Actor, fn_constructor_args=(units, preprocess, work, unit_size, full, 1), batch_size=1, concurrency=max(1, workers),
+                        batch_format="numpy", **({"num_gpus": 1} if gpu else {"num_cpus": 1}))
+    pending: dict[int, bytes] = {}
+    nxt = first
+    for row in ds.iter_rows():
+        pending[int(row["unit"])] = row["result"]
+        while nxt in pending:  # preserve_order keeps them in order; this makes sure of it
+            rows, kind, files = pickle.loads(pending.pop(nxt))
+            for rel, data in files.items():
+                dest = out / rel
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(dest) as tmp:
+                    Path(tmp).write_bytes(data)
+            yield rows, kind
+            nxt += 1
