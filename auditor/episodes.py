@@ -150,9 +150,10 @@ def _nearest_prototype(rows: dict[int, dict], means: dict[int, torch.Tensor], pr
 
 
 def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, class_names: Sequence[str], *,
-                     seed: int = 0) -> dict[str, Any]:
-    """results.json's ``few_shot``: the settings, and nearest-prototype accuracy per episode
-    (scored queries only) with its mean and 95% bootstrap CI over the episodes."""
+                     target: str, seed: int = 0) -> dict[str, Any]:
+    """results.json's ``few_shot``: the settings, and accuracy per episode (scored queries
+    only) with its mean and 95% bootstrap CI over the episodes. ``decision`` says whose
+    predictions they are: the nearest prototype (target ``prototype``) or the class head."""
     hits: dict[int, list[bool]] = {}
     for r in rows:
         if r.get("episode") is not None and not r.get("error") and r.get("prediction") is not None:
@@ -164,4 +165,5 @@ def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, cl
                                                       for c in ep.classes],
                             "queries": len(h), "accuracy": float(np.mean(h)) if h else None})
     accs = np.array([e["accuracy"] for e in per_episode if e["accuracy"] is not None], dtype=float)
-    return {**plan.options.to_dict(), "accuracy": bootstrap_ci(accs, seed=seed).to_dict(), "per_episode": per_episode}
+    decision = "nearest prototype" if target == "prototype" else "class head"
+    return {**plan.options.to_dict(), "decision": decision, "accuracy": bootstrap_ci(accs, seed=seed).to_dict(), "per_episode": per_episode}

@@ -215,7 +215,8 @@ def format_summary(data: Mapping[str, Any], *, width: int = 100) -> str:
     if data.get("few_shot"):
         fs, acc = data["few_shot"], data["few_shot"]["accuracy"]
         value = "-" if acc["mean"] is None else f"{acc['mean']:.3f} (95% CI {acc['ci_low']:.3f}-{acc['ci_high']:.3f})"
-        lines.append(f"{fs['n_way']}-way {fs['k_shot']}-shot accuracy over {acc['n']} episode(s): {value}")
+        lines.append(f"{fs['n_way']}-way {fs['k_shot']}-shot accuracy ({fs.get('decision', 'nearest prototype')}) "
+                     f"over {acc['n']} episode(s): {value}")
     for v in data["verdicts"]:
         lines.append(f"{'PASS' if v['passed'] else 'FAIL'}  {v['name']}  ({v['reason']})")
     lines.append("PASSED" if data["passed"] else "FAILED")

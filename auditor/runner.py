@@ -247,7 +247,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     if faith is not None:
         data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), batch_size), seed)
     if plan is not None:
-        data_out["few_shot"] = few_shot_summary(rows, plan, dataset.classes, seed=seed)
+        data_out["few_shot"] = few_shot_summary(rows, plan, dataset.classes, target=target, seed=seed)
     write_json(out / "results.json", data_out)
     write_csv(out / "results.csv", rows)
     write_junit(out / "junit.xml", verdicts)  # no duration: the same run gives the same bytes

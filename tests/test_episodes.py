@@ -90,7 +90,7 @@ def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
     fs = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, report=True).data["few_shot"]
     assert fs["accuracy"]["mean"] == 1.0 and fs["accuracy"]["n"] == 3
     html = (tmp_path / "out" / "report.html").read_text()
-    assert "3-way 2-shot, 2 queries per class, seed 0: nearest-prototype accuracy 1.000" in html
+    assert "3-way 2-shot, 2 queries per class, seed 0: accuracy (nearest prototype) 1.000" in html
     assert "episode 0, support: " in html and "references are not drawn" not in html
     assert [e["queries"] for e in fs["per_episode"]] == [6, 6, 6]
     assert sorted(fs["per_episode"][0]["classes"]) == sorted(COLOURS)
@@ -207,7 +207,19 @@ def test_cli_episodes_on_a_checkpoint(colours, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, args + ["--out", "o", "--episodes", "3", "--n-way", "3", "--k-shot", "2",
                                          "--n-query", "2", "--seed", "0"])
     assert r.exit_code == 0, r.output
-    assert "3-way 2-shot accuracy over 3 episode(s): 1.000" in r.output
+    assert "3-way 2-shot accuracy (nearest prototype) over 3 episode(s): 1.000" in r.output
     assert json.loads((tmp_path / "o" / "results.json").read_text())["counts"]["images"] == 18
     r = CliRunner().invoke(main, args + ["--out", "o2", "--episodes", "1", "--n-way", "3", "--n-query", "12"])
     assert r.exit_code == 2 and "need 17 images per class" in r.output and "--n-query" in r.output and "Traceback" not in r.output
+
+
+def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colours, tmp_path):
+    model = colour_vit()  # logit k = amount of colour k: the head is right on every image
+    model.default_cfg = {"input_size": (3, 32, 32), "mean": (0, 0, 0), "std": (1, 1, 1)}
+    res = run_audit(colours, out=tmp_path / "out", model=model, episodes=OPTS, target="label")
+    assert res.data["settings"]["target"] == "label"
+    assert res.data["few_shot"]["decision"] == "class head" and res.data["few_shot"]["accuracy"]["mean"] == 1.0
+    assert all(r["target"] == r["label"] and 0 < r["prediction_score"] <= 1 for r in res.rows)  # softmax, not cosine
+    assert "reconstruction_attention" in res.data["summary"]  # the support set is still used
+    fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS).data["few_shot"]
+    assert fs["decision"] == "nearest prototype"

@@ -80,7 +80,7 @@ def few_shot_context(fs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     acc = fs["accuracy"]
     value = DASH if acc.get("mean") is None else f"{fmt(acc['mean'])} (95% CI {fmt(acc['ci_low'])}–{fmt(acc['ci_high'])})"
     return {"headline": f"{fs['n_way']}-way {fs['k_shot']}-shot, {fs['n_query']} queries per class, seed {fs['seed']}: "
-                        f"nearest-prototype accuracy {value} over {acc['n']} episode(s).",
+                        f"accuracy ({fs.get('decision', 'nearest prototype')}) {value} over {acc['n']} episode(s).",
             "episodes": [{"episode": e["episode"], "classes": ", ".join(e["classes"]), "queries": e["queries"],
                           "accuracy": fmt(e["accuracy"])} for e in fs["per_episode"]]}
 
