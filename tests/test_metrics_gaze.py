@@ -116,6 +116,42 @@ def test_auc_borji_hand():
     assert auc_borji(s, _fix((2, 2), (0, 0)), n_splits=40, seed=5) == pytest.approx(expected, abs=1e-15)
 
 
+def _borji_one_split_at_a_time(s, f, n_splits=100, step=0.1, seed=0):
+    """MIT AUC_Borji.m transcribed split by split (auditor's draws), to check the vectorised version."""
+    s = ((s - s.min()) / (s.max() - s.min())).ravel()
+    at_fix = s[f.ravel()]
+    draws = np.random.default_rng(seed).integers(0, s.size, size=(n_splits, at_fix.size))
+    aucs = []
+    for neg in s[draws]:
+        top = max(at_fix.max(), neg.max())
+        thresholds = [step * k for k in range(math.floor(top / step * (1 + 1e-10)), -1, -1)]
+        tp = [0.0] + [(at_fix >= t).mean() for t in thresholds] + [1.0]
+        fp = [0.0] + [(neg >= t).mean() for t in thresholds] + [1.0]
+        aucs.append(np.trapezoid(tp, fp))
+    return float(np.mean(aucs))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_auc_borji_equals_the_split_by_split_transcription(seed):
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(2, 30, 2)
+    s = [rng.random((h, w)), np.round(rng.random((h, w)) * 10) / 10, rng.integers(0, 3, (h, w)) * 1.0][seed % 3]
+    f = rng.random((h, w)) < 0.3  # (rounded maps put values exactly on the 0.1 thresholds)
+    f.flat[int(rng.integers(0, h * w))] = True
+    for step in (0.1, 0.05, 0.3):
+        expected = _borji_one_split_at_a_time(s, f, n_splits=30, step=step, seed=seed)
+        assert auc_borji(s, f, n_splits=30, step_size=step, seed=seed) == pytest.approx(expected, abs=1e-12)
+
+
+def test_auc_borji_compares_exactly_at_thresholds_where_division_rounds_up():
+    # 0.85 / 0.05 rounds to 17.0, but 0.05 * 17 = 0.8500000000000001 > 0.85: 0.85 is below that threshold
+    s = np.array([[1.0, 0.85, 0.63], [0.0, 0.85, 0.91]])
+    f = _fix((2, 3), (0, 1), (1, 2))
+    for step in (0.05, 0.07):
+        expected = _borji_one_split_at_a_time(s, f, n_splits=50, step=step, seed=3)
+        assert auc_borji(s, f, n_splits=50, step_size=step, seed=3) == pytest.approx(expected, abs=1e-12)
+
+
 def test_auc_borji_converges_to_expected_value():
     s = np.array([[1, 0], [0, 0]], float)  # expected AUC: 1 - 0.5 * P(draw the fixated pixel) = 0.875
     assert auc_borji(s, _fix((2, 2), (0, 0)), n_splits=4000) == pytest.approx(0.875, abs=0.02)
