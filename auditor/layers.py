@@ -34,13 +34,12 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
         layers = ex.get("per_layer")
         if layers is None:
             continue
-        scores: dict[str, list[float | None]] = {k: [] for k in LAYER_METRICS}
-        for token_map in layers[index]:
-            ok = maplib.map_problem(token_map.numpy(), modes[method]) is None
-            sal = maplib.to_image(token_map, mask.shape, modes[method]) if ok else None
-            for k in LAYER_METRICS:
-                scores[k].append(float(BOX_METRICS[k](sal, mask)) if ok else None)
-        out[method] = scores
+        raw = layers[index].numpy()
+        ok = [maplib.map_problem(m, modes[method]) is None for m in raw]
+        sal = iter(maplib.to_images(raw[ok], mask.shape, modes[method]))  # the scorable layers, in one upsampling
+        images = [next(sal) if good else None for good in ok]
+        out[method] = {k: [None if s is None else float(BOX_METRICS[k](s, mask)) for s in images]
+                       for k in LAYER_METRICS}
     return out
 
 

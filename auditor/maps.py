@@ -76,7 +76,13 @@ def to_image(raw: torch.Tensor | np.ndarray, size: tuple[int, int], mode: str = 
     ``relu_minmax``: ReLU at ``[h, w]``, bilinear upsampling, then min-max (as
     pytorch-grad-cam's ``scale_cam_image``); other modes upsample then normalise.
     """
+    return to_images(np.asarray(raw.detach().cpu() if isinstance(raw, torch.Tensor) else raw)[None], size, mode)[0]
+
+
+def to_images(raw: torch.Tensor | np.ndarray, size: tuple[int, int], mode: str = "minmax") -> np.ndarray:
+    """:func:`to_image` of each map of ``raw`` ``[L, h, w]`` -> ``[L, H, W]``, upsampled in one call."""
     raw = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
     if mode == "relu_minmax":
-        return normalize(upsample(np.maximum(raw, 0), size), "minmax")
-    return normalize(upsample(raw, size), mode)
+        raw, mode = np.maximum(raw, 0), "minmax"
+    up = upsample(raw, size)
+    return np.stack([normalize(u, mode) for u in up]) if len(up) else up
