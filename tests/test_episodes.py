@@ -92,6 +92,7 @@ def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
     html = (tmp_path / "out" / "report.html").read_text()
     assert "3-way 2-shot, 2 queries per class, seed 0: accuracy (nearest prototype) 1.000" in html
     assert "episode 0, support: " in html and "references are not drawn" not in html
+    assert html.count('alt="support image ') == 18 * 2 and "(cosine 1.00)" in html  # 2 support thumbnails a card
     assert [e["queries"] for e in fs["per_episode"]] == [6, 6, 6]
     assert sorted(fs["per_episode"][0]["classes"]) == sorted(COLOURS)
 

@@ -13,10 +13,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import UsageError
+from ..errors import AuditorError, UsageError
 from ..results import BASELINES, AuditResult
 from . import plots
-from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
+from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css, load_picture
 from .common import (DASH, as_result, class_name, fmt, header, methods_of, metrics_of, primary_metrics,
                      sort_options, summary_table, worst_first)
 from .gallery import References, draw_cards, side_of
@@ -199,9 +199,11 @@ def _gallery(result: AuditResult, methods, metrics, side, sink, refs, cmap, styl
     lead = lead_method(rows, methods, primary) if methods else None
     cards = []
     status = lambda label, method, row: (row.get("map_status") or {}).get(method, "")  # noqa: E731
+    supports = SupportThumbs(refs, sink)
     for i, (row, images) in enumerate(zip(rows, draw_cards(rows, [side], sink, refs=refs, base=result.out,
                                                            cmap=cmap, style=style, map_note=status))):
-        cards.append({**images, **_card_text(data, row, lead, metrics, primary), "index": i})
+        cards.append({**images, **_card_text(data, row, lead, metrics, primary), "index": i,
+                      "support": [supports.get(s) for s in row.get("support") or []]})
     return {"cards": cards, "sort_options": options, "orders": orders}
 
 
@@ -214,7 +216,9 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
         caption.append(f"episode {row['episode']}, support: {', '.join(map(str, row.get('support') or [])) or DASH}")
     badges = []
     if pred is not None:
-        caption.append(f"predicted: {class_name(data, pred)} ({fmt(row.get('prediction_score'), 2)})")
+        cosine = row.get("episode") is not None and (data.get("few_shot") or {}).get("decision") == "nearest prototype"
+        score = f"{'cosine ' if cosine else ''}{fmt(row.get('prediction_score'), 2)}"
+        caption.append(f"predicted: {class_name(data, pred)} ({score})")
         right = pred == target
         badges.append({"text": "prediction = target" if right else "prediction ≠ target", "css": "pass" if right else "fail"})
     row_mets = row.get("metrics") or {}
@@ -227,6 +231,26 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
         {"label": m, "baseline": m in BASELINES, "cells": [{"text": fmt(row_mets.get(m, {}).get(k)), "css": ""} for k in shown]}
         for m in row_mets]}
     return {"id": rid, "caption": caption, "badges": badges, "table": table, "path": str(row.get("image") or DASH)}
+
+
+class SupportThumbs:
+    """Few-shot support images as small thumbnails, each encoded once per report."""
+
+    SIDE = 96
+
+    def __init__(self, refs: References, sink: AssetSink):
+        self.refs, self.sink, self._done = refs, sink, {}
+
+    def get(self, image_id: str) -> dict[str, Any]:
+        if image_id not in self._done:
+            record, img = self.refs.records.get(image_id), None
+            if record is not None:
+                try:
+                    img = self.sink.image(load_picture(record.image, self.SIDE).thumb)
+                except (AuditorError, OSError):
+                    pass
+            self._done[image_id] = {"id": image_id, "img": img, "alt": f"support image {image_id}"}
+        return self._done[image_id]
 
 
 def _storage(sink: AssetSink) -> str:
