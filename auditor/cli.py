@@ -208,7 +208,8 @@ class _Progress:
 @click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="An earlier results.json to compare with.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images per pass (with --episodes a pass is one class of one episode: its queries and support).")
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz: float32 maps at each image's resolution.")
 @click.option("--mean", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation mean [default: model's, else ImageNet].")
 @click.option("--std", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation std [default: model's, else ImageNet].")
