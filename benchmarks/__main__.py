@@ -24,8 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="also peak RSS at 10,000 images")
     ap.add_argument("--only", nargs="+", choices=sorted(FAMILIES), help="run only these families")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the model passes and the audit run there)")
     args = ap.parse_args(argv)
-    cfg = Config.make(quick=args.quick, full=args.full)
+    from auditor.models import resolve_device
+
+    dev = resolve_device(args.device)
+    cfg = Config.make(quick=args.quick, full=args.full, device=str(dev))
+    device = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})"
+    print(f"device: {device}", file=sys.stderr)
     started = time.perf_counter()
     rows = []
     for name, fn in FAMILIES.items():
@@ -35,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += fn(cfg)
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     mode_name = "quick (smoke: 2-block ViT, not comparable)" if cfg.quick else ("full" if cfg.full else "default")
-    header = (f"# Benchmark results\n\nMode: {mode_name}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    header = (f"# Benchmark results\n\nMode: {mode_name}; device {device}; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, "
               f"{platform.machine()}, Python {platform.python_version()}; {time.perf_counter() - started:.0f} s in all. "
               "Ratios are medians of same-round ratios; times are medians.\n")
     text = header + "\n" + table(rows) + "\n"

@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 
 @dataclass(frozen=True)
 class Config:
@@ -21,13 +23,14 @@ class Config:
     audit_images: int = 32
     audit_repeats: int = 4
     rss_sizes: tuple[int, ...] = (100, 1000)
+    device: str = "cpu"
 
     @classmethod
-    def make(cls, *, quick: bool = False, full: bool = False) -> "Config":
+    def make(cls, *, quick: bool = False, full: bool = False, device: str = "cpu") -> "Config":
         if quick:
             return cls(quick=True, repeats=1, warmup=1, batch_sizes=(1, 4), depth=2, audit_images=8, audit_repeats=1,
-                       rss_sizes=(20, 60))
-        return cls(full=full, rss_sizes=(100, 1000, 10000) if full else (100, 1000))
+                       rss_sizes=(20, 60), device=device)
+        return cls(full=full, rss_sizes=(100, 1000, 10000) if full else (100, 1000), device=device)
 
 
 @dataclass
@@ -62,6 +65,8 @@ def interleaved(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: i
             fn = fns[name]
             start = time.perf_counter()
             fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # GPU work is asynchronous: time it to its end
             elapsed = time.perf_counter() - start
             if r >= warmup:
                 times[name].append(elapsed)

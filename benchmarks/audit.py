@@ -38,7 +38,7 @@ def _floor_over(model, manifest: Path):
     """fwd+bwd floor over the data set's images, decoded and preprocessed beforehand."""
     lines = [json.loads(line) for line in manifest.read_text().splitlines()[1:]]
     pre = input_preprocess(model, None, None, None)
-    x = torch.cat([pre(load_image(manifest.parent / r["image"])) for r in lines])
+    x = torch.cat([pre(load_image(manifest.parent / r["image"])) for r in lines]).to(next(model.parameters()).device)
     passes = [gradcam_floor(model, x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
     return lambda: [p() for p in passes]
 
@@ -52,7 +52,7 @@ def run(cfg: Config, work: Path | None = None) -> list[Row]:
 
         def audit(methods, name):
             return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods),
-                                     batch_size=BATCH, overwrite=True)
+                                     batch_size=BATCH, overwrite=True, device=cfg.device)
 
         t = interleaved({"floor": _floor_over(model, manifest), "audit": audit(TARGET_METHODS, "a")},
                         repeats=cfg.audit_repeats, warmup=cfg.warmup)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from auditor.methods import compute_maps, create_method
+from auditor.methods.engine import amp_dtype
 from auditor.methods.gradcam import vit_target_layer
 from auditor.models import create_model
 
@@ -22,7 +23,7 @@ FAMILY = "model passes"
 
 def build_model(cfg: Config) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_model("vit_small", num_classes=1000, depth=cfg.depth).eval()
+    return create_model("vit_small", num_classes=1000, depth=cfg.depth).eval().to(cfg.device)
 
 
 def forward_floor(model: torch.nn.Module, x: torch.Tensor):
@@ -71,10 +72,12 @@ def run(cfg: Config) -> list[Row]:
     attention = [create_method("cls_attention"), create_method("rollout")]
     rows: list[Row] = []
     for b in cfg.batch_sizes:
-        x = torch.randn(b, 3, 224, 224, generator=torch.Generator().manual_seed(b))
+        x = torch.randn(b, 3, 224, 224, generator=torch.Generator().manual_seed(b)).to(cfg.device)
         fns = {"forward": forward_floor(model, x), "fwd+bwd": gradcam_floor(model, x),
                "gradcam": lambda: compute_maps(model, x, gradcam),
                "attention": lambda: compute_maps(model, x, attention)}
+        if b == max(cfg.batch_sizes):
+            fns["gradcam --amp"] = lambda: compute_maps(model, x, gradcam, amp=True)
         pgc = pytorch_grad_cam(model, x) if b == max(cfg.batch_sizes) else None
         if pgc is not None:
             fns["pytorch-grad-cam"] = pgc
@@ -89,6 +92,11 @@ def run(cfg: Config) -> list[Row]:
         g = ratio(t, "gradcam", "fwd+bwd")
         rows.append(Row(FAMILY, f"ours: Grad-CAM (compute_maps), {per}", f"{ms(median(t['gradcam']) / b)}/image", g,
                         "fwd+bwd floor", "<= 1.15x at batch 16" if big else "", (g <= 1.15) if big else None))
+        if "gradcam --amp" in t:
+            dtype = str(amp_dtype(x.device)).replace("torch.", "")
+            rows.append(Row(FAMILY, f"ours: Grad-CAM with --amp ({dtype}), {per}",
+                            f"{ms(median(t['gradcam --amp']) / b)}/image", ratio(t, "gradcam --amp", "fwd+bwd"),
+                            "fwd+bwd floor (float32)"))
         if "pytorch-grad-cam" in t:
             rows.append(Row(FAMILY, f"pytorch-grad-cam GradCAM, {per}", f"{ms(median(t['pytorch-grad-cam']) / b)}/image",
                             ratio(t, "pytorch-grad-cam", "fwd+bwd"), "fwd+bwd floor"))
