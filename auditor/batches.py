@@ -12,7 +12,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -103,22 +103,48 @@ def process_batch(items: list[Item], model, methods, *, target: str, headless: b
     batch's maps (reusing its inputs and raw maps), their values join ``metrics[method]``
     and their curves go to ``faith_part`` (:func:`auditor.faithfulness.save_part`).
     """
+    return start_batch(items, model, methods, target=target, headless=headless, device=device, writer=writer,
+                       faith=faith, faith_part=faith_part, amp=amp)()
+
+
+def start_batch(items: list[Item], model, methods, *, target: str, headless: bool, device,
+                writer: MapWriter | None, faith: Any = None, faith_part: Path | None = None,
+                amp: bool = False) -> Callable[[], tuple[list[dict[str, Any]], str | None]]:
+    """:func:`process_batch` in two steps: the model's pass runs now, and the returned function
+    scores the maps and returns the rows. The scoring needs no model, so the runner calls it
+    in a second thread while the next batch's pass runs (with ``faith``, whose checks run the
+    model, everything runs now and the function only returns the result)."""
     ok = [it for it in items if it.error is None]
     rows: dict[int, dict[str, Any]] = {id(it): base_row(it) for it in items}
-    kind = None
-    if ok:
-        x = torch.stack([it.inputs for it in ok]).to(device)
-        # headless: the engine's default, the CLS-output norm (the patch-token norm where the CLS is inert)
-        res = compute_maps(model, x, methods, target=None if headless else class_targets(ok, target), amp=amp)
-        kind = res.target_kind
-        fill_rows(ok, res, rows, methods, writer, class_output=not headless)
-        if faith is not None and faith.checks:
-            from .faithfulness import run_checks, save_part
+    if not ok:
+        return Ready(([rows[id(it)] for it in items], None))
+    x = torch.stack([it.inputs for it in ok]).to(device)
+    # headless: the engine's default, the CLS-output norm (the patch-token norm where the CLS is inert)
+    res = compute_maps(model, x, methods, target=None if headless else class_targets(ok, target), amp=amp)
 
-            checked = run_checks(model, x, res, methods, faith)
-            for i, it in enumerate(ok):
-                for method, values in checked.metrics[i].items():
-                    rows[id(it)]["metrics"].setdefault(method, {}).update(values)
-            if faith_part is not None:
-                save_part(checked, faith_part)
-    return [rows[id(it)] for it in items], kind
+    def finish() -> tuple[list[dict[str, Any]], str | None]:
+        fill_rows(ok, res, rows, methods, writer, class_output=not headless)
+        return [rows[id(it)] for it in items], res.target_kind
+
+    if faith is None or not faith.checks:
+        return finish
+    from .faithfulness import run_checks, save_part
+
+    result = finish()
+    checked = run_checks(model, x, res, methods, faith)
+    for i, it in enumerate(ok):
+        for method, values in checked.metrics[i].items():
+            rows[id(it)]["metrics"].setdefault(method, {}).update(values)
+    if faith_part is not None:
+        save_part(checked, faith_part)
+    return Ready(result)
+
+
+class Ready:
+    """A unit already finished: calling it returns its result (nothing left to overlap)."""
+
+    def __init__(self, result: Any):
+        self.result = result
+
+    def __call__(self) -> Any:
+        return self.result

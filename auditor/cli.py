@@ -255,6 +255,14 @@ def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_di
 
     if arch is None and factory is None:
         raise click.UsageError("give the model: --arch NAME or --model package.module:factory")
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in ("n_way", "k_shot", "n_query", "workers")
+             if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+    if not episodes and set(given) - {"--workers"}:
+        raise click.UsageError(f"{', '.join(g for g in given if g != '--workers')} only apply to few-shot episodes: "
+                               "add --episodes N")
+    if engine != "ray" and "--workers" in given:
+        raise click.UsageError("--workers is the number of Ray actors: it applies to --engine ray")
     few_shot = EpisodeOptions(n_way, k_shot, n_query, episodes, seed) if episodes else None
     result = run_audit(data, split=split, episodes=few_shot, seed=seed, amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,

@@ -106,7 +106,7 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
     queries, support = items[:nq], items[nq:]
     rows = {id(it): {**base_row(it), "episode": k, "record_id": it.record.id.split("/", 1)[1], "support": []}
             for it in queries}
-    kind, means, protos = None, {}, {}
+    kind, means, protos, logits = None, {}, {}, {}
     for c in episode.classes:
         q = [it for it in queries if it.record.label == c and it.error is None]
         s = [it for it in support if it.record.label == c]
@@ -120,10 +120,12 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
                 rows[id(it)]["error"] = (f"episode {k}: no support image of class {it.record.label_name!r} could be "
                                          f"read ({s[0].error})")
             continue
-        if not q:
+        xs = torch.stack([it.inputs for it in good]).to(device)
+        if not q:  # no query to explain, but the class still competes in the episode's decision
+            if target == "prototype":
+                protos[c] = support_prototype(model, xs, amp=amp)
             continue
         x = torch.stack([it.inputs for it in q]).to(device)
-        xs = torch.stack([it.inputs for it in good]).to(device)
         res = compute_maps(model, x, methods, target="prototype" if target == "prototype" else class_targets(q, target),
                            support=xs, amp=amp)
         kind = kind or res.target_kind
@@ -135,18 +137,39 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
         if res.target_kind == "prototype":
             for it in q:
                 rows[id(it)]["target"] = c
-    if protos and kind == "prototype":
-        _nearest_prototype(rows, means, protos)
+        else:
+            logits.update({id(it): res.output[i] for i, it in enumerate(q)})
+    # the N-way decision, among the episode's classes only. Without a prototype for every class
+    # (one had no readable support image) it would not be N-way: no prediction in that episode.
+    for key in rows:
+        rows[key]["prediction"] = rows[key]["prediction_score"] = None
+    if kind == "prototype" and all(c in protos for c in episode.classes):
+        p = torch.stack([protos[c] for c in episode.classes])
+        _decide(rows, means, episode.classes, lambda m: F.cosine_similarity(m[None], p, dim=-1))
+    elif kind is not None and kind != "prototype":  # a class head: its probabilities renormalised over the N classes
+        _decide(rows, logits, episode.classes, lambda z: z[episode.classes].softmax(-1))
     return [rows[id(it)] for it in queries], kind
 
 
-def _nearest_prototype(rows: dict[int, dict], means: dict[int, torch.Tensor], protos: dict[int, torch.Tensor]) -> None:
-    classes = list(protos)
-    p = torch.stack([protos[c] for c in classes])
-    for key, m in means.items():
-        sims = F.cosine_similarity(m[None], p, dim=-1)
-        rows[key]["prediction"] = classes[int(sims.argmax())]
-        rows[key]["prediction_score"] = float(sims.max())
+def _decide(rows: dict[int, dict], values: dict[int, torch.Tensor], classes: Sequence[int], scores) -> None:
+    """Each query's prediction: the episode class with the highest score (cosine, or probability)."""
+    for key, v in values.items():
+        s = scores(v)
+        rows[key]["prediction"] = classes[int(s.argmax())]
+        rows[key]["prediction_score"] = float(s.max())
+
+
+def support_prototype(model: nn.Module, support: torch.Tensor, *, amp: bool = False) -> torch.Tensor:
+    """``[C]``: the mean of the support images' mean final patch tokens (no gradients)."""
+    from .methods.base import Recorder, Recording
+    from .methods.engine import amp_dtype, mean_patch_tokens
+
+    rec = Recording(model=model, inputs=support)
+    with Recorder(model, rec, attention=False, activations=[], captures=[FINAL_TOKENS]), torch.no_grad(), \
+            torch.autocast(support.device.type, dtype=amp_dtype(support.device), enabled=amp):
+        model(support)
+    tokens = rec.captured[FINAL_TOKENS].float()
+    return mean_patch_tokens(tokens, int(getattr(model, "num_prefix_tokens", 1))).mean(0).cpu()
 
 
 def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, class_names: Sequence[str], *,

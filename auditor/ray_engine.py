@@ -8,8 +8,11 @@ of the model (``concurrency`` actors, one CPU each unless ``--device cuda``: one
 An actor decodes its unit's images, runs the run's own per-unit function
 (:class:`auditor.runner.UnitWork`), writes the unit's map part into a private temporary
 folder and returns the rows and the part files' bytes; the driver writes them under ``out``
-exactly as the local engine does, in unit order. So the results, the resume files and
-``--resume`` are the local run's; Ray adds no scheduler, queue or protocol of our own.
+exactly as the local engine does, in unit order. So the results files, the resume files and
+``--resume`` are the local run's (the values equal the local run's up to floating-point
+reduction order: each actor uses one torch thread; at equal thread counts they are
+bit-identical); Ray adds no scheduler, queue or protocol of our own. A bad input inside an
+actor (an :class:`~auditor.errors.AuditorError`) reaches the CLI as itself, with its exit code.
 
 Ray is started locally (``num_cpus=workers``) unless ``RAY_ADDRESS`` points at a cluster
 (then the part files travel back as bytes: no shared file system is needed).
@@ -21,7 +24,7 @@ import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -43,29 +46,40 @@ def require_ray():
 class _Actor:
     """One Ray actor: holds the per-unit work (and so the model); runs units given by index."""
 
-    def __init__(self, units, preprocess, work, unit_size: int, full: bool, threads: int):
+    def __init__(self, shipped, unit_size: int, full: bool, threads: int, gpu: bool):
+        import dataclasses
+
+        import ray
         import torch
 
         torch.set_num_threads(threads)
+        units, preprocess, work = ray.get(shipped) if isinstance(shipped, ray.ObjectRef) else shipped
+        if gpu:  # the model travels on the CPU; Ray shows each actor its own GPU as cuda:0
+            work = dataclasses.replace(work, device=torch.device("cuda"))
+            work.model.to(work.device)
         self.units, self.preprocess, self.work, self.unit_size, self.full = units, preprocess, work, unit_size, full
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .batches import load_item
+        from .errors import AuditorError
         from .savers import PartedMapWriter
 
         results = []
         for i in batch["unit"].tolist():
             items = [load_item(r, self.preprocess) for r in self.units[i]]
-            with tempfile.TemporaryDirectory(prefix="auditor-ray-") as tmp:
-                stage = Path(tmp)
-                with PartedMapWriter(stage, full=self.full).batch(i * self.unit_size) as part:
-                    rows, kind = self.work(i, items, part, stage)
-                files = {str(p.relative_to(stage)): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()}
-            results.append(pickle.dumps((rows, kind, files)))
+            try:
+                with tempfile.TemporaryDirectory(prefix="auditor-ray-") as tmp:
+                    stage = Path(tmp)
+                    with PartedMapWriter(stage, full=self.full).batch(i * self.unit_size) as part:
+                        rows, kind = self.work(i, items, part, stage)
+                    files = {str(p.relative_to(stage)): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()}
+                results.append(pickle.dumps((None, rows, kind, files)))
+            except AuditorError as e:  # a bad input: the driver raises it as itself (Ray would wrap it)
+                results.append(pickle.dumps((e, None, None, None)))
         return {"unit": batch["unit"], "result": np.array(results, dtype=object)}
 
 
-def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Callable, out: Path, *,
+def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any, out: Path, *,
               unit_size: int, full: bool, workers: int = 2, gpu: bool = False) -> Iterator[tuple[list[dict], Any]]:
     """``(rows, target kind)`` of units ``first, first + 1, ...`` in order; their map parts
     (and faithfulness parts) are in place under ``out`` before each is yielded."""
@@ -80,15 +94,25 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Call
     todo = list(range(first, len(units)))
     if not todo:
         return
+    device = next(work.model.parameters()).device
+    if gpu:
+        work.model.cpu()  # shipped from the CPU: an actor could not rebuild tensors of the driver's cuda:N
+    try:
+        shipped = ray.put((units, preprocess, work))  # serialised once, for every actor
+    finally:
+        work.model.to(device)
     ds = ray.data.from_items([{"unit": i} for i in todo], override_num_blocks=min(len(todo), 200))
-    ds = ds.map_batches(_Actor, fn_constructor_args=(units, preprocess, work, unit_size, full, 1), batch_size=1, concurrency=max(1, workers),
-                        batch_format="numpy", **({"num_gpus": 1} if gpu else {"num_cpus": 1}))
+    ds = ds.map_batches(_Actor, fn_constructor_args=(shipped, unit_size, full, 1, gpu), batch_size=1,
+                        concurrency=max(1, workers), batch_format="numpy",
+                        **({"num_gpus": 1} if gpu else {"num_cpus": 1}))
     pending: dict[int, bytes] = {}
     nxt = first
     for row in ds.iter_rows():
         pending[int(row["unit"])] = row["result"]
         while nxt in pending:  # preserve_order keeps them in order; this makes sure of it
-            rows, kind, files = pickle.loads(pending.pop(nxt))
+            error, rows, kind, files = pickle.loads(pending.pop(nxt))
+            if error is not None:
+                raise error
             for rel, data in files.items():
                 dest = out / rel
                 dest.parent.mkdir(parents=True, exist_ok=True)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .batches import chunks, process_batch, stream
+from .batches import Ready, chunks, start_batch, stream
 from .data import load_dataset
 from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
 from .errors import AuditorError, DataError, UsageError
@@ -164,7 +165,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     dev = next(model.parameters()).device
     fp = fingerprint(dataset=dataset, model=loaded.describe(), weights=weights_sha256(model),
                      methods={m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs},
-                     preprocessing=pre.to_dict(), target=target, seed=seed, batch_size=batch_size,
+                     preprocessing=pre.to_dict(), target=target, seed=seed,
+                     batch_size=batch_size if plan is None else None,  # episodes: a pass is one class's images
                      save_maps=save_maps)
     if amp:  # a resumed run must use the same precision
         fp["amp"] = True
@@ -285,23 +287,56 @@ class UnitWork:
     amp: bool = False
 
     def __call__(self, i: int, items: list, part: Any, root: Path) -> tuple[list[dict[str, Any]], str | None]:
+        return self.start(i, items, part, root)()
+
+    def start(self, i: int, items: list, part: Any, root: Path) -> Callable[[], tuple[list[dict[str, Any]], str | None]]:
+        """Run unit ``i``'s model passes now; the returned function finishes it (the scoring)."""
         if self.plan is not None:
-            return process_episode(i, self.plan.episodes[i], items, self.model, self.methods, target=self.target,
-                                   device=self.device, writer=part, amp=self.amp)
+            return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
+                                         target=self.target, device=self.device, writer=part, amp=self.amp))
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)
-        return process_batch(items, self.model, self.methods, target=self.target, headless=self.headless,
-                             device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
+        return start_batch(items, self.model, self.methods, target=self.target, headless=self.headless,
+                           device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
 
 
 def _local_units(units: Sequence[Sequence[Any]], first: int, pre, work: UnitWork, writer: PartedMapWriter,
                  out: Path) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
-    """The in-process engine: images decoded ahead in threads, one unit at a time."""
-    for i, items in enumerate(stream(units[first:], pre), start=first):
-        with writer.batch(i * work.unit) as part:  # renamed into place on leaving: the maps before the rows
-            result = work(i, items, part, out)
-        yield result
+    """The in-process engine: images decoded ahead in threads; unit i is scored in a second
+    thread while unit i + 1's model pass runs (scoring is numpy, mostly one core: it fills
+    the core torch leaves idle). Each unit's maps are complete before its rows are yielded."""
+    with ThreadPoolExecutor(max_workers=1) as scorer:
+        pending = None
+        for i, items in enumerate(stream(units[first:], pre), start=first):
+            part = writer.batch(i * work.unit)
+            part.__enter__()
+            try:
+                finish = work.start(i, items, part, out)
+            except BaseException as e:
+                part.__exit__(type(e), e, e.__traceback__)
+                raise
+            if pending is not None:
+                yield _settle(*pending)
+                pending = None
+            if isinstance(finish, Ready):  # nothing to overlap: done now, so a crash later keeps it
+                part.__exit__(None, None, None)
+                yield finish()
+            else:
+                pending = part, scorer.submit(finish)
+        if pending is not None:
+            yield _settle(*pending)
+
+
+def _settle(part: Any, future: Future) -> tuple[list[dict[str, Any]], str | None]:
+    """The unit's rows once its scoring is done and its map part renamed into place."""
+    try:
+        result = future.result()
+    except BaseException as e:
+        part.__exit__(type(e), e, e.__traceback__)
+        raise
+    part.__exit__(None, None, None)
+    return result
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:

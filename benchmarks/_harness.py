@@ -20,8 +20,8 @@ class Config:
     warmup: int = 1
     batch_sizes: tuple[int, ...] = (1, 16)
     depth: int = 12
-    audit_images: int = 32
-    audit_repeats: int = 4
+    audit_images: int = 128  # 8 batches: the steady state (scoring overlaps the next batch's pass)
+    audit_repeats: int = 3
     rss_sizes: tuple[int, ...] = (100, 1000)
     device: str = "cpu"
 

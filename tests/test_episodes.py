@@ -129,6 +129,24 @@ def test_bad_support_images_are_left_out_and_named(colours, tmp_path):
     bad = [r for r in rows0 if r["label"] == 0]
     assert bad and all("no support image of class 'red'" in r["error"] for r in bad)
     assert all(r["error"] is None for r in rows0 if r["label"] != 0)  # the other classes are still scored
+    # but without a red prototype the episode is no 3-way decision: no predictions, no accuracy
+    assert all(r["prediction"] is None for r in rows0)
+    assert res.data["few_shot"]["per_episode"][0]["accuracy"] is None
+    assert res.data["few_shot"]["accuracy"]["n"] == 2
+
+
+def test_a_class_whose_queries_all_fail_still_competes(colours, tmp_path):
+    plan = sample_episodes(load_dataset(colours), n_way=3, k_shot=2, n_query=2, episodes=3, seed=0)
+    first = plan[0].classes[0]
+    for q in plan[0].query:
+        if q.label == first:
+            q.image.write_bytes(b"broken")
+    model = colour_backbone()  # blind to colour: every prototype ties, and the first class listed wins
+    with torch.no_grad():
+        model.patch_embed.proj.weight.zero_()
+    rows0 = [r for r in run_audit(colours, out=tmp_path / "out", model=model, episodes=OPTS).rows if r["episode"] == 0]
+    scored = [r for r in rows0 if r["error"] is None]
+    assert len(scored) == 4 and all(r["prediction"] == first for r in scored)  # its prototype came from its support
 
 
 def test_an_interrupted_episode_run_resumes_to_the_same_results(colours, tmp_path, monkeypatch):
@@ -212,6 +230,26 @@ def test_cli_episodes_on_a_checkpoint(colours, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "o" / "results.json").read_text())["counts"]["images"] == 18
     r = CliRunner().invoke(main, args + ["--out", "o2", "--episodes", "1", "--n-way", "3", "--n-query", "12"])
     assert r.exit_code == 2 and "need 17 images per class" in r.output and "--n-query" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, args + ["--out", "o3", "--n-way", "3"])  # no --episodes: not silently ignored
+    assert r.exit_code == 2 and "--n-way only apply to few-shot episodes: add --episodes N" in r.output
+    r = CliRunner().invoke(main, args + ["--out", "o4", "--workers", "4"])
+    assert r.exit_code == 2 and "it applies to --engine ray" in r.output
+
+
+def test_a_class_head_decides_among_the_episodes_classes_only(colours, tmp_path):
+    model = colour_vit()
+    model.default_cfg = {"input_size": (3, 32, 32), "mean": (0, 0, 0), "std": (1, 1, 1)}
+    with torch.no_grad():  # the head now calls red "green", green "blue", blue "red"
+        model.head.weight.copy_(model.head.weight[[2, 0, 1]].clone())
+    opts = EpisodeOptions(n_way=2, k_shot=2, n_query=2, episodes=6, seed=0)
+    res = run_audit(colours, out=tmp_path / "out", model=model, episodes=opts, target="label")
+    plan = sample_episodes(load_dataset(colours), n_way=2, k_shot=2, n_query=2, episodes=6, seed=0)
+    for r in res.rows:
+        classes = plan[r["episode"]].classes
+        assert r["prediction"] in classes and r["prediction_score"] >= 0.5  # renormalised over the 2 classes
+        wrong = (r["label"] + 1) % 3  # the class the head names
+        assert (r["prediction"] == wrong) == (wrong in classes)  # never a class outside the episode
+    assert any((r["label"] + 1) % 3 not in plan[r["episode"]].classes for r in res.rows)  # the restriction mattered
 
 
 def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colours, tmp_path):
@@ -222,5 +260,9 @@ def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colour
     assert res.data["few_shot"]["decision"] == "class head" and res.data["few_shot"]["accuracy"]["mean"] == 1.0
     assert all(r["target"] == r["label"] and 0 < r["prediction_score"] <= 1 for r in res.rows)  # softmax, not cosine
     assert "reconstruction_attention" in res.data["summary"]  # the support set is still used
+    from auditor.report import render_report
+
+    html = render_report(res).read_text()
+    assert "the prediction is the head's, among the episode's classes" in html and "nearest prototype among" not in html
     fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS).data["few_shot"]
     assert fs["decision"] == "nearest prototype"

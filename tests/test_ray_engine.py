@@ -60,3 +60,14 @@ def test_ray_engine_runs_few_shot_episodes(local_ray, tmp_path):
     kw = dict(model=model, episodes=OPTS, image_size=32, mean=(0, 0, 0), std=(1, 1, 1))
     local = run_audit(data, out=tmp_path / "local", **kw)
     _same(local, run_audit(data, out=tmp_path / "ray", engine="ray", **kw))
+
+
+def test_a_bad_input_inside_an_actor_is_the_same_error_as_locally(local_ray, tmp_path):
+    from auditor.errors import UsageError
+
+    data = write_colour_set(tmp_path / "data", per_class=2)  # labels 0..2, but the model has one class
+    kw = dict(model=tiny_vit(num_classes=1), image_size=32, methods=["gradcam"])
+    with pytest.raises(UsageError, match="out of range"):
+        run_audit(data, out=tmp_path / "local", **kw)
+    with pytest.raises(UsageError, match="out of range"):
+        run_audit(data, out=tmp_path / "ray", engine="ray", **kw)

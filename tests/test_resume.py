@@ -84,13 +84,13 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     seen = []
     import auditor.runner as runner_mod
 
-    real = runner_mod.process_batch
-    monkeypatch.setattr(runner_mod, "process_batch", lambda items, *a, **k: seen.extend(i.record.id for i in items)
+    real = runner_mod.start_batch
+    monkeypatch.setattr(runner_mod, "start_batch", lambda items, *a, **k: seen.extend(i.record.id for i in items)
                         or real(items, *a, **k))
     r = CliRunner().invoke(main, args + ["--out", "killed", "--resume"])
     assert r.exit_code == 0, r.output
     assert len(seen) <= 15 - (n_done // 2 * 2) and "img000.png" not in seen  # finished images were not redone
-    monkeypatch.setattr(runner_mod, "process_batch", real)
+    monkeypatch.setattr(runner_mod, "start_batch", real)
     r = CliRunner().invoke(main, args + ["--out", "whole"])
     assert r.exit_code == 0, r.output
     _assert_same_outputs(tmp_path / "killed", tmp_path / "whole", maps=("token_maps.npz", "maps.npz"))

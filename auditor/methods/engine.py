@@ -185,7 +185,11 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         if grad_methods:
             names = [n for n in layers if n in rec.activations and rec.activations[n].requires_grad]
             wrt = [rec.activations[n] for n in names] + ([x] if need_input_grad else [])
-            grads = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
+            # float16 gradients (--amp on CUDA) of small scores can underflow: scale, then undo in float32
+            scale = 1024.0 if amp and batch.device.type == "cuda" else 1.0
+            grads = torch.autograd.grad(scores.sum() * scale, wrt, allow_unused=True)
+            if scale != 1.0:
+                grads = tuple(None if g is None else g.float() / scale for g in grads)
             rec.gradients = {n: g for n, g in zip(names, grads) if g is not None}
             rec.input_gradient = grads[-1] if need_input_grad else None
     if amp:

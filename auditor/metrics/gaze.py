@@ -199,10 +199,14 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     k_top = int(np.floor(tops / step * (1 + 1e-10)).max())  # MATLAB's 0:step:top keeps the end point
     thresholds = step * np.arange(k_top, -1, -1)
     tp = (n_fix - np.searchsorted(at_fix, thresholds, side="left")) / n_fix
-    fp = _count_at_least(negatives, step, k_top)[:, ::-1] / n_fix  # [splits, thresholds], same order
-    x = np.concatenate((np.zeros((n_splits, 1)), fp, np.ones((n_splits, 1))), axis=1)
     y = np.concatenate(([0.0], tp, [1.0]))
-    aucs = (np.diff(x, axis=1) * (y[1:] + y[:-1])).sum(1) / 2.0
+    aucs = np.empty(n_splits)
+    chunk = max(1, (1 << 20) // (k_top + 1))  # splits at a time: bounded memory for a tiny step_size
+    for i in range(0, n_splits, chunk):
+        neg = negatives[i:i + chunk]
+        fp = _count_at_least(neg, step, k_top)[:, ::-1] / n_fix  # [splits, thresholds], same order
+        x = np.concatenate((np.zeros((len(neg), 1)), fp, np.ones((len(neg), 1))), axis=1)
+        aucs[i:i + chunk] = (np.diff(x, axis=1) * (y[1:] + y[:-1])).sum(1) / 2.0
     return float(aucs.mean())
 
 

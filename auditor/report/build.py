@@ -81,6 +81,7 @@ def few_shot_context(fs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     value = DASH if acc.get("mean") is None else f"{fmt(acc['mean'])} (95% CI {fmt(acc['ci_low'])}–{fmt(acc['ci_high'])})"
     return {"headline": f"{fs['n_way']}-way {fs['k_shot']}-shot, {fs['n_query']} queries per class, seed {fs['seed']}: "
                         f"accuracy ({fs.get('decision', 'nearest prototype')}) {value} over {acc['n']} episode(s).",
+            "prototype": fs.get("decision", "nearest prototype") == "nearest prototype",
             "episodes": [{"episode": e["episode"], "classes": ", ".join(e["classes"]), "queries": e["queries"],
                           "accuracy": fmt(e["accuracy"])} for e in fs["per_episode"]]}
 
