@@ -1,11 +1,15 @@
 """The audit pipeline: the one place that ties data, models, methods, metrics and results.
 
-``run_audit`` streams a data set through the model in batches: images are decoded and
+``run_audit`` streams a data set through the model in units of work -- batches, or with
+``episodes`` few-shot episodes (:mod:`auditor.episodes`): images are decoded and
 annotations checked in background threads, every method's maps come from one pass per
-batch, each map is upsampled to its image, normalised, scored against the image's boxes
-/ fixations / gaze (and so are the centre and random baselines), and each image's row is
-appended to ``rows.jsonl`` as soon as it is done. Summaries, threshold verdicts,
-``results.json``, ``results.csv`` and ``junit.xml`` are written at the end, atomically.
+batch (:mod:`auditor.batches`), each map is upsampled to its image, normalised, scored
+against the image's boxes / fixations / gaze (and so are the centre and random baselines;
+:mod:`auditor.scoring`) in a second thread while the next batch's pass runs, and each
+image's row is appended to ``rows.jsonl`` once its batch's maps are on disk. ``engine="ray"``
+runs the same per-unit work in a Ray Data actor pool (:mod:`auditor.ray_engine`).
+Summaries, threshold verdicts, ``results.json``, ``results.csv`` and ``junit.xml`` are
+written at the end, atomically.
 """
 
 from __future__ import annotations
