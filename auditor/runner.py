@@ -317,12 +317,15 @@ def _local_units(units: Sequence[Sequence[Any]], first: int, pre, work: UnitWork
             part.__enter__()
             try:
                 finish = work.start(i, items, part, out)
-            except BaseException as e:
+                if pending is not None:
+                    previous, pending = pending, None
+                    yield _settle(*previous)
+            except BaseException as e:  # unfinished parts are discarded (temporary files until now)
+                if pending is not None:
+                    pending[1].exception()  # let its scoring stop writing to its part first
+                    pending[0].__exit__(type(e), e, e.__traceback__)
                 part.__exit__(type(e), e, e.__traceback__)
                 raise
-            if pending is not None:
-                yield _settle(*pending)
-                pending = None
             if isinstance(finish, Ready):  # nothing to overlap: done now, so a crash later keeps it
                 part.__exit__(None, None, None)
                 yield finish()

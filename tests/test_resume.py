@@ -180,3 +180,29 @@ def test_resume_refuses_changed_data_a_finished_run_and_corrupt_rows(interrupted
         run_audit(data, out=out, model=_vit(), methods=["gradcam"], batch_size=4)
     res = run_audit(data, out=tmp_path / "fresh", model=_vit(), methods=["gradcam"], batch_size=4, resume=True)
     assert res.data["counts"]["ok"] == 12  # nothing to resume: a new run
+
+
+def test_a_crash_while_scoring_in_the_background_keeps_the_finished_batches(tmp_path, monkeypatch):
+    # batch i is scored in a second thread while batch i + 1's pass runs: a failure there must
+    # still leave only whole batches (rows after their maps), and --resume must finish the run
+    import auditor.batches as batches_mod
+
+    data = write_square_set(tmp_path / "data", n=12, extra_lines=EXTRA)
+    real, calls = batches_mod.fill_rows, []
+
+    def fails_on_the_second_batch(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Crash
+        return real(*a, **k)
+
+    monkeypatch.setattr(batches_mod, "fill_rows", fails_on_the_second_batch)
+    with pytest.raises(_Crash):
+        run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam"], batch_size=4)
+    rows = [json.loads(line) for line in (tmp_path / "o" / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 + 4  # the parse-error row, then the first batch only
+    assert sorted(p.name for p in (tmp_path / "o" / ".parts").iterdir()) == ["token_maps.000000000.npz"]  # no debris
+    monkeypatch.setattr(batches_mod, "fill_rows", real)
+    run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam"], batch_size=4, resume=True)
+    run_audit(data, out=tmp_path / "a", model=_vit(), methods=["gradcam"], batch_size=4)
+    _assert_same_outputs(tmp_path / "o", tmp_path / "a")
