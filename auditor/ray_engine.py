@@ -20,6 +20,7 @@ Ray is started locally (``num_cpus=workers``) unless ``RAY_ADDRESS`` points at a
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -84,10 +85,15 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
     """``(rows, target kind)`` of units ``first, first + 1, ...`` in order; their map parts
     (and faithfulness parts) are in place under ``out`` before each is yielded."""
     ray = require_ray()
+    for name in ("ray", "ray.data"):  # the audit prints its own summary: Ray's progress lines are noise here
+        logging.getLogger(name).setLevel(logging.ERROR)
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
+        # Ray's C++ core logs, e.g. an "E" line about actor arguments in the object store (the model,
+        # shipped once): noise for an audit; a user's own setting wins
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         ray.init(**({"address": address} if address else {"num_cpus": workers}), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, logging_level=logging.ERROR)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -103,7 +109,7 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
         work.model.to(device)
     ds = ray.data.from_items([{"unit": i} for i in todo], override_num_blocks=min(len(todo), 200))
     ds = ds.map_batches(_Actor, fn_constructor_args=(shipped, unit_size, full, 1, gpu), batch_size=1,
-                        concurrency=max(1, workers), batch_format="numpy",
+                        compute=ray.data.ActorPoolStrategy(size=max(1, workers)), batch_format="numpy",
                         **({"num_gpus": 1} if gpu else {"num_cpus": 1}))
     pending: dict[int, bytes] = {}
     nxt = first

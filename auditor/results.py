@@ -199,17 +199,24 @@ def write_junit(path: Path, verdicts: Sequence[Mapping[str, Any]], *, suite: str
 
 
 def format_summary(data: Mapping[str, Any], *, width: int = 100) -> str:
-    """A one-screen text summary: method x metric means with CIs, baselines, verdicts."""
+    """A one-screen text summary: method x metric means with CIs, baselines, verdicts.
+
+    Metrics that do not fit in ``width`` columns continue in a second table below."""
     summary = data["summary"]
     metrics = sorted({k for mets in summary.values() for k in mets})
-    lines = [f"{'method':<18}" + "".join(f"{m[:14]:>16}" for m in metrics)]
-    for method, mets in summary.items():
-        cells = []
-        for k in metrics:
-            s = mets.get(k)
-            cells.append(f"{'-':>16}" if not s or s["mean"] is None else f"{s['mean']:>8.3f} ±{(s['ci_high'] - s['ci_low']) / 2:<6.3f}")
-        tag = " (baseline)" if method in BASELINES else ""
-        lines.append(f"{method + tag:<18}" + "".join(cells))
+    per_table = max(1, (width - 18) // 16)
+    lines: list[str] = []
+    for start in range(0, max(len(metrics), 1), per_table):
+        shown = metrics[start:start + per_table]
+        lines += ([""] if start else []) + [f"{'method':<18}" + "".join(f"{m[:14]:>16}" for m in shown)]
+        for method, mets in summary.items():
+            cells = []
+            for k in shown:
+                s = mets.get(k)
+                cells.append(f"{'-':>16}" if not s or s["mean"] is None
+                             else f"{s['mean']:>8.3f} ±{(s['ci_high'] - s['ci_low']) / 2:<6.3f}")
+            tag = " (baseline)" if method in BASELINES else ""
+            lines.append(f"{method + tag:<18}" + "".join(cells))
     c = data["counts"]
     lines.append(f"\n{c['ok']} image(s) scored, {c['errors']} error row(s).")
     if data.get("few_shot"):
@@ -220,4 +227,4 @@ def format_summary(data: Mapping[str, Any], *, width: int = 100) -> str:
     for v in data["verdicts"]:
         lines.append(f"{'PASS' if v['passed'] else 'FAIL'}  {v['name']}  ({v['reason']})")
     lines.append("PASSED" if data["passed"] else "FAILED")
-    return "\n".join(line[:width] if i == 0 else line for i, line in enumerate(lines))
+    return "\n".join(lines)

@@ -32,3 +32,16 @@ def test_demo_catches_the_shortcut_model(tmp_path):
     assert b["rollout"]["pointing_game"]["mean"] < a["centre"]["pointing_game"]["mean"] - 0.1
     failed = [v for v in comp["verdicts"] if not v["passed"]]
     assert failed and failed[0]["name"].startswith("rollout.pointing_game")
+
+
+def test_a_bundled_checkpoint_needs_no_arch_on_the_command_line(tmp_path, monkeypatch):
+    from auditor.datasets.synthetic import SyntheticConfig, write_dataset
+
+    manifest = write_dataset(tmp_path / "data", 4, cfg=SyntheticConfig(size=64))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["run", "--data", str(manifest), "--checkpoint", "demo:clean", "--out", "o",
+                                  "--methods", "rollout", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["settings"]["models"][0]["name"].startswith("vit_tiny")
+    r = CliRunner().invoke(main, ["run", "--data", str(manifest), "--out", "o2"])
+    assert r.exit_code == 2 and "demo:NAME" in r.output

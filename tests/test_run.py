@@ -192,3 +192,18 @@ def test_engine_ray_without_ray_says_how_to_install_it(squares, tmp_path, monkey
     assert not (tmp_path / "o").exists()  # refused before anything was written
     with pytest.raises(UsageError, match="--engine must be 'local' or 'ray'"):
         run_audit(squares, out=tmp_path / "o2", model=_vit(), engine="spark")
+
+
+def test_text_summary_wraps_metrics_into_tables_that_fit():
+    from auditor.results import format_summary
+
+    stat = {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 3, "n_nan": 0}
+    metrics = [f"metric_{i}" for i in range(7)]
+    data = {"summary": {"gradcam": {m: stat for m in metrics}, "centre": {m: stat for m in metrics}},
+            "counts": {"ok": 3, "errors": 0}, "verdicts": [], "passed": True}
+    lines = format_summary(data, width=100).splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith("method")]
+    assert len(headers) == 2 and all(len(line) <= 100 for line in lines)
+    assert lines[headers[0]].split()[1:] == metrics[:5] and lines[headers[1]].split()[1:] == metrics[5:]
+    assert lines[headers[0] + 1].split()[1:] == ["0.500", "±0.100"] * 5  # every header has its column
+    assert "centre (baseline)" in lines[headers[1] + 2]
