@@ -90,6 +90,20 @@ def _frame(img: np.ndarray, r0: int, r1: int, c0: int, c1: int, width: int) -> N
         img[r0:r1, max(c0, c1 - w):c1] = colour
 
 
+def side_by_side(images: list[np.ndarray], *, height: int | None = None, gap: int = 8) -> np.ndarray:
+    """RGB images ``[H_i, W_i, 3]`` in a row on white, each scaled to ``height`` (default: the first's)."""
+    height = height or images[0].shape[0]
+    scaled = [np.asarray(Image.fromarray(im).resize((max(1, round(im.shape[1] * height / im.shape[0])), height),
+                                                    Image.Resampling.BILINEAR)) if im.shape[0] != height else im
+              for im in images]
+    out = np.full((height, sum(im.shape[1] for im in scaled) + gap * (len(scaled) - 1), 3), 255, np.uint8)
+    x = 0
+    for im in scaled:
+        out[:, x:x + im.shape[1]] = im
+        x += im.shape[1] + gap
+    return out
+
+
 def save_png(array: np.ndarray, path: str | Path, *, compress_level: int = 1) -> Path:
     """Write ``[H, W, 3]`` uint8 as PNG atomically (level 1: fast, still lossless).
 

@@ -66,8 +66,12 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     Multi-attention models (``use_mab`` / ``use_ocab`` / ``use_drff``, from ``model_kwargs`` or
     the checkpoint) also get ``window_attention_overlay.png``, ``channel_attention.png``,
     ``input_gradient_overlay.png`` and, with ``support`` images (few-shot support set of the
-    query's class), ``reconstruction_attention_overlay.png``; their gradient target is the
-    prototype similarity with support images, else the norm of the mean patch token.
+    query's class), ``reconstruction_attention_overlay.png`` (the mass each query token
+    receives from the support tokens), ``reconstruction_best_match_overlay.png`` (each query
+    token's best-match weight) and ``reconstruction_pairs.png`` (the query and every support
+    image side by side, each with the mass its tokens receive from the other side); their
+    gradient target is the prototype similarity with support images, else the norm of the
+    mean patch token.
 
     Maps are drawn at the image's original size; with ``save_maps`` the float32 maps at that
     size, before display normalisation, go to ``maps.npz`` (keys ``<method>/<image stem>``).
@@ -96,7 +100,8 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     log(f"   {ok} Model loaded successfully")
     pre = input_preprocess(model, image_size)
     x = pre(image).to(next(model.parameters()).device)
-    support_x = torch.cat([pre(load_image(p)) for p in support]).to(x.device) if support else None
+    support_images = [load_image(p) for p in support or ()]
+    support_x = torch.cat([pre(im) for im in support_images]).to(x.device) if support_images else None
 
     log("\n[3/4] Computing Grad-CAM...")
     methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
@@ -138,6 +143,15 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap))
         if name == "cls_attention":
             save("patch_grid.png", render.patch_grid(image, maplib.normalize(raw.numpy()), alpha=alpha, cmap=colormap))
+        if name == "reconstruction_attention" and not problem:
+            extras = res.maps[name].extras
+            save("reconstruction_best_match_overlay.png",
+                 render.overlay(image, maplib.to_image(extras["best_match"][0], (height, width)), alpha=alpha,
+                                cmap=colormap))
+            panels = [render.overlay(image, heat, alpha=alpha, cmap=colormap)] + [
+                render.overlay(im, maplib.to_image(m, im.shape[:2]), alpha=alpha, cmap=colormap)
+                for im, m in zip(support_images, extras["support_maps"][0])]
+            save("reconstruction_pairs.png", render.side_by_side(panels))
     if save_maps:
         from .io import atomic_path
 

@@ -86,3 +86,13 @@ def test_to_image_applies_the_relu_before_upsampling():
     # [-4, -2.5, 0.5, 2] -> ReLU [0, 0, 0.5, 2] -> [0, 0, 0.25, 1])
     np.testing.assert_allclose(to_image(raw, (1, 4), "relu_minmax"), [[0.0, 0.25, 0.75, 1.0]])
     np.testing.assert_allclose(to_image(raw, (1, 4), "minmax"), [[0.0, 0.25, 0.75, 1.0]])
+
+
+def test_side_by_side_scales_to_one_height_with_white_gaps():
+    from auditor.render import side_by_side
+
+    a = np.zeros((4, 6, 3), np.uint8)
+    b = np.full((2, 2, 3), 100, np.uint8)  # scaled x2 to height 4 -> 4 x 4
+    out = side_by_side([a, b], gap=3)
+    assert out.shape == (4, 6 + 3 + 4, 3)
+    assert (out[:, :6] == 0).all() and (out[:, 6:9] == 255).all() and (out[:, 9:] == 100).all()

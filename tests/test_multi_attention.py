@@ -187,6 +187,10 @@ def test_reconstruction_rows_sum_to_one_and_maps_differ_between_images():
     assert maps[0].std() > 1e-4 and maps[1].std() > 1e-4  # not constant
     assert not torch.allclose(maps[0], maps[1])
     torch.testing.assert_close(maps.sum((1, 2)), torch.full((2,), 16.0))  # mass of 16 support rows
+    best = rec.extras["best_match"]  # each query token's largest reconstruction weight, mean over supports
+    assert best.shape == (2, 4, 4)
+    torch.testing.assert_close(best.flatten(1), q_from_s.amax(-1).mean(1))
+    assert ((best >= 1 / 16) & (best <= 1)).all()  # a softmax row's max is between uniform and one-hot
 
 
 def test_cls_maps_are_not_applicable_and_one_forward_gives_every_map():
@@ -253,6 +257,9 @@ def test_cli_visualize_with_the_three_flags_and_support(chelsea_png, tmp_path, m
     for name in ("gradcam_overlay.png", "window_attention_overlay.png", "channel_attention.png",
                  "reconstruction_attention_overlay.png"):
         assert Image.open(out / name).size == (451, 300)
+    assert Image.open(out / "reconstruction_best_match_overlay.png").size == (451, 300)
+    # query | support 0 (300 x 250 -> 360 x 300) | support 1 (351 x 260 -> 405 x 300), 8 px apart
+    assert Image.open(out / "reconstruction_pairs.png").size == (451 + 8 + 360 + 8 + 405, 300)
     assert "no OCAB blocks" in result.output
     assert "cls_attention: not applicable (the CLS token bypasses every block" in result.output
     assert not (out / "patch_attention_overlay.png").exists()

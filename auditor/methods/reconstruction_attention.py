@@ -7,12 +7,15 @@ rebuild one image's tokens from the other's -- query from support ``softmax_s(S)
 and support from query ``softmax_q(S^T)`` ``[Ls, Lq]``. Every row sums to 1, so row means
 are constant; the map of an image is instead the attention *mass each of its tokens
 receives* from the other image's tokens (column sums): for the query, averaged over the
-support images.
+support images. ``best_match`` is each query token's best-match weight: the largest weight
+with which it is rebuilt from one support token (``max`` over a row of
+``softmax_s(S)``), averaged over the support images -- high where a query token has a
+clear counterpart in the support set.
 
 Needs support images: ``compute_maps(model, x, [create_method("reconstruction_attention")],
 support=s)`` with ``s`` ``[S, 3, H, W]``; the final tokens are read from the model's ``norm``.
 
-Shapes: map ``B x h x w``; ``support_maps`` ``B x S x h x w``; ``query_from_support``
+Shapes: map and ``best_match`` ``B x h x w``; ``support_maps`` ``B x S x h x w``; ``query_from_support``
 ``B x S x Lq x Ls``; ``support_from_query`` ``B x S x Ls x Lq``.
 """
 
@@ -55,5 +58,6 @@ class ReconstructionAttention(Method):
         query_map = support_from_query.sum(-2).mean(1)
         return MapResult(self.name, tokens_to_grid(query_map, grid),
                          extras={"support_maps": tokens_to_grid(query_from_support.sum(-2), grid),
+                                 "best_match": tokens_to_grid(query_from_support.amax(-1).mean(1), grid),
                                  "query_from_support": query_from_support, "support_from_query": support_from_query},
                          info={"support_images": rec.num_support})
