@@ -12,6 +12,9 @@ import traceback
 
 import click
 
+from .cli_options import (_carries_arch, _cmap, _faithfulness, _few_shot, _floats3, _given, _image_size, _methods,
+                          _overrides, _Progress, _SpaceSeparated, few_shot_options, model_options,
+                          multi_attention_options)
 from .errors import EXIT_INTERNAL, AuditorError
 
 
@@ -34,37 +37,6 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERNAL)
 
 
-def _image_size(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        parts = [int(v) for v in value.replace("x", ",").split(",")]
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a size: give N or H,W (e.g. 224 or 224,320)") from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise click.BadParameter(f"'{value}' is not a size: give N or H,W with positive integers")
-    return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
-
-
-def model_options(f):
-    """Options shared by every command that builds a model."""
-    for opt in reversed([
-        click.option("--arch", default=None, help="Built-in architecture (see `auditor models`) or a name in ./models/__init__.py."),
-        click.option("--model", "factory", default=None, metavar="PKG.MOD:FN", help="Any nn.Module factory, e.g. mypkg.nets:build."),
-        click.option("--patch-size", "--patch_size", "patch_size", type=click.IntRange(min=1), default=None,
-                     help="ViT patch size [default: from the checkpoint, else 16]."),
-        click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W",
-                     help="Model input size [default: the model's own, else 224]."),
-        click.option("--embed-dim", type=click.IntRange(min=1), default=None, help="Override the architecture's width."),
-        click.option("--depth", type=click.IntRange(min=1), default=None, help="Override the number of blocks."),
-        click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Override the number of heads."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-        click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint (runs code in it: trusted files only)."),
-    ]):
-        f = opt(f)
-    return f
-
-
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="attention-auditor", prog_name="auditor")
 def main() -> None:
@@ -72,40 +44,6 @@ def main() -> None:
 
     Exit codes: 0 pass, 1 thresholds failed, 2 usage or input error, 3 internal error.
     """
-
-
-class _SpaceSeparated(click.Option):
-    """A ``multiple`` option that also takes several values after one flag: ``--support a.jpg b.jpg``."""
-
-    def add_to_parser(self, parser, ctx) -> None:
-        super().add_to_parser(parser, ctx)
-        for opt_name in self.opts:
-            parser_opt = parser._long_opt.get(opt_name) or parser._short_opt.get(opt_name)
-            if parser_opt is None:
-                continue
-            process = parser_opt.process
-
-            def greedy(value, state, process=process):
-                process(value, state)
-                while state.rargs and not state.rargs[0].startswith("-"):
-                    process(state.rargs.pop(0), state)
-            parser_opt.process = greedy
-
-
-def multi_attention_options(f):
-    """The FewTURE fork's multi-attention backbone (flags read from the checkpoint when not given)."""
-    for opt in reversed([
-        click.option("--use-mab", "--use_mab", "use_mab", type=click.BOOL, default=None, metavar="BOOL",
-                     help="Mixed attention blocks: window MSA + channel attention [default: from the checkpoint]."),
-        click.option("--use-ocab", "--use_ocab", "use_ocab", type=click.BOOL, default=None, metavar="BOOL",
-                     help="Overlapping cross-attention blocks (ignored beside --use-mab, as in the reference)."),
-        click.option("--use-drff", "--use_drff", "use_drff", type=click.BOOL, default=None, metavar="BOOL",
-                     help="Dual reconstruction feature fusion after the encoder [default: from the checkpoint]."),
-        click.option("--window-size", "--window_size", "window_size", type=click.IntRange(min=1), default=None,
-                     help="MAB / OCAB window size [default: from the checkpoint, else 7]."),
-    ]):
-        f = opt(f)
-    return f
 
 
 @main.command(short_help="One image: overlays and a patch grid (the original guide's flow).")
@@ -140,71 +78,9 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
                                           use_ocab=use_ocab, use_drff=use_drff, window_size=window_size))
 
 
-def _carries_arch(checkpoint: str | None) -> bool:
-    """``demo:<name>`` / ``pypi:<name>`` checkpoints name their own architecture."""
-    return isinstance(checkpoint, str) and checkpoint.startswith(("demo:", "pypi:"))
-
-
-def _overrides(**kwargs):
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
-def _floats3(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise click.BadParameter(f"'{value}' is not three numbers r,g,b (e.g. 0.485,0.456,0.406)")
-    return parts
-
-
-def _faithfulness(ctx: click.Context, param: click.Parameter, value: str | None):
-    from .errors import UsageError
-    from .faithfulness import parse_checks
-
-    try:
-        return parse_checks(value) or None
-    except UsageError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _methods(ctx: click.Context, param: click.Parameter, value: str | None):
-    if not value:
-        return None
-    from .methods import list_methods
-
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in list_methods()]
-    if unknown:
-        raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(list_methods())}")
-    return names
-
-
-class _Progress:
-    """A progress bar on stderr when it is a terminal; silent otherwise."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label="Auditing", file=sys.stderr)
-            self.bar.__enter__()
-        self.bar.update(done - self.bar.pos)
-        if done >= total:
-            self.bar.__exit__(None, None, None)
-
-
 @main.command(short_help="Audit every method over a labelled image set (exit 0 pass, 1 fail).")
 @click.option("--data", required=True, help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image> "
               "(or root/{train,val,test}/<class>/<image>).")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
-              help="Split of a root/{train,val,test} folder [default: test, else val, else train].")
 @click.option("--checkpoint", "--model-path", "--model_path", "checkpoint", default=None, help="Checkpoint to audit.")
 @model_options
 @click.option("--out", required=True, help="Output folder (results.json, results.csv, junit.xml, token_maps.npz).")
@@ -218,16 +94,7 @@ class _Progress:
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz: float32 maps at each image's resolution.")
 @click.option("--mean", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation mean [default: model's, else ImageNet].")
 @click.option("--std", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation std [default: model's, else ImageNet].")
-@click.option("--target", type=click.Choice(["label", "predicted", "prototype"]), default=None,
-              help="What to explain per image [default: label; prototype with --episodes]. Headless backbones "
-                   "outside episodes explain the CLS-output norm.")
-@click.option("--episodes", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Few-shot mode: N episodes; each query is explained against its episode's support set "
-                   "(reconstruction maps, prototype target) and classified by the nearest prototype.")
-@click.option("--n-way", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per episode.")
-@click.option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True, help="Support images per class.")
-@click.option("--n-query", type=click.IntRange(min=1), default=15, show_default=True, help="Queries per class.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the episodes and bootstrap CIs.")
+@few_shot_options
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="ray: a Ray Data actor pool, each actor holding the model (pip install 'attention-auditor[ray]'; "
                    "RAY_ADDRESS selects a cluster).")
@@ -249,28 +116,23 @@ class _Progress:
 @click.option("--faithfulness-baseline", type=click.Choice(["blur", "mean", "noise", "zero"]), default="blur",
               show_default=True, help="What deleted pixels become (insertion starts from it).")
 @multi_attention_options
-def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
+def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
         trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std,
-        target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite, resume, no_report, faithfulness,
-        faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff, window_size) -> None:
+        split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
+        resume, no_report, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff,
+        window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
-    from .episodes import EpisodeOptions
     from .runner import run_audit
 
     if arch is None and factory is None and not _carries_arch(checkpoint):
         raise click.UsageError("give the model: --arch NAME or --model package.module:factory "
                                "(or a --checkpoint demo:NAME / pypi:NAME, which carries its architecture)")
-    ctx = click.get_current_context()
-    given = [f"--{n.replace('_', '-')}" for n in ("n_way", "k_shot", "n_query", "workers")
-             if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
-    if not episodes and set(given) - {"--workers"}:
-        raise click.UsageError(f"{', '.join(g for g in given if g != '--workers')} only apply to few-shot episodes: "
-                               "add --episodes N")
-    if engine != "ray" and "--workers" in given:
+    if engine != "ray" and "--workers" in _given("workers"):
         raise click.UsageError("--workers is the number of Ray actors: it applies to --engine ray")
-    few_shot = EpisodeOptions(n_way, k_shot, n_query, episodes, seed) if episodes else None
-    result = run_audit(data, split=split, episodes=few_shot, seed=seed, amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory, checkpoint=checkpoint, methods=methods,
+    result = run_audit(data, split=split, episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), seed=seed,
+                       amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory,
+                       checkpoint=checkpoint, methods=methods,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        batch_size=batch_size, save_maps=save_maps, device=device, image_size=image_size, mean=mean,
                        std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
@@ -284,16 +146,6 @@ def run(data, split, checkpoint, arch, factory, patch_size, image_size, embed_di
     if not no_report:
         click.echo(f"Report: {result.out / 'report.html'}")
     sys.exit(0 if result.passed else 1)
-
-
-def _cmap(ctx: click.Context, param: click.Parameter, value: str):
-    from .render import colormap_lut
-
-    try:
-        colormap_lut(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    return value
 
 
 @main.command(short_help="Re-render report.html from a results.json (no model needed).")
@@ -328,13 +180,14 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W", help="Model input size for both.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--target", type=click.Choice(["label", "predicted"]), default="label", show_default=True)
+@few_shot_options
 @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out/a and --out/b.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of the checkpoints (trusted files only).")
 @click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap.")
 def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, methods,
-            image_size, batch_size, device, target, allow_outside_root, overwrite, trust_checkpoint, cmap) -> None:
+            image_size, batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root,
+            overwrite, trust_checkpoint, cmap) -> None:
     """Two checkpoints on the same images in one report; exit 1 when a --max-drop check fails."""
     from .report import compare_models, compare_results
 
@@ -349,7 +202,8 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
                               model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, cmap=cmap,
                               methods=methods, image_size=image_size, batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
-                              trust_checkpoint=trust_checkpoint)
+                              trust_checkpoint=trust_checkpoint, split=split, seed=seed,
+                              episodes=_few_shot(episodes, n_way, k_shot, n_query, seed))
     from .report.compare import format_comparison
 
     click.echo(format_comparison(comp.data))

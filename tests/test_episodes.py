@@ -266,3 +266,21 @@ def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colour
     assert "the prediction is the head's, among the episode's classes" in html and "nearest prototype among" not in html
     fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS).data["few_shot"]
     assert fs["decision"] == "nearest prototype"
+
+
+def test_compare_two_few_shot_backbones_on_the_same_episodes(colours, tmp_path, monkeypatch):
+    (tmp_path / "toy.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nimport torch\nfrom test_episodes import colour_backbone\n"
+        "def good():\n    return colour_backbone()\n"
+        "def blind():\n    m = colour_backbone()\n    with torch.no_grad():\n        m.patch_embed.proj.weight.zero_()\n"
+        "    return m\n" % str(Path(__file__).parent))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, [
+        "compare", "--data", str(colours), "--model-a", "toy:good", "--model-b", "toy:blind", "--out", "cmp",
+        "--episodes", "3", "--n-way", "3", "--k-shot", "2", "--n-query", "2", "--methods", "gradcam,rollout"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert d["counts"]["paired"] == 18  # the same 3 episodes for both models: every query pairs up
+    assert d["a"]["few_shot_accuracy"]["mean"] == 1.0
+    assert d["b"]["few_shot_accuracy"]["mean"] == pytest.approx(1 / 3)
+    assert "few-shot accuracy: A 1.000 [1.000, 1.000], B 0.333" in r.output

@@ -115,7 +115,9 @@ def _sub(ra, rb, m: str, k: str) -> float | None:
 
 
 def _run_info(r: AuditResult) -> dict[str, Any]:
-    return {"results": str(r.out / "results.json"), "models": r.data["settings"].get("models"), "passed": r.passed}
+    fs = r.data.get("few_shot")
+    return {"results": str(r.out / "results.json"), "models": r.data["settings"].get("models"), "passed": r.passed,
+            **({"few_shot_accuracy": fs["accuracy"]} if fs else {})}
 
 
 # -- the page -----------------------------------------------------------------------------
@@ -264,6 +266,10 @@ def format_comparison(data: Mapping[str, Any], *, top: int = 5) -> str:
     for m, st in data["agreement"].items():
         lines.append(f"agreement {m}: Spearman {fmt(st['spearman'].get('mean'))}, CC {fmt(st['cc'].get('mean'))}, "
                      f"top-k {fmt(st['top_k_overlap'].get('mean'))}")
+    if "few_shot_accuracy" in data["a"] and "few_shot_accuracy" in data["b"]:
+        acc = [data[s]["few_shot_accuracy"] for s in ("a", "b")]
+        lines.append(f"few-shot accuracy: A {fmt(acc[0]['mean'])} {fmt_ci(acc[0])}, B {fmt(acc[1]['mean'])} "
+                     f"{fmt_ci(acc[1])} (over {acc[1]['n']} episodes)")
     worst = [f"{img['id']} ({fmt(img['disagreement'], 2)})" for img in data["images"][:top]]
     lines.append("most disagreement: " + ", ".join(worst))
     for v in data["verdicts"]:
