@@ -268,15 +268,16 @@ def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colour
     assert fs["decision"] == "nearest prototype"
 
 
-def test_compare_two_few_shot_backbones_on_the_same_episodes(colours, tmp_path, monkeypatch):
-    (tmp_path / "toy.py").write_text(
+def test_compare_two_few_shot_backbones_on_the_same_episodes(colours, tmp_path, monkeypatch, request):
+    (tmp_path / "fewshot_toys.py").write_text(
         "import sys\nsys.path.insert(0, %r)\nimport torch\nfrom test_episodes import colour_backbone\n"
         "def good():\n    return colour_backbone()\n"
         "def blind():\n    m = colour_backbone()\n    with torch.no_grad():\n        m.patch_embed.proj.weight.zero_()\n"
         "    return m\n" % str(Path(__file__).parent))
     monkeypatch.chdir(tmp_path)
+    request.addfinalizer(lambda: __import__("sys").modules.pop("fewshot_toys", None))  # no module left behind
     r = CliRunner().invoke(main, [
-        "compare", "--data", str(colours), "--model-a", "toy:good", "--model-b", "toy:blind", "--out", "cmp",
+        "compare", "--data", str(colours), "--model-a", "fewshot_toys:good", "--model-b", "fewshot_toys:blind", "--out", "cmp",
         "--episodes", "3", "--n-way", "3", "--k-shot", "2", "--n-query", "2", "--methods", "gradcam,rollout"])
     assert r.exit_code == 0, r.output
     d = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
