@@ -196,7 +196,7 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
         comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, cmap=cmap)
     else:
-        if not (data and model_a and model_b):
+        if not (data and (model_a or _carries_arch(checkpoint_a)) and (model_b or _carries_arch(checkpoint_b))):
             raise click.UsageError("give --data, --model-a and --model-b (or --results-a and --results-b)")
         comp = compare_models(data, out=out, model_a=_model_spec(model_a, checkpoint_a),
                               model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, cmap=cmap,

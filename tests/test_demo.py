@@ -45,3 +45,15 @@ def test_a_bundled_checkpoint_needs_no_arch_on_the_command_line(tmp_path, monkey
     assert json.loads((tmp_path / "o" / "results.json").read_text())["settings"]["models"][0]["name"].startswith("vit_tiny")
     r = CliRunner().invoke(main, ["run", "--data", str(manifest), "--out", "o2"])
     assert r.exit_code == 2 and "demo:NAME" in r.output
+
+
+def test_compare_bundled_checkpoints_without_arch(tmp_path, monkeypatch):
+    from auditor.datasets.synthetic import SyntheticConfig, write_dataset
+
+    manifest = write_dataset(tmp_path / "data", 6, cfg=SyntheticConfig(size=64, shortcut="consistent"))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["compare", "--data", str(manifest), "--checkpoint-a", "demo:clean",
+                                  "--checkpoint-b", "demo:shortcut", "--out", "cmp", "--methods", "rollout",
+                                  "--max-drop", "rollout.pointing_game=0.1"])
+    assert r.exit_code == 1, r.output  # the shortcut model's rollout misses the objects: the gate fails
+    assert "FAIL  rollout.pointing_game drop <= 0.1" in r.output
