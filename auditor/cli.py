@@ -194,7 +194,11 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
     if results_a or results_b:
         if not (results_a and results_b) or data or model_a or model_b:
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
-        comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, cmap=cmap)
+        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query")
+        if ignored:
+            raise click.UsageError(f"{', '.join(ignored)} apply when compare runs the audits (--data with "
+                                   "--model-a / --model-b), not to finished results")
+        comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, cmap=cmap, seed=seed)
     else:
         if not (data and (model_a or _carries_arch(checkpoint_a)) and (model_b or _carries_arch(checkpoint_b))):
             raise click.UsageError("give --data, --model-a and --model-b (or --results-a and --results-b)")

@@ -66,7 +66,8 @@ def few_shot_options(f):
                           "backbones outside episodes explain the CLS-output norm."),
         click.option("--episodes", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Few-shot mode: N episodes; each query is explained against its episode's support set "
-                          "(reconstruction maps, prototype target) and classified by the nearest prototype."),
+                          "(reconstruction maps, prototype target) and classified by the nearest prototype "
+                          "(with --target label: by the class head, among the episode's classes)."),
         click.option("--n-way", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per episode."),
         click.option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True,
                      help="Support images per class."),

@@ -16,8 +16,10 @@ such a model must use the same support set the decision used, so ``auditor run -
 Rows are the queries, one per episode they appear in (id ``ep<k>/<image id>``), with
 ``episode``, ``record_id`` (the data set's id) and ``support`` (the support image ids used). A support image that cannot be read
 is left out of its class's support set (and named in the queries' rows); a class with no
-readable support image gives its queries an error row. A class whose queries all fail has
-no prototype, so that episode's other queries are classified among the remaining classes.
+readable support image gives its queries an error row, and the episode no prediction (it
+would not be an N-way decision). A class whose queries all fail still competes: its
+prototype comes from a pass over its support images alone. With ``--target label`` a
+model's class head decides instead, among the episode's classes only.
 """
 
 from __future__ import annotations
@@ -147,6 +149,10 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
         p = torch.stack([protos[c] for c in episode.classes])
         _decide(rows, means, episode.classes, lambda m: F.cosine_similarity(m[None], p, dim=-1))
     elif kind is not None and kind != "prototype":  # a class head: its probabilities renormalised over the N classes
+        n_out = next(iter(logits.values())).shape[-1]
+        if max(episode.classes) >= n_out:
+            raise UsageError(f"episode {k} includes class {max(episode.classes)}, but the model's head has {n_out} "
+                             "classes: the data set's classes must be the head's (or use --target prototype)")
         _decide(rows, logits, episode.classes, lambda z: z[episode.classes].softmax(-1))
     return [rows[id(it)] for it in queries], kind
 

@@ -18,6 +18,7 @@ import json
 import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -161,6 +162,10 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     pre = input_preprocess(model, image_size, mean, std)
     headless = getattr(model, "num_classes", None) == 0
     if plan is not None:
+        if target == "predicted":
+            raise UsageError("--target predicted is not available with --episodes: the head's prediction over all "
+                             "its classes is not the episode's N-way decision; use --target prototype (the default) "
+                             "or --target label (the logit of the query's true class)")
         if headless and target != "prototype":
             raise UsageError(f"--target {target} needs class logits, but this backbone has no class head; "
                              "in episodes use --target prototype (the default)")
@@ -309,41 +314,56 @@ def _local_units(units: Sequence[Sequence[Any]], first: int, pre, work: UnitWork
                  out: Path) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
     """The in-process engine: images decoded ahead in threads; unit i is scored in a second
     thread while unit i + 1's model pass runs (scoring is numpy, mostly one core: it fills
-    the core torch leaves idle). Each unit's maps are complete before its rows are yielded."""
+    the core torch leaves idle). Each unit's maps are complete before its rows are yielded;
+    on any failure (or Ctrl-C, or the consumer stopping) unfinished parts are discarded."""
+    pending: tuple[Any, Future] | None = None  # the unit being scored in the background
+    current = None  # the unit whose part is open in this thread
     with ThreadPoolExecutor(max_workers=1) as scorer:
-        pending = None
-        for i, items in enumerate(stream(units[first:], pre), start=first):
-            part = writer.batch(i * work.unit)
-            part.__enter__()
-            try:
-                finish = work.start(i, items, part, out)
+        try:
+            for i, items in enumerate(stream(units[first:], pre), start=first):
+                current = writer.batch(i * work.unit)
+                current.__enter__()
+                finish = work.start(i, items, current, out)
                 if pending is not None:
                     previous, pending = pending, None
                     yield _settle(*previous)
-            except BaseException as e:  # unfinished parts are discarded (temporary files until now)
-                if pending is not None:
-                    pending[1].exception()  # let its scoring stop writing to its part first
-                    pending[0].__exit__(type(e), e, e.__traceback__)
-                part.__exit__(type(e), e, e.__traceback__)
-                raise
-            if isinstance(finish, Ready):  # nothing to overlap: done now, so a crash later keeps it
-                part.__exit__(None, None, None)
-                yield finish()
-            else:
-                pending = part, scorer.submit(finish)
-        if pending is not None:
-            yield _settle(*pending)
+                part, current = current, None
+                if isinstance(finish, Ready):  # nothing to overlap: done now, so a crash later keeps it
+                    part.__exit__(None, None, None)
+                    yield finish()
+                else:
+                    pending = part, scorer.submit(finish)
+            if pending is not None:
+                previous, pending = pending, None
+                yield _settle(*previous)
+        except BaseException as e:
+            if pending is not None:
+                _wait(pending[1])  # its scoring must stop writing to its part before the part is discarded
+                pending[0].__exit__(type(e), e, e.__traceback__)
+            if current is not None:
+                current.__exit__(type(e), e, e.__traceback__)
+            raise
 
 
 def _settle(part: Any, future: Future) -> tuple[list[dict[str, Any]], str | None]:
     """The unit's rows once its scoring is done and its map part renamed into place."""
     try:
         result = future.result()
-    except BaseException as e:
+    except BaseException as e:  # a scoring error, or Ctrl-C while waiting for it
+        _wait(future)
         part.__exit__(type(e), e, e.__traceback__)
         raise
     part.__exit__(None, None, None)
     return result
+
+
+def _wait(future: Future) -> None:
+    """Until ``future`` has finished (at most one batch's scoring), even through a second Ctrl-C."""
+    while not future.done():
+        try:
+            futures_wait([future])
+        except KeyboardInterrupt:
+            continue
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:

@@ -209,6 +209,7 @@ def test_a_mab_checkpoint_in_fewture_folders_from_the_cli(tmp_path, monkeypatch)
     ({"target": "prototype"}, "needs few-shot episodes"),
     ({"episodes": EpisodeOptions(3, 5, 2, 1)}, "need 7 images per class"),
     ({"episodes": OPTS, "faithfulness": "deletion"}, "--faithfulness does not run with --episodes"),
+    ({"episodes": OPTS, "target": "predicted"}, "--target predicted is not available with --episodes"),
 ])
 def test_bad_episode_settings_are_explained(colours, tmp_path, kwargs, fragment):
     from auditor.errors import AuditorError
@@ -285,3 +286,6 @@ def test_compare_two_few_shot_backbones_on_the_same_episodes(colours, tmp_path, 
     assert d["a"]["few_shot_accuracy"]["mean"] == 1.0
     assert d["b"]["few_shot_accuracy"]["mean"] == pytest.approx(1 / 3)
     assert "few-shot accuracy: A 1.000 [1.000, 1.000], B 0.333" in r.output
+    r = CliRunner().invoke(main, ["compare", "--results-a", "cmp/a/results.json", "--results-b", "cmp/b/results.json",
+                                  "--out", "cmp2", "--episodes", "3"])
+    assert r.exit_code == 2 and "not to finished results" in r.output

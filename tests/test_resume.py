@@ -206,3 +206,21 @@ def test_a_crash_while_scoring_in_the_background_keeps_the_finished_batches(tmp_
     run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam"], batch_size=4, resume=True)
     run_audit(data, out=tmp_path / "a", model=_vit(), methods=["gradcam"], batch_size=4)
     _assert_same_outputs(tmp_path / "o", tmp_path / "a")
+
+
+def test_an_unexpected_decoding_failure_leaves_no_temporary_parts(tmp_path, monkeypatch):
+    import auditor.batches as batches_mod
+
+    data = write_square_set(tmp_path / "data", n=12)
+    real = batches_mod.load_item
+
+    def breaks_on_img009(record, preprocess):
+        if record.id == "img009.png":
+            raise RuntimeError("decoder crashed")
+        return real(record, preprocess)
+
+    monkeypatch.setattr(batches_mod, "load_item", breaks_on_img009)
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam"], batch_size=4)
+    parts = sorted(p.name for p in (tmp_path / "o" / ".parts").iterdir())
+    assert parts and all(not p.endswith(".tmp") for p in parts), parts  # finished parts only, no debris

@@ -51,7 +51,8 @@ def compare_models(data: str | Path, *, out: str | Path, model_a: Mapping[str, A
     out = Path(out)
     res_a = run_audit(data, out=out / "a", **{**run_kwargs, **model_a})
     res_b = run_audit(data, out=out / "b", **{**run_kwargs, **model_b})
-    return compare_results(res_a, res_b, out=out, max_drop=max_drop, cmap=cmap, report=report)
+    return compare_results(res_a, res_b, out=out, max_drop=max_drop, cmap=cmap, report=report,
+                           seed=run_kwargs.get("seed", 0))
 
 
 def compare_results(results_a: str | Path | AuditResult, results_b: str | Path | AuditResult, *, out: str | Path,
