@@ -4,12 +4,14 @@
 queries and support images) in background threads, two units ahead, and yields them as
 :class:`Item` lists in order. :func:`process_batch` runs every method on a batch and turns
 the pass into one row per image (:func:`fill_rows`); :mod:`auditor.episodes` reuses
-:func:`fill_rows` for episodes.
+:func:`fill_rows` for episodes. :func:`local_units` is the in-process engine: it scores one
+unit in a second thread while the next unit's pass runs.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -148,3 +150,59 @@ class Ready:
 
     def __call__(self) -> Any:
         return self.result
+
+
+def local_units(units: Sequence[Sequence[Any]], first: int, pre, work: Any, writer: Any,
+                out: Path) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+    """The in-process engine: images decoded ahead in threads; unit i is scored in a second
+    thread while unit i + 1's model pass runs (scoring is numpy, mostly one core: it fills
+    the core torch leaves idle). Each unit's maps are complete before its rows are yielded;
+    on any failure (or Ctrl-C, or the consumer stopping) unfinished parts are discarded."""
+    pending: tuple[Any, Future] | None = None  # the unit being scored in the background
+    current = None  # the unit whose part is open in this thread
+    with ThreadPoolExecutor(max_workers=1) as scorer:
+        try:
+            for i, items in enumerate(stream(units[first:], pre), start=first):
+                current = writer.batch(i * work.unit)
+                current.__enter__()
+                finish = work.start(i, items, current, out)
+                if pending is not None:
+                    previous, pending = pending, None
+                    yield _settle(*previous)
+                part, current = current, None
+                if isinstance(finish, Ready):  # nothing to overlap: done now, so a crash later keeps it
+                    part.__exit__(None, None, None)
+                    yield finish()
+                else:
+                    pending = part, scorer.submit(finish)
+            if pending is not None:
+                previous, pending = pending, None
+                yield _settle(*previous)
+        except BaseException as e:
+            if pending is not None:
+                _wait(pending[1])  # its scoring must stop writing to its part before the part is discarded
+                pending[0].__exit__(type(e), e, e.__traceback__)
+            if current is not None:
+                current.__exit__(type(e), e, e.__traceback__)
+            raise
+
+
+def _settle(part: Any, future: Future) -> tuple[list[dict[str, Any]], str | None]:
+    """The unit's rows once its scoring is done and its map part renamed into place."""
+    try:
+        result = future.result()
+    except BaseException as e:  # a scoring error, or Ctrl-C while waiting for it
+        _wait(future)
+        part.__exit__(type(e), e, e.__traceback__)
+        raise
+    part.__exit__(None, None, None)
+    return result
+
+
+def _wait(future: Future) -> None:
+    """Until ``future`` has finished (at most one batch's scoring), even through a second Ctrl-C."""
+    while not future.done():
+        try:
+            futures_wait([future])
+        except KeyboardInterrupt:
+            continue

@@ -17,15 +17,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from .batches import Ready, chunks, start_batch, stream
+from .batches import Ready, chunks, local_units, start_batch
 from .data import load_dataset
 from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
 from .errors import AuditorError, DataError, UsageError
@@ -211,7 +209,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             results = run_units(units, start // unit, pre, work, out, unit_size=unit, full=save_maps, workers=workers,
                                 gpu=dev.type == "cuda")
         else:
-            results = _local_units(units, start // unit, pre, work, writer, out)
+            results = local_units(units, start // unit, pre, work, writer, out)
         for batch_rows, kind in results:  # each unit's maps are in place before its rows are written
             target_kind = target_kind or kind
             for row in batch_rows:
@@ -308,62 +306,6 @@ class UnitWork:
             faith_part.parent.mkdir(parents=True, exist_ok=True)
         return start_batch(items, self.model, self.methods, target=self.target, headless=self.headless,
                            device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
-
-
-def _local_units(units: Sequence[Sequence[Any]], first: int, pre, work: UnitWork, writer: PartedMapWriter,
-                 out: Path) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
-    """The in-process engine: images decoded ahead in threads; unit i is scored in a second
-    thread while unit i + 1's model pass runs (scoring is numpy, mostly one core: it fills
-    the core torch leaves idle). Each unit's maps are complete before its rows are yielded;
-    on any failure (or Ctrl-C, or the consumer stopping) unfinished parts are discarded."""
-    pending: tuple[Any, Future] | None = None  # the unit being scored in the background
-    current = None  # the unit whose part is open in this thread
-    with ThreadPoolExecutor(max_workers=1) as scorer:
-        try:
-            for i, items in enumerate(stream(units[first:], pre), start=first):
-                current = writer.batch(i * work.unit)
-                current.__enter__()
-                finish = work.start(i, items, current, out)
-                if pending is not None:
-                    previous, pending = pending, None
-                    yield _settle(*previous)
-                part, current = current, None
-                if isinstance(finish, Ready):  # nothing to overlap: done now, so a crash later keeps it
-                    part.__exit__(None, None, None)
-                    yield finish()
-                else:
-                    pending = part, scorer.submit(finish)
-            if pending is not None:
-                previous, pending = pending, None
-                yield _settle(*previous)
-        except BaseException as e:
-            if pending is not None:
-                _wait(pending[1])  # its scoring must stop writing to its part before the part is discarded
-                pending[0].__exit__(type(e), e, e.__traceback__)
-            if current is not None:
-                current.__exit__(type(e), e, e.__traceback__)
-            raise
-
-
-def _settle(part: Any, future: Future) -> tuple[list[dict[str, Any]], str | None]:
-    """The unit's rows once its scoring is done and its map part renamed into place."""
-    try:
-        result = future.result()
-    except BaseException as e:  # a scoring error, or Ctrl-C while waiting for it
-        _wait(future)
-        part.__exit__(type(e), e, e.__traceback__)
-        raise
-    part.__exit__(None, None, None)
-    return result
-
-
-def _wait(future: Future) -> None:
-    """Until ``future`` has finished (at most one batch's scoring), even through a second Ctrl-C."""
-    while not future.done():
-        try:
-            futures_wait([future])
-        except KeyboardInterrupt:
-            continue
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:
