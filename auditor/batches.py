@@ -2,7 +2,7 @@
 
 :func:`stream` decodes the records of each unit of work (a batch, or a few-shot episode's
 queries and support images) in background threads, two units ahead, and yields them as
-:class:`Item` lists in order. :func:`process_batch` runs every method on a batch and turns
+:class:`Item` lists in order. :func:`start_batch` runs every method on a batch and turns
 the pass into one row per image (:func:`fill_rows`); :mod:`auditor.episodes` reuses
 :func:`fill_rows` for episodes. :func:`local_units` is the in-process engine: it scores one
 unit in a second thread while the next unit's pass runs.
@@ -96,26 +96,19 @@ def class_targets(items: Sequence[Item], mode: str) -> Any:
     return "predicted" if mode == "predicted" else [it.record.label for it in items]
 
 
-def process_batch(items: list[Item], model, methods, *, target: str, headless: bool, device,
-                  writer: MapWriter | None, faith: Any = None, faith_part: Path | None = None,
-                  amp: bool = False) -> tuple[list[dict[str, Any]], str | None]:
-    """Rows for a batch, and the kind of target the pass explained (None if nothing ran).
-
-    ``faith``: :class:`~auditor.faithfulness.FaithfulnessOptions`; the checks run after the
-    batch's maps (reusing its inputs and raw maps), their values join ``metrics[method]``
-    and their curves go to ``faith_part`` (:func:`auditor.faithfulness.save_part`).
-    """
-    return start_batch(items, model, methods, target=target, headless=headless, device=device, writer=writer,
-                       faith=faith, faith_part=faith_part, amp=amp)()
-
-
 def start_batch(items: list[Item], model, methods, *, target: str, headless: bool, device,
                 writer: MapWriter | None, faith: Any = None, faith_part: Path | None = None,
                 amp: bool = False) -> Callable[[], tuple[list[dict[str, Any]], str | None]]:
-    """:func:`process_batch` in two steps: the model's pass runs now, and the returned function
-    scores the maps and returns the rows. The scoring needs no model, so the runner calls it
-    in a second thread while the next batch's pass runs (with ``faith``, whose checks run the
-    model, everything runs now and the function only returns the result)."""
+    """Rows for a batch, in two steps: the model's pass runs now, and the returned function
+    scores the maps and returns ``(rows, kind of target explained or None if nothing ran)``.
+    The scoring needs no model, so :func:`local_units` calls it in a second thread while the
+    next batch's pass runs.
+
+    ``faith``: :class:`~auditor.faithfulness.FaithfulnessOptions`; the checks run after the
+    batch's maps (reusing its inputs and raw maps) and run the model, so then everything runs
+    now and the function only returns the result. Their values join ``metrics[method]`` and
+    their curves go to ``faith_part`` (:func:`auditor.faithfulness.save_part`).
+    """
     ok = [it for it in items if it.error is None]
     rows: dict[int, dict[str, Any]] = {id(it): base_row(it) for it in items}
     if not ok:

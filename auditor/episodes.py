@@ -14,8 +14,9 @@ such a model must use the same support set the decision used, so ``auditor run -
   from the same pass's tokens, and reports the episodes' accuracy (mean, 95% bootstrap CI).
 
 Rows are the queries, one per episode they appear in (id ``ep<k>/<image id>``), with
-``episode``, ``record_id`` (the data set's id) and ``support`` (the support image ids used). A support image that cannot be read
-is left out of its class's support set (and named in the queries' rows); a class with no
+``episode``, ``record_id`` (the data set's id) and ``support`` (the support image ids
+used). A support image that cannot be read is left out of its class's support set (and
+named in the queries' rows); a class with no
 readable support image gives its queries an error row, and the episode no prediction (it
 would not be an N-way decision). A class whose queries all fail still competes: its
 prototype comes from a pass over its support images alone. With ``--target label`` a
@@ -24,7 +25,7 @@ model's class head decides instead, among the episode's classes only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -52,8 +53,7 @@ class EpisodeOptions:
     seed: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"n_way": self.n_way, "k_shot": self.k_shot, "n_query": self.n_query,
-                "episodes": self.episodes, "seed": self.seed}
+        return asdict(self)
 
 
 @dataclass
@@ -102,12 +102,13 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
     """Rows of episode ``k``'s queries (``items``: its queries then its support images, decoded).
 
     ``target``: ``"prototype"`` (the few-shot decision; predictions are the nearest
-    prototype), or ``"label"`` / ``"predicted"`` for a model with a class head.
+    prototype), or ``"label"`` for a model with a class head (its logit for the true class;
+    predictions among the episode's classes).
     """
     nq = len(episode.query)
     queries, support = items[:nq], items[nq:]
-    rows = {id(it): {**base_row(it), "episode": k, "record_id": it.record.id.split("/", 1)[1], "support": []}
-            for it in queries}
+    rows = {id(it): {**base_row(it), "episode": k, "record_id": record.id, "support": []}
+            for it, record in zip(queries, episode.query)}
     kind, means, protos, logits = None, {}, {}, {}
     for c in episode.classes:
         q = [it for it in queries if it.record.label == c and it.error is None]
@@ -131,7 +132,7 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
         res = compute_maps(model, x, methods, target="prototype" if target == "prototype" else class_targets(q, target),
                            support=xs, amp=amp)
         kind = kind or res.target_kind
-        fill_rows(q, res, rows, methods, writer, class_output=res.target_kind != "prototype")
+        fill_rows(q, res, rows, methods, writer, class_output=False)  # predictions: the N-way decision below
         if "mean_patch_tokens" in res.info:
             tokens = res.info["mean_patch_tokens"]
             protos[c] = tokens[len(q):].mean(0)
@@ -143,8 +144,6 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
             logits.update({id(it): res.output[i] for i, it in enumerate(q)})
     # the N-way decision, among the episode's classes only. Without a prototype for every class
     # (one had no readable support image) it would not be N-way: no prediction in that episode.
-    for key in rows:
-        rows[key]["prediction"] = rows[key]["prediction_score"] = None
     if kind == "prototype" and all(c in protos for c in episode.classes):
         p = torch.stack([protos[c] for c in episode.classes])
         _decide(rows, means, episode.classes, lambda m: F.cosine_similarity(m[None], p, dim=-1))
@@ -195,4 +194,5 @@ def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, cl
                             "queries": len(h), "accuracy": float(np.mean(h)) if h else None})
     accs = np.array([e["accuracy"] for e in per_episode if e["accuracy"] is not None], dtype=float)
     decision = "nearest prototype" if target == "prototype" else "class head"
-    return {**plan.options.to_dict(), "decision": decision, "accuracy": bootstrap_ci(accs, seed=seed).to_dict(), "per_episode": per_episode}
+    return {**plan.options.to_dict(), "decision": decision, "accuracy": bootstrap_ci(accs, seed=seed).to_dict(),
+            "per_episode": per_episode}

@@ -4,7 +4,8 @@ Install with ``pip install 'attention-auditor[ray]'``. The data set is parsed on
 by :func:`auditor.data.load_dataset` (one parser for every format, so the error rows are
 the local run's), and ``ray.data.from_items`` holds the indices of the units of work (a batch,
 or a few-shot episode). ``map_batches`` sends them to a pool of actors, each holding one copy
-of the model (``concurrency`` actors, one CPU each unless ``--device cuda``: one GPU each).
+of the model (``--workers`` actors in an ``ActorPoolStrategy``, one CPU each, or one GPU each
+with ``--device cuda``).
 An actor decodes its unit's images, runs the run's own per-unit function
 (:class:`auditor.runner.UnitWork`), writes the unit's map part into a private temporary
 folder and returns the rows and the part files' bytes; the driver writes them under ``out``

@@ -134,6 +134,10 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     if target == "prototype" and not episodes:
         raise UsageError("--target prototype compares each image with its class's support images: "
                          "it needs few-shot episodes (--episodes N)")
+    if episodes and target == "predicted":
+        raise UsageError("--target predicted is not available with --episodes: the head's prediction over all "
+                         "its classes is not the episode's N-way decision; use --target prototype (the default) "
+                         "or --target label (the logit of the query's true class)")
     if episodes and faithfulness:
         raise UsageError("--faithfulness does not run with --episodes yet: its checks re-run the model without "
                          "the episode's support images; run them in a separate audit without --episodes")
@@ -160,10 +164,6 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     pre = input_preprocess(model, image_size, mean, std)
     headless = getattr(model, "num_classes", None) == 0
     if plan is not None:
-        if target == "predicted":
-            raise UsageError("--target predicted is not available with --episodes: the head's prediction over all "
-                             "its classes is not the episode's N-way decision; use --target prototype (the default) "
-                             "or --target label (the logit of the query's true class)")
         if headless and target != "prototype":
             raise UsageError(f"--target {target} needs class logits, but this backbone has no class head; "
                              "in episodes use --target prototype (the default)")
@@ -237,7 +237,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "methods": {m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs
                         if m.name not in skipped},
             "skipped_methods": skipped, "baselines": ["centre", "random"],
-            "preprocessing": pre.to_dict(), "target": target_kind or target,
+            "preprocessing": pre.to_dict(), "target": target_kind,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in checks],
             "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
@@ -254,7 +254,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
                    "seconds": round(time.time() - started, 3)},
     }
     if faith is not None:
-        data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), batch_size), seed)
+        data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), unit), seed)
     if plan is not None:
         data_out["few_shot"] = few_shot_summary(rows, plan, dataset.classes, target=target, seed=seed)
     write_json(out / "results.json", data_out)

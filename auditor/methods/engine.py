@@ -178,7 +178,7 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
             prefix = int(getattr(model, "num_prefix_tokens", 1))
             tokens = rec.captured[FINAL_TOKENS].float()
             scores, targets, kind = token_target_scores(tokens, target, b, prefix=prefix)
-            info["mean_patch_tokens"] = mean_patch_tokens(tokens.detach(), prefix).float().cpu()
+            info["mean_patch_tokens"] = mean_patch_tokens(tokens.detach(), prefix).cpu()
         else:
             scores, targets, kind = target_scores(model, output[:b], target)
         rec.target_scores = scores

@@ -17,7 +17,7 @@ from ..errors import AuditorError, UsageError
 from ..results import BASELINES, AuditResult
 from . import plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css, load_picture
-from .common import (DASH, as_result, class_name, fmt, header, methods_of, metrics_of, primary_metrics,
+from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, primary_metrics,
                      sort_options, summary_table, worst_first)
 from .gallery import References, draw_cards, side_of
 from .faithfulness import faithfulness_context
@@ -78,7 +78,7 @@ def few_shot_context(fs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not fs:
         return None
     acc = fs["accuracy"]
-    value = DASH if acc.get("mean") is None else f"{fmt(acc['mean'])} (95% CI {fmt(acc['ci_low'])}–{fmt(acc['ci_high'])})"
+    value = DASH if acc.get("mean") is None else f"{fmt(acc['mean'])} (95% CI {fmt_ci(acc)})"
     return {"headline": f"{fs['n_way']}-way {fs['k_shot']}-shot, {fs['n_query']} queries per class, seed {fs['seed']}: "
                         f"accuracy ({fs.get('decision', 'nearest prototype')}) {value} over {acc['n']} episode(s).",
             "prototype": fs.get("decision", "nearest prototype") == "nearest prototype",
