@@ -27,6 +27,7 @@ from .methods import compute_maps
 from .methods.engine import PassResult
 from .savers import MapWriter
 from .scoring import score_item
+from .target import Target
 
 
 @dataclass
@@ -68,21 +69,24 @@ def chunks(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
 def base_row(it: Item) -> dict[str, Any]:
     r = it.record
     return {"id": r.id, "image": str(r.image), "label": r.label, "label_name": r.label_name, "split": r.split,
-            "source": r.source, "target": None, "prediction": None, "prediction_score": None,
-            "metrics": {}, "map_status": {}, "error": it.error}
+            "source": r.source, "target": None, "target_name": None, "prediction": None, "prediction_name": None,
+            "prediction_score": None, "metrics": {}, "map_status": {}, "error": it.error}
 
 
 def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any]], methods,
-              writer: MapWriter | None, *, class_output: bool) -> None:
+              writer: MapWriter | None, *, target: Target, class_output: bool) -> None:
     """Write a pass's targets, predictions (``class_output``: the output is class logits),
-    metrics, map problems and per-layer scores into the rows of the ``ok`` items."""
+    metrics, map problems and per-layer scores into the rows of the ``ok`` items. Targets
+    and predictions are the model's class indices, named with the model's class names."""
     modes = {m.name: m.normalization for m in methods}
     probs = res.output.softmax(-1) if class_output else None
     for i, it in enumerate(ok):
         row = rows[id(it)]
         row["target"] = res.targets[i]
+        row["target_name"] = target.model_name(res.targets[i])
         if probs is not None:
             row["prediction"] = int(probs[i].argmax())
+            row["prediction_name"] = target.model_name(row["prediction"])
             row["prediction_score"] = float(probs[i].max())
         row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], it.annotations,
                                                         {m: r.maps[i] for m, r in res.maps.items()}, modes, writer)
@@ -91,16 +95,11 @@ def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any
             row["per_layer"] = layered
 
 
-def class_targets(items: Sequence[Item], mode: str) -> Any:
-    """The engine's target for a model with a class head: labels, or ``"predicted"``."""
-    return "predicted" if mode == "predicted" else [it.record.label for it in items]
-
-
-def start_batch(items: list[Item], model, methods, *, target: str, headless: bool, device,
+def start_batch(items: list[Item], model, methods, *, target: Target, device,
                 writer: MapWriter | None, faith: Any = None, faith_part: Path | None = None,
-                amp: bool = False) -> Callable[[], tuple[list[dict[str, Any]], str | None]]:
+                amp: bool = False) -> Callable[[], list[dict[str, Any]]]:
     """Rows for a batch, in two steps: the model's pass runs now, and the returned function
-    scores the maps and returns ``(rows, kind of target explained or None if nothing ran)``.
+    scores the maps and returns the rows.
     The scoring needs no model, so :func:`local_units` calls it in a second thread while the
     next batch's pass runs.
 
@@ -112,14 +111,13 @@ def start_batch(items: list[Item], model, methods, *, target: str, headless: boo
     ok = [it for it in items if it.error is None]
     rows: dict[int, dict[str, Any]] = {id(it): base_row(it) for it in items}
     if not ok:
-        return Ready(([rows[id(it)] for it in items], None))
+        return Ready([rows[id(it)] for it in items])
     x = torch.stack([it.inputs for it in ok]).to(device)
-    # headless: the engine's default, the CLS-output norm (the patch-token norm where the CLS is inert)
-    res = compute_maps(model, x, methods, target=None if headless else class_targets(ok, target), amp=amp)
+    res = compute_maps(model, x, methods, target=target.engine_spec([it.record for it in ok]), amp=amp)
 
-    def finish() -> tuple[list[dict[str, Any]], str | None]:
-        fill_rows(ok, res, rows, methods, writer, class_output=not headless)
-        return [rows[id(it)] for it in items], res.target_kind
+    def finish() -> list[dict[str, Any]]:
+        fill_rows(ok, res, rows, methods, writer, target=target, class_output=target.kind in ("label", "predicted"))
+        return [rows[id(it)] for it in items]
 
     if faith is None or not faith.checks:
         return finish
@@ -146,7 +144,7 @@ class Ready:
 
 
 def local_units(units: Sequence[Sequence[Any]], first: int, pre, work: Any, writer: Any,
-                out: Path) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+                out: Path) -> Iterator[list[dict[str, Any]]]:
     """The in-process engine: images decoded ahead in threads; unit i is scored in a second
     thread while unit i + 1's model pass runs (scoring is numpy, mostly one core: it fills
     the core torch leaves idle). Each unit's maps are complete before its rows are yielded;
@@ -180,7 +178,7 @@ def local_units(units: Sequence[Sequence[Any]], first: int, pre, work: Any, writ
             raise
 
 
-def _settle(part: Any, future: Future) -> tuple[list[dict[str, Any]], str | None]:
+def _settle(part: Any, future: Future) -> list[dict[str, Any]]:
     """The unit's rows once its scoring is done and its map part renamed into place."""
     try:
         result = future.result()

@@ -13,7 +13,7 @@ import traceback
 import click
 
 from .cli_options import (_carries_arch, _cmap, _faithfulness, _few_shot, _floats3, _given, _image_size, _methods,
-                          _overrides, _Progress, _SpaceSeparated, few_shot_options, model_options,
+                          _overrides, _Progress, _SpaceSeparated, few_shot_options, gate_options, model_options,
                           multi_attention_options)
 from .errors import EXIT_INTERNAL, AuditorError
 
@@ -89,6 +89,10 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="An earlier results.json to compare with.")
+@gate_options
+@click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Data-set class name -> model class index (JSON {\"cat\": 281} or CSV 'cat,281') "
+                   "[default: match the model's own class names].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per pass (with --episodes a pass is one class of one episode: its queries and support).")
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz: float32 maps at each image's resolution.")
@@ -117,7 +121,8 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
               show_default=True, help="What deleted pixels become (insertion starts from it).")
 @multi_attention_options
 def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
-        trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, batch_size, save_maps, mean, std,
+        trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, max_nan, max_errors, gate_on,
+        allow_different_data, class_map, batch_size, save_maps, mean, std,
         split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
         resume, no_report, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff,
         window_size) -> None:
@@ -134,8 +139,9 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                        amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory,
                        checkpoint=checkpoint, methods=methods,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
-                       batch_size=batch_size, save_maps=save_maps, device=device, image_size=image_size, mean=mean,
-                       std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
+                       max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
+                       allow_different_data=allow_different_data, class_map=class_map, batch_size=batch_size,
+                       save_maps=save_maps, device=device, image_size=image_size, mean=mean, std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
                        model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
                                                use_ocab=use_ocab, use_drff=use_drff, window_size=window_size),
@@ -175,7 +181,14 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--model-b", default=None, metavar="ARCH|PKG.MOD:FN", help="Model B (the candidate).")
 @click.option("--checkpoint-b", default=None, help="Model B's checkpoint.")
 @click.option("--out", required=True, help="Output folder: a/, b/, comparison.json, junit.xml, report.html.")
-@click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail (exit 1) when B is worse than A by more than D (repeatable).")
+@click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D",
+              help="Fail (exit 1) when B's paired mean is worse than A's by more than D (repeatable).")
+@click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
+              help="B's own checks (TOML; max_drop entries compare B with A).")
+@click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when B's mean is below V (repeatable).")
+@gate_options
+@click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Data-set class name -> model class index, for both models (see `auditor run --help`).")
 @click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
 @click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W", help="Model input size for both.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
@@ -185,31 +198,34 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out/a and --out/b.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of the checkpoints (trusted files only).")
 @click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap.")
-def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, methods,
-            image_size, batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root,
-            overwrite, trust_checkpoint, cmap) -> None:
-    """Two checkpoints on the same images in one report; exit 1 when a --max-drop check fails."""
-    from .report import compare_models, compare_results
+def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, thresholds,
+            fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, methods, image_size,
+            batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root, overwrite,
+            trust_checkpoint, cmap) -> None:
+    """Two checkpoints on the same images in one report; exit 1 when a check of the gate fails."""
+    from .compare import compare_models, compare_results, format_comparison
 
     if results_a or results_b:
         if not (results_a and results_b) or data or model_a or model_b:
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
-        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query")
+        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map")
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)} apply when compare runs the audits (--data with "
                                    "--model-a / --model-b), not to finished results")
-        comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, cmap=cmap, seed=seed)
+        comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, thresholds=thresholds,
+                               fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
+                               allow_different_data=allow_different_data, cmap=cmap, seed=seed)
     else:
         if not (data and (model_a or _carries_arch(checkpoint_a)) and (model_b or _carries_arch(checkpoint_b))):
             raise click.UsageError("give --data, --model-a and --model-b (or --results-a and --results-b)")
         comp = compare_models(data, out=out, model_a=_model_spec(model_a, checkpoint_a),
-                              model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, cmap=cmap,
+                              model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, thresholds=thresholds,
+                              fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
+                              class_map=class_map, cmap=cmap,
                               methods=methods, image_size=image_size, batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                               trust_checkpoint=trust_checkpoint, split=split, seed=seed,
                               episodes=_few_shot(episodes, n_way, k_shot, n_query, seed))
-    from .report.compare import format_comparison
-
     click.echo(format_comparison(comp.data))
     click.echo(f"Report: {comp.out / 'report.html'}")
     sys.exit(0 if comp.passed else 1)
@@ -221,8 +237,8 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
 @click.option("--device", default="cpu", show_default=True)
 def demo(out, n, device) -> None:
     """Offline demo: audit a clean and a shortcut checkpoint (both bundled) on generated images."""
+    from .compare import format_comparison
     from .demo import DEMO_GATE, run_demo
-    from .report.compare import format_comparison
 
     comp = run_demo(out, n=n, device=device, log=click.echo)
     click.echo(format_comparison(comp.data))

@@ -181,3 +181,22 @@ def _cmap(ctx: click.Context, param: click.Parameter, value: str):
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     return value
+
+
+def gate_options(f):
+    """How the gate treats missing evidence and other runs (``auditor run`` and ``auditor compare``)."""
+    for opt in reversed([
+        click.option("--max-nan", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+                     help="Images whose map gives no valid value (NaN or constant) that a check may ignore; "
+                          "more fail it."),
+        click.option("--max-errors", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Images that may fail to load or score [default: the thresholds file's [errors] max, "
+                          "else 0: any error row fails the audit]."),
+        click.option("--gate-on", type=click.Choice(["mean", "ci"]), default="mean", show_default=True,
+                     help="Judge each check on the mean, or on its 95% CI's bound on the safe side (lower for a "
+                          "minimum, upper for a maximum or a drop)."),
+        click.option("--allow-different-data", is_flag=True,
+                     help="Compare with a run whose data, target or preprocessing differ (refused by default)."),
+    ]):
+        f = opt(f)
+    return f

@@ -24,10 +24,10 @@ def run_demo(out: str | Path = "demo-audit", *, n: int = 100, methods: Sequence[
              log: Callable[[str], None] = print):
     """Generate the demo set in ``out/data``, audit both bundled models, compare them in ``out``.
 
-    Returns the :class:`~auditor.report.compare.Comparison` (``passed`` is the gate's verdict
+    Returns the :class:`~auditor.compare.Comparison` (``passed`` is the gate's verdict
     for the shortcut model).
     """
-    from .report import compare_models
+    from .compare import compare_models
 
     out = Path(out)
     log(f"[1/3] Writing {n} held-out images with boxes and gaze to {out / 'data'} ...")

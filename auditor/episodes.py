@@ -33,13 +33,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .batches import Item, base_row, class_targets, fill_rows
+from .batches import Item, base_row, fill_rows
 from .data import Dataset, Episode, Record, sample_episodes
 from .errors import UsageError
 from .methods import compute_maps
 from .methods.engine import FINAL_TOKENS
 from .metrics import bootstrap_ci
 from .savers import MapWriter
+from .target import Target
 
 
 @dataclass(frozen=True)
@@ -96,9 +97,8 @@ def check_model(model: nn.Module, target: str) -> None:
                          "or pass --target label to explain the class head within the episodes")
 
 
-def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Module, methods, *, target: str,
-                    device: torch.device, writer: MapWriter | None, amp: bool = False
-                    ) -> tuple[list[dict[str, Any]], str | None]:
+def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Module, methods, *, target: Target,
+                    device: torch.device, writer: MapWriter | None, amp: bool = False) -> list[dict[str, Any]]:
     """Rows of episode ``k``'s queries (``items``: its queries then its support images, decoded).
 
     ``target``: ``"prototype"`` (the few-shot decision; predictions are the nearest
@@ -110,6 +110,7 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
     rows = {id(it): {**base_row(it), "episode": k, "record_id": record.id, "support": []}
             for it, record in zip(queries, episode.query)}
     kind, means, protos, logits = None, {}, {}, {}
+    proto_target = target.kind == "prototype"
     for c in episode.classes:
         q = [it for it in queries if it.record.label == c and it.error is None]
         s = [it for it in support if it.record.label == c]
@@ -125,42 +126,41 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
             continue
         xs = torch.stack([it.inputs for it in good]).to(device)
         if not q:  # no query to explain, but the class still competes in the episode's decision
-            if target == "prototype":
+            if proto_target:
                 protos[c] = support_prototype(model, xs, amp=amp)
             continue
         x = torch.stack([it.inputs for it in q]).to(device)
-        res = compute_maps(model, x, methods, target="prototype" if target == "prototype" else class_targets(q, target),
-                           support=xs, amp=amp)
+        res = compute_maps(model, x, methods, target=target.engine_spec([it.record for it in q]), support=xs, amp=amp)
         kind = kind or res.target_kind
-        fill_rows(q, res, rows, methods, writer, class_output=False)  # predictions: the N-way decision below
+        fill_rows(q, res, rows, methods, writer, target=target, class_output=False)  # predictions: the N-way decision below
         if "mean_patch_tokens" in res.info:
             tokens = res.info["mean_patch_tokens"]
             protos[c] = tokens[len(q):].mean(0)
             means.update({id(it): tokens[i] for i, it in enumerate(q)})
         if res.target_kind == "prototype":
             for it in q:
-                rows[id(it)]["target"] = c
+                rows[id(it)]["target"], rows[id(it)]["target_name"] = c, it.record.label_name
         else:
             logits.update({id(it): res.output[i] for i, it in enumerate(q)})
     # the N-way decision, among the episode's classes only. Without a prototype for every class
     # (one had no readable support image) it would not be N-way: no prediction in that episode.
     if kind == "prototype" and all(c in protos for c in episode.classes):
         p = torch.stack([protos[c] for c in episode.classes])
-        _decide(rows, means, episode.classes, lambda m: F.cosine_similarity(m[None], p, dim=-1))
+        _decide(rows, means, episode.classes, lambda m: F.cosine_similarity(m[None], p, dim=-1),
+                target.dataset_classes)
     elif kind is not None and kind != "prototype":  # a class head: its probabilities renormalised over the N classes
-        n_out = next(iter(logits.values())).shape[-1]
-        if max(episode.classes) >= n_out:
-            raise UsageError(f"episode {k} includes class {max(episode.classes)}, but the model's head has {n_out} "
-                             "classes: the data set's classes must be the head's (or use --target prototype)")
-        _decide(rows, logits, episode.classes, lambda z: z[episode.classes].softmax(-1))
-    return [rows[id(it)] for it in queries], kind
+        heads = [target.model_index(c) for c in episode.classes]  # the classes' own logits, mapped by name
+        _decide(rows, logits, episode.classes, lambda z: z[heads].softmax(-1), target.dataset_classes)
+    return [rows[id(it)] for it in queries]
 
 
-def _decide(rows: dict[int, dict], values: dict[int, torch.Tensor], classes: Sequence[int], scores) -> None:
+def _decide(rows: dict[int, dict], values: dict[int, torch.Tensor], classes: Sequence[int], scores,
+            names: Sequence[str]) -> None:
     """Each query's prediction: the episode class with the highest score (cosine, or probability)."""
     for key, v in values.items():
         s = scores(v)
-        rows[key]["prediction"] = classes[int(s.argmax())]
+        c = classes[int(s.argmax())]  # a data-set class: the N-way decision
+        rows[key]["prediction"], rows[key]["prediction_name"] = c, names[c] if 0 <= c < len(names) else None
         rows[key]["prediction_score"] = float(s.max())
 
 

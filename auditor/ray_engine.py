@@ -73,17 +73,17 @@ class _Actor:
                 with tempfile.TemporaryDirectory(prefix="auditor-ray-") as tmp:
                     stage = Path(tmp)
                     with PartedMapWriter(stage, full=self.full).batch(i * self.unit_size) as part:
-                        rows, kind = self.work(i, items, part, stage)
+                        rows = self.work(i, items, part, stage)
                     files = {str(p.relative_to(stage)): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()}
-                results.append(pickle.dumps((None, rows, kind, files)))
+                results.append(pickle.dumps((None, rows, files)))
             except AuditorError as e:  # a bad input: the driver raises it as itself (Ray would wrap it)
-                results.append(pickle.dumps((e, None, None, None)))
+                results.append(pickle.dumps((e, None, None)))
         return {"unit": batch["unit"], "result": np.array(results, dtype=object)}
 
 
 def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any, out: Path, *,
-              unit_size: int, full: bool, workers: int = 2, gpu: bool = False) -> Iterator[tuple[list[dict], Any]]:
-    """``(rows, target kind)`` of units ``first, first + 1, ...`` in order; their map parts
+              unit_size: int, full: bool, workers: int = 2, gpu: bool = False) -> Iterator[list[dict]]:
+    """The rows of units ``first, first + 1, ...`` in order; their map parts
     (and faithfulness parts) are in place under ``out`` before each is yielded."""
     ray = require_ray()
     for name in ("ray", "ray.data"):  # the audit prints its own summary: Ray's progress lines are noise here
@@ -117,7 +117,7 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
     for row in ds.iter_rows():
         pending[int(row["unit"])] = row["result"]
         while nxt in pending:  # preserve_order keeps them in order; this makes sure of it
-            error, rows, kind, files = pickle.loads(pending.pop(nxt))
+            error, rows, files = pickle.loads(pending.pop(nxt))
             if error is not None:
                 raise error
             for rel, data in files.items():
@@ -125,5 +125,5 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(dest) as tmp:
                     Path(tmp).write_bytes(data)
-            yield rows, kind
+            yield rows
             nxt += 1

@@ -24,21 +24,19 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .batches import Ready, chunks, local_units, start_batch
-from .data import load_dataset
-from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
+from .config import AuditConfig, Setup, validate
+from .episodes import few_shot_summary, process_episode
 from .errors import AuditorError, DataError, UsageError
-from .layers import summarise_layers
-from .methods import create_method, list_methods
-from .methods.engine import amp_dtype
-from .metrics import HIGHER_IS_BETTER
-from .models import LoadedModel, build_model, resolve_device
+from .gate import evaluate
+from .identity import dataset_identity
 from .io import write_text
+from .layers import summarise_layers
+from .methods.engine import amp_dtype
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
 from .results import SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
 from .savers import PARTS_DIR, PartedMapWriter
 from .scoring import summarise, summarise_per_class
-from .thresholds import Check, evaluate, load_thresholds, parse_assignment
-from .visualize import input_preprocess
+from .target import Target
 
 ROWS_FILE = "rows.jsonl"
 FAITH_PARTS = ".faithfulness-parts"  # one .npz of curves per batch, merged into results.json at the end
@@ -46,11 +44,6 @@ FAITH_PARTS = ".faithfulness-parts"  # one .npz of curves per batch, merged into
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
     """Make ``out`` ready; True when an interrupted run there is to be resumed."""
-    if overwrite and resume:
-        raise UsageError("--overwrite and --resume exclude each other: --resume continues the run in --out, "
-                         "--overwrite starts it again.")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder.")
     if resume and (out / RUN_FILE).is_file():
         if (out / "results.json").exists() and not (out / PARTS_DIR).exists():
             raise UsageError(f"{out} holds a finished audit (results.json): nothing to resume; "
@@ -66,27 +59,20 @@ def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
         for name in ("results.json", "results.csv", "junit.xml", ROWS_FILE, RUN_FILE, "maps.npz", "token_maps.npz"):
             (out / name).unlink(missing_ok=True)
         PartedMapWriter(out, full=True).cleanup()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"Cannot create --out {out}: {e.strerror or e}; choose a folder you can write to.") from None
     return False
 
 
-def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, factory: str | None = None,
-              model: torch.nn.Module | None = None,
-              checkpoint: str | Path | None = None, methods: Sequence[str] | None = None,
-              thresholds: str | Path | None = None, fail_under: Sequence[str] = (), max_drop: Sequence[str] = (),
-              baseline: str | Path | None = None, batch_size: int = 16, save_maps: bool = False,
-              device: str = "cpu", image_size: int | tuple[int, int] | None = None,
-              mean: Sequence[float] | None = None, std: Sequence[float] | None = None, target: str | None = None,
-              allow_outside_root: bool = False, overwrite: bool = False, trust_checkpoint: bool = False,
-              patch_size: int | None = None, model_kwargs: dict[str, Any] | None = None, seed: int = 0,
-              progress: Callable[[int, int], None] | None = None, report: bool = False,
-              resume: bool = False, faithfulness: str | Sequence[str] | None = None, faithfulness_steps: int = 10,
-              faithfulness_baseline: str = "blur", episodes: EpisodeOptions | None = None,
-              split: str | None = None, amp: bool = False, engine: str = "local", workers: int = 2) -> AuditResult:
+def run_audit(data: str | Path | AuditConfig, **options: Any) -> AuditResult:
     """Audit every method on a labelled image set; see the module docstring.
 
-    The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
-    ``nn.Module`` passed as ``model``.
+    ``data`` and ``options`` are the fields of :class:`~auditor.config.AuditConfig` (or pass
+    one config as ``data``). The stages: :func:`~auditor.config.validate` (every option,
+    threshold and the class map; nothing written) -> plan -> execute -> summarise -> gate ->
+    write.
 
     ``resume=True`` finishes an interrupted run in ``out`` (:mod:`auditor.resume`): the
     settings must match the earlier run's (else :class:`~auditor.errors.UsageError`),
@@ -103,148 +89,149 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
 
     ``episodes``: few-shot episodes (:mod:`auditor.episodes`): the rows are each episode's
     queries, explained against the episode's support set (``target`` ``"prototype"`` by
-    default); ``results.json`` gains ``few_shot`` (nearest-prototype accuracy per episode).
-    ``split``: the FewTURE split to read (``train`` / ``val`` / ``test``).
+    default); ``results.json`` gains ``few_shot``. ``split``: the FewTURE split to read.
     ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
-    ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`: ``workers``
-    Ray Data actors, each holding the model; the same rows and maps as a local run).
+    ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`).
 
-    ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes``
-    ``"prototype"`` (the default there). Headless backbones outside episodes explain the
-    CLS-output norm (the mean patch token's norm where the CLS token bypasses the blocks).
+    ``target``: ``"label"`` (default; mapped to the model's classes by name, ``class_map``),
+    ``"predicted"``, or with ``episodes`` ``"prototype"`` (:mod:`auditor.target`).
+
+    The gate (:mod:`auditor.gate`): thresholds, ``max_nan``, ``max_errors``, ``gate_on``.
 
     Returns an :class:`~auditor.results.AuditResult` (``passed``, ``summary``, ``rows``).
     Raises :class:`~auditor.errors.DataError` (after writing the results) when no image
     could be scored.
     """
+    cfg = data if isinstance(data, AuditConfig) else AuditConfig(data=data, **options)
     started = time.time()
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    if engine not in ("local", "ray"):
-        raise UsageError(f"--engine must be 'local' or 'ray', got '{engine}'")
-    if workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {workers}")
-    if engine == "ray":  # before anything is written to --out
-        from .ray_engine import require_ray
+    return run_validated(cfg, validate(cfg), started=started)
 
-        require_ray()
-    target = target or ("prototype" if episodes else "label")
-    if target not in ("label", "predicted", "prototype"):
-        raise UsageError(f"--target must be 'label', 'predicted' or 'prototype', got '{target}'")
-    if target == "prototype" and not episodes:
-        raise UsageError("--target prototype compares each image with its class's support images: "
-                         "it needs few-shot episodes (--episodes N)")
-    if episodes and target == "predicted":
-        raise UsageError("--target predicted is not available with --episodes: the head's prediction over all "
-                         "its classes is not the episode's N-way decision; use --target prototype (the default) "
-                         "or --target label (the logit of the query's true class)")
-    if episodes and faithfulness:
-        raise UsageError("--faithfulness does not run with --episodes yet: its checks re-run the model without "
-                         "the episode's support images; run them in a separate audit without --episodes")
-    faith = None
-    if faithfulness:
-        from .faithfulness import FaithfulnessOptions
 
-        faith = FaithfulnessOptions(faithfulness, steps=faithfulness_steps, baseline=faithfulness_baseline, seed=seed)
-    checks: list[Check] = load_thresholds(thresholds) if thresholds else []
-    checks += [parse_assignment(s, "min") for s in fail_under] + [parse_assignment(s, "max_drop") for s in max_drop]
-    base_summary = AuditResult.load(baseline).data["summary"] if baseline else None
-    out = Path(out)
-    dataset = load_dataset(data, allow_outside_root=allow_outside_root, split=split)
-    plan = plan_episodes(dataset, episodes) if episodes else None
-    if model is not None:  # an nn.Module from the caller (the pytest fixture, notebooks)
-        loaded = LoadedModel(model.to(resolve_device(device)).eval(), type(model).__name__, None, {})
-    else:
-        loaded = build_model(arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
-                             image_size=image_size, device=device, trust_checkpoint=trust_checkpoint,
-                             **(model_kwargs or {}))
-    model = loaded.model
-    names = list(methods) if methods else list_methods()
-    method_objs = [create_method(n) for n in names]
-    pre = input_preprocess(model, image_size, mean, std)
-    headless = getattr(model, "num_classes", None) == 0
-    if plan is not None:
-        if headless and target != "prototype":
-            raise UsageError(f"--target {target} needs class logits, but this backbone has no class head; "
-                             "in episodes use --target prototype (the default)")
-        check_model(model, target)
-    resuming = _prepare_out(out, overwrite, resume)
-    dev = next(model.parameters()).device
-    fp = fingerprint(dataset=dataset, model=loaded.describe(), weights=weights_sha256(model),
-                     methods={m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs},
-                     preprocessing=pre.to_dict(), target=target, seed=seed,
-                     batch_size=batch_size if plan is None else None,  # episodes: a pass is one class's images
-                     save_maps=save_maps)
-    if amp:  # a resumed run must use the same precision
+def run_validated(cfg: AuditConfig, setup: Setup, *, started: float | None = None) -> AuditResult:
+    """The stages after :func:`~auditor.config.validate`: plan -> execute -> summarise -> gate -> write."""
+    started = time.time() if started is None else started
+    run = _plan(cfg, setup)
+    _execute(cfg, setup, run)
+    return _finish(cfg, setup, run, started)
+
+
+@dataclass
+class _Run:
+    """The plan of one run: its units of work, where it starts, and its fingerprint."""
+
+    out: Path
+    records: Sequence[Any]
+    unit: int
+    units: Sequence[Sequence[Any]]
+    fingerprint: dict[str, Any]
+    writer: PartedMapWriter
+
+
+def _plan(cfg: AuditConfig, s: Setup) -> _Run:
+    """Units of work (batches or episodes), records that cannot be explained, the fingerprint."""
+    plan = s.plan
+    records = s.dataset.records if plan is None else plan.queries
+    unit = cfg.batch_size if plan is None else plan.unit_size  # queries per unit of work
+    units = chunks(records, cfg.batch_size) if plan is None else plan.units
+    fp = fingerprint(dataset=s.dataset, model=s.loaded.describe(), weights=weights_sha256(s.model),
+                     methods=_method_settings(s.methods), preprocessing=s.pre.to_dict(), target=s.target.kind,
+                     seed=cfg.seed, batch_size=cfg.batch_size if plan is None else None,  # episodes: a pass is a class
+                     save_maps=cfg.save_maps)
+    if s.target.class_map is not None:  # a resumed run must explain the same model classes
+        fp["class_map"] = {str(k): v for k, v in s.target.class_map.to_model.items()}
+    if cfg.amp:  # a resumed run must use the same precision
         fp["amp"] = True
     if plan is not None:  # a resumed run must draw the same episodes
-        fp["episodes"] = episodes.to_dict()
-    if faith is not None:  # a resumed run must run the same checks
-        fp["faithfulness"] = faith.to_dict()
+        fp["episodes"] = cfg.episodes.to_dict()
+    if s.faith is not None:  # a resumed run must run the same checks
+        fp["faithfulness"] = s.faith.to_dict()
+    out = Path(cfg.out)
+    return _Run(out, records, unit, units, fp, PartedMapWriter(out, full=cfg.save_maps))
+
+
+def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
+    """Run every unit through the engine, appending rows to ``rows.jsonl`` as units finish.
+
+    A fresh run that fails before any unit finished removes what it wrote (``run.json``,
+    ``rows.jsonl``), so the same command can simply be run again."""
+    out, writer = run.out, run.writer
+    resuming = _prepare_out(out, cfg.overwrite, cfg.resume)
     faith_dir = out / FAITH_PARTS
-    writer = PartedMapWriter(out, full=save_maps)
-    records = dataset.records if plan is None else plan.queries
-    unit = batch_size if plan is None else plan.unit_size  # queries per unit of work
-    units = chunks(records, batch_size) if plan is None else plan.units
     start, done_rows = 0, []
     if resuming:
-        check_fingerprint(out, fp)
-        start, done_rows = resume_point(out, records, dataset.errors, unit, writer)
+        check_fingerprint(out, run.fingerprint)
+        start, done_rows = resume_point(out, run.records, s.dataset.errors, run.unit, writer)
     else:
         writer.cleanup()
         shutil.rmtree(faith_dir, ignore_errors=True)
-        write_run_file(out, fp)
-    if faith is not None:
+        write_run_file(out, run.fingerprint)
+    if s.faith is not None:
         faith_dir.mkdir(exist_ok=True)
-
-    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in [_error_row(e) for e in dataset.errors] + done_rows))
+    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in [_error_row(e) for e in s.dataset.errors] + done_rows))
     del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
-    with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
-        done, target_kind = start, None
-        work = UnitWork(model, method_objs, target=target, headless=headless, device=dev, unit=unit, plan=plan,
-                        faith=faith, amp=amp)
-        if engine == "ray":
-            from .ray_engine import run_units
+    done = start
+    try:
+        with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
+            dev = next(s.model.parameters()).device
+            work = UnitWork(s.model, s.methods, target=s.target, device=dev, unit=run.unit, plan=s.plan,
+                            faith=s.faith, amp=cfg.amp)
+            if cfg.engine == "ray":
+                from .ray_engine import run_units
 
-            results = run_units(units, start // unit, pre, work, out, unit_size=unit, full=save_maps, workers=workers,
-                                gpu=dev.type == "cuda")
-        else:
-            results = local_units(units, start // unit, pre, work, writer, out)
-        for batch_rows, kind in results:  # each unit's maps are in place before its rows are written
-            target_kind = target_kind or kind
-            for row in batch_rows:
-                rows_file.write(json.dumps(_jsonable(row)) + "\n")
-            rows_file.flush()
-            done += len(batch_rows)
-            if progress:
-                progress(done, len(records))
-    writer.merge(range(0, len(records), unit))
-    if target_kind is None:  # no batch ran here (all errors, or all done before a resume)
-        target_kind = "cls-norm" if headless and plan is None else target
+                results = run_units(run.units, start // run.unit, s.pre, work, out, unit_size=run.unit,
+                                    full=cfg.save_maps, workers=cfg.workers, gpu=dev.type == "cuda")
+            else:
+                results = local_units(run.units, start // run.unit, s.pre, work, writer, out)
+            for batch_rows in results:  # each unit's maps are in place before its rows are written
+                for row in batch_rows:
+                    rows_file.write(json.dumps(_jsonable(row)) + "\n")
+                rows_file.flush()
+                done += len(batch_rows)
+                if cfg.progress:
+                    cfg.progress(done, len(run.records))
+    except AuditorError:
+        if not resuming and done == 0:  # nothing finished: leave nothing that blocks a retry
+            for name in (RUN_FILE, ROWS_FILE):
+                (out / name).unlink(missing_ok=True)
+            writer.cleanup()
+            shutil.rmtree(faith_dir, ignore_errors=True)
+        raise
+    writer.merge(range(0, len(run.records), run.unit))
+
+
+def _finish(cfg: AuditConfig, s: Setup, run: _Run, started: float) -> AuditResult:
+    """Summarise the rows, judge the gate, write results.json / .csv / junit.xml (and the report)."""
+    out, seed = run.out, cfg.seed
     rows = RowsFile(out / ROWS_FILE)  # streamed from disk, never all in memory: peak RSS does not grow with N
-    n_rows, n_ok = 0, 0
-    for r in rows:
-        n_rows, n_ok = n_rows + 1, n_ok + (not r["error"])
-    skipped = _skipped(model, method_objs, episodes=plan is not None)
+    error_reasons = [r["error"] if str(r["error"]).startswith(str(r["id"])) else f"{r['id']}: {r['error']}"
+                     for r in rows if r["error"]]
+    n_rows = len(rows)
+    n_ok = n_rows - len(error_reasons)
     summary = summarise((r for r in rows if not r["error"]), seed=seed)
     per_class = summarise_per_class(rows, seed)
     per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
-    verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
+    verdicts = [v.to_dict() for v in evaluate(s.checks, summary, per_class, options=s.gate, rows=rows,
+                                              baseline_rows=s.baseline.rows if s.baseline else None,
+                                              errors=error_reasons, seed=seed)]
+    models = [{**s.loaded.describe(), **({"classes": list(s.target.model.names)}
+                                         if s.target.model is not None and s.target.model.names else {})}]
     data_out = {
         "schema_version": SCHEMA_VERSION,
         "settings": {
-            "data": str(data), "classes": dataset.classes, "models": [loaded.describe()],
-            "methods": {m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs
-                        if m.name not in skipped},
-            "skipped_methods": skipped, "baselines": ["centre", "random"],
-            "preprocessing": pre.to_dict(), "target": target_kind,
+            "data": str(cfg.data), "classes": s.dataset.classes, "data_identity": dataset_identity(s.dataset),
+            "models": models,
+            "methods": {k: v for k, v in _method_settings(s.methods).items() if k not in s.skipped},
+            "skipped_methods": s.skipped, "baselines": ["centre", "random"],
+            "preprocessing": s.pre.to_dict(), "target": s.target.kind, "target_detail": s.target.to_dict(),
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
-                            "threshold": c.threshold, "cls": c.cls} for c in checks],
-            "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
-            **({"amp": str(amp_dtype(dev)).replace("torch.", "")} if amp else {}),
-            **({"split": split} if split else {}),
+                            "threshold": c.threshold, "cls": c.cls} for c in s.checks],
+            "gate": s.gate.to_dict(),
+            "baseline_results": str(cfg.baseline) if cfg.baseline else None, "seed": seed,
+            "batch_size": cfg.batch_size,
+            **({"amp": str(amp_dtype(next(s.model.parameters()).device)).replace("torch.", "")} if cfg.amp else {}),
+            **({"split": cfg.split} if cfg.split else {}),
             "versions": package_versions(),
-            **({"faithfulness": faith.to_dict()} if faith is not None else {}),
+            **({"faithfulness": s.faith.to_dict()} if s.faith is not None else {}),
         },
         "summary": summary, "per_class": per_class, **({"per_layer": per_layer} if per_layer else {}),
         "rows": rows, "verdicts": verdicts,
@@ -253,24 +240,24 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                    "seconds": round(time.time() - started, 3)},
     }
-    if faith is not None:
-        data_out["faithfulness"] = _faithfulness_section(faith, faith_dir, range(0, len(records), unit), seed)
-    if plan is not None:
-        data_out["few_shot"] = few_shot_summary(rows, plan, dataset.classes, target=target, seed=seed)
+    if s.faith is not None:
+        data_out["faithfulness"] = _faithfulness_section(s.faith, out / FAITH_PARTS, range(0, len(run.records), run.unit), seed)
+    if s.plan is not None:
+        data_out["few_shot"] = few_shot_summary(rows, s.plan, s.dataset.classes, target=s.target.kind, seed=seed)
     write_json(out / "results.json", data_out)
     write_csv(out / "results.csv", rows)
     write_junit(out / "junit.xml", verdicts)  # no duration: the same run gives the same bytes
-    writer.cleanup()
-    shutil.rmtree(faith_dir, ignore_errors=True)
+    run.writer.cleanup()
+    shutil.rmtree(out / FAITH_PARTS, ignore_errors=True)
     head = {k: v for k, v in data_out.items() if k != "rows"}
     result = AuditResult({**json.loads(json.dumps(_jsonable(head))), "rows": rows}, out)
-    if report:  # report.html beside results.json, redrawn from the saved maps
+    if cfg.report:  # report.html beside results.json, redrawn from the saved maps
         from .report import render_report
 
         render_report(result)
     if not n_ok:
         first = next(iter(rows), None)
-        raise DataError(f"No image of {data} could be scored ({n_rows} error row(s); the first: "
+        raise DataError(f"No image of {cfg.data} could be scored ({n_rows} error row(s); the first: "
                         f"{first['error'] if first else 'the data set is empty'}). Results: {out / 'results.json'}")
     return result
 
@@ -285,27 +272,30 @@ class UnitWork:
 
     model: torch.nn.Module
     methods: list
-    target: str
-    headless: bool
+    target: Target
     device: torch.device
     unit: int
     plan: Any = None
     faith: Any = None
     amp: bool = False
 
-    def __call__(self, i: int, items: list, part: Any, root: Path) -> tuple[list[dict[str, Any]], str | None]:
+    def __call__(self, i: int, items: list, part: Any, root: Path) -> list[dict[str, Any]]:
         return self.start(i, items, part, root)()
 
-    def start(self, i: int, items: list, part: Any, root: Path) -> Callable[[], tuple[list[dict[str, Any]], str | None]]:
-        """Run unit ``i``'s model passes now; the returned function finishes it (the scoring)."""
+    def start(self, i: int, items: list, part: Any, root: Path) -> Callable[[], list[dict[str, Any]]]:
+        """Run unit ``i``'s model passes now; the returned function finishes it (the scoring).
+
+        A decoded record the target cannot explain (no label) becomes an error row here, after
+        decoding, so that a missing or corrupt file is reported as such first."""
+        for it in items:
+            it.error = it.error or self.target.record_problem(it.record)
         if self.plan is not None:
             return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
                                          target=self.target, device=self.device, writer=part, amp=self.amp))
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)
-        return start_batch(items, self.model, self.methods, target=self.target, headless=self.headless,
-                           device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
+        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:
@@ -319,17 +309,8 @@ def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) ->
     return acc.section(seed=seed)
 
 
-def _skipped(model, methods, *, episodes: bool) -> dict[str, str]:
-    """Methods that produced no maps in this run, with the reason."""
-    out = {}
-    for m in methods:
-        try:
-            m.check(model)
-            if m.needs_support and not episodes:
-                out[m.name] = "it needs few-shot support images: run few-shot episodes (--episodes N)"
-        except AuditorError as e:
-            out[m.name] = str(e)
-    return out
+def _method_settings(methods: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    return {m.name: {"normalization": m.normalization, **_method_params(m)} for m in methods}
 
 
 def _method_params(m: Any) -> dict[str, Any]:

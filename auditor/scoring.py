@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import maps as maplib
-from .metrics import BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, bootstrap_ci
+from .metrics import BINARY_METRICS, BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, bootstrap_ci, wilson_ci
+from .metrics.stats import is_binary
 from .metrics.baselines import centre_gaussian, uniform_random
 from .savers import MapWriter
 
@@ -80,8 +81,17 @@ def _add_values(values: dict[str, dict[str, array]], row: dict[str, Any]) -> Non
             values.setdefault(method, {}).setdefault(metric, array("d")).append(np.nan if v is None else float(v))
 
 
+def summary_stat(metric: str, values: np.ndarray, seed: int) -> dict[str, Any]:
+    """Mean, 95% CI, n, n_nan of one metric's values, and ``interval``: how the CI was made --
+    ``"wilson"`` for a binary metric whose values are all 0 / 1 (a percentile bootstrap would
+    collapse to [1, 1] on 5 hits of 5), else ``"bootstrap"`` (percentile)."""
+    if metric in BINARY_METRICS and is_binary(values):
+        return {**wilson_ci(values).to_dict(), "interval": "wilson"}
+    return {**bootstrap_ci(values, seed=seed).to_dict(), "interval": "bootstrap"}
+
+
 def _summaries(values: dict[str, dict[str, array]], seed: int) -> dict[str, dict[str, dict[str, Any]]]:
-    return {m: {k: bootstrap_ci(np.asarray(v, dtype=float), seed=seed).to_dict() for k, v in sorted(mets.items())}
+    return {m: {k: summary_stat(k, np.asarray(v, dtype=float), seed) for k, v in sorted(mets.items())}
             for m, mets in values.items()}
 
 

@@ -12,9 +12,12 @@ A thresholds file (TOML) names ``method.metric`` tables::
     [rollout.kl_div]
     max = 1.5
 
+    [errors]
+    max = 2                   # images that may fail to load / score (default 0: any error fails)
+
 ``--fail-under "gradcam.pointing_game=0.8"`` is the same as ``min = 0.8``; ``--max-drop
-"gradcam.pointing_game=0.05"`` the same as ``max_drop``. A check whose metric has no valid
-value fails (fail closed) with the reason.
+"gradcam.pointing_game=0.05"`` the same as ``max_drop``. How checks are judged (fail closed,
+paired drops, error rows): :mod:`auditor.gate`.
 """
 
 from __future__ import annotations
@@ -101,6 +104,13 @@ def load_thresholds(path: str | Path) -> list[Check]:
         raise UsageError(f"Cannot parse thresholds file {path}: {e}") from None
     checks: list[Check] = []
     for method, metrics in doc.items():
+        if method == "errors":  # [errors] max = N: the error rows allowed
+            spec = metrics if isinstance(metrics, dict) else {}
+            n = spec.get("max")
+            if set(spec) != {"max"} or isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise UsageError(f"{path}: [errors] takes one key, max = N (a whole number >= 0), got {metrics!r}")
+            checks.append(Check("errors", "error_rows", "max", float(n)))
+            continue
         if not isinstance(metrics, dict):
             raise UsageError(f"{path}: '{method}' must be a table of metrics, e.g. [{method}.pointing_game]")
         for metric, spec in metrics.items():
@@ -122,46 +132,3 @@ def _checks_of(method: str, metric: str, spec: Mapping[str, Any], where: str, cl
     for kind in KINDS:
         if kind in spec:
             yield Check(method, metric, kind, _number(spec[kind], f"{where}.{kind}"), cls)
-
-
-def evaluate(checks: Iterable[Check], summary: Mapping[str, Mapping[str, Mapping[str, Any]]],
-             per_class: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]] | None = None,
-             baseline: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
-             higher_is_better: Mapping[str, bool] | None = None) -> list[Verdict]:
-    """Verdicts for ``checks`` against ``summary[method][metric]["mean"]``.
-
-    ``max_drop`` compares with ``baseline`` (another run's summary): the drop is
-    ``baseline - current`` for metrics where higher is better, ``current - baseline`` else.
-    """
-    higher_is_better = higher_is_better or {}
-    verdicts = []
-    for c in checks:
-        table = summary if c.cls is None else (per_class or {}).get(c.cls, {})
-        value = _mean(table, c.method, c.metric)
-        if value is None:
-            where = f" for class '{c.cls}'" if c.cls else ""
-            verdicts.append(Verdict(c, None, False, f"no valid value of {c.method}.{c.metric}{where} (fails closed)"))
-            continue
-        if c.kind == "max_drop":
-            if baseline is None:
-                raise UsageError(f"'{c.name}' needs a baseline run: pass --baseline old/results.json")
-            base = _mean(baseline, c.method, c.metric)
-            if base is None:
-                verdicts.append(Verdict(c, None, False, f"the baseline has no value of {c.method}.{c.metric}"))
-                continue
-            drop = base - value if higher_is_better.get(c.metric, True) else value - base
-            verdicts.append(Verdict(c, drop, drop <= c.threshold,
-                                    f"baseline {base:.4f}, now {value:.4f}: drop {drop:.4f}"))
-        elif c.kind == "min":
-            verdicts.append(Verdict(c, value, value >= c.threshold, f"measured {value:.4f}"))
-        else:
-            verdicts.append(Verdict(c, value, value <= c.threshold, f"measured {value:.4f}"))
-    return verdicts
-
-
-def _mean(table: Mapping[str, Any], method: str, metric: str) -> float | None:
-    entry = table.get(method, {}).get(metric)
-    if entry is None:
-        return None
-    mean = entry["mean"] if isinstance(entry, Mapping) else getattr(entry, "mean", None)
-    return None if mean is None or not math.isfinite(mean) else float(mean)

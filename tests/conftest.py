@@ -13,8 +13,13 @@ TINY = {"embed_dim": 48, "depth": 2, "num_heads": 3}
 
 
 def tiny_vit(**kwargs) -> nn.Module:
+    """A random 2-block ViT; ``class_names`` names its head (audits map data-set classes by name)."""
     torch.manual_seed(kwargs.pop("seed", 0))
-    return create_model("vit_small", **{**TINY, "image_size": 32, "patch_size": 8, **kwargs}).eval()
+    names = kwargs.pop("class_names", None)
+    model = create_model("vit_small", **{**TINY, "image_size": 32, "patch_size": 8, **kwargs}).eval()
+    if names is not None:
+        model.class_names = list(names)
+    return model
 
 
 @pytest.fixture
@@ -46,6 +51,7 @@ def colour_vit() -> nn.Module:
         for ln in (model.blocks[0].norm1, model.blocks[0].norm2, model.norm):
             ln.weight.fill_(1.0)
         model.head.weight[:, :3] = torch.eye(3)
+    model.class_names = ["red", "green", "blue"]  # logit k is the amount of colour k
     return model.eval()
 
 

@@ -301,7 +301,8 @@ def audit(tmp_path_factory):
         mp.chdir(tmp)
         args = ["run", "--model", "badtoy:build", "--methods", "gradcam", "--batch-size", "4", "--no-report"]
         r = CliRunner().invoke(main, args + ["--data", str(root / "manifest.jsonl"), "--out", "out"])
-        assert r.exit_code == 0, r.output
+        assert r.exit_code == 1, r.output  # error rows fail the gate by default (--max-errors 0) ...
+        assert "image(s) could not be audited, at most 0 allowed" in r.output
         assert "Traceback" not in r.output
         r2 = CliRunner().invoke(main, args + ["--data", str(clean), "--out", "clean"])
         assert r2.exit_code == 0, r2.output
@@ -387,8 +388,10 @@ WHOLE_RUN = [
     ("bad-header-fields", _file("m.jsonl", '{"classes": ["a"], "extra": 1}\n'),
      "the header line may only hold"),
     ("duplicate-classes", _file("m.jsonl", '{"classes": ["a", "a"]}\n{"image": "x.png"}\n'), "m.jsonl"),
-    ("every-image-bad", _file("m.jsonl", '{"image": "gone.png"}\n'),
+    ("every-image-bad", _file("m.jsonl", '{"image": "gone.png", "boxes": [[0, 0, 4, 4]]}\n'),
      "could be scored"),
+    ("nothing-to-score", _file("m.jsonl", '{"image": "gone.png"}\n'),
+     "Nothing to score"),
 ]
 
 
@@ -530,6 +533,7 @@ def test_hostile_class_and_model_names_are_escaped_and_nothing_leaves_out(tmp_pa
     model = Hostile()
     model.inner = _vit()
     model.default_cfg = model.inner.default_cfg
+    model.class_names = [bad, "<b>x</b>", "c"]  # hostile names on the model's side too (the report shows them)
     before = {p for p in tmp_path.rglob("*")}
     res = run_audit(root / "m.jsonl", out=tmp_path / "out", model=model, methods=["gradcam"], report=True)
     assert res.data["counts"]["ok"] == 2

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from auditor.cli import main
-from auditor.report import compare_models, compare_results
+from auditor.compare import compare_models, compare_results
 
 from test_report import make_audit
 from test_run import CornerCNN, _vit, write_square_set
@@ -46,10 +46,11 @@ def test_the_corner_model_is_worse_with_a_ci_that_excludes_zero(two_models):
 
 def test_the_gate_fails_with_a_junit_case_per_check(two_models):
     assert not two_models.passed
-    (v,) = two_models.data["verdicts"]
+    v, errors = two_models.data["verdicts"]  # the paired drop check, then B's error rows
     assert v["name"] == "gradcam.pointing_game drop <= 0.05" and v["value"] == pytest.approx(1.0)
+    assert errors["name"] == "errors.error_rows <= 0" and errors["passed"]
     suite = ET.parse(two_models.out / "junit.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "1" and suite.get("failures") == "1"
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
     saved = json.loads((two_models.out / "comparison.json").read_text())
     assert saved["passed"] is False and saved["deltas"]["gradcam"]["pointing_game"]["worse"] is True
     assert (two_models.out / "a" / "results.json").is_file() and (two_models.out / "b" / "results.json").is_file()
@@ -71,8 +72,8 @@ def test_cli_compare_results_exit_codes(two_models, tmp_path):
     args = ["compare", "--results-a", str(a), "--results-b", str(b)]
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c1"), "--max-drop", "gradcam.pointing_game=0.05"])
     assert r.exit_code == 1, r.output
-    assert "B WORSE" in r.output and "FAIL  gradcam.pointing_game drop <= 0.05" in r.output
-    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c2"), "--max-drop", "gradcam.pointing_game=1.5"])
+    assert "B worse" in r.output and "FAIL  gradcam.pointing_game drop <= 0.05" in r.output
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c2"), "--max-drop", "gradcam.pointing_game=1.0"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "c3")])  # no gate: reports only
     assert r.exit_code == 0 and (tmp_path / "c3" / "report.html").is_file()
@@ -97,7 +98,7 @@ def test_cli_compare_two_models(tmp_path, monkeypatch):
 
 
 def test_identical_runs_agree_and_pass(tmp_path):
-    results = make_audit(tmp_path, n=10)
+    results = make_audit(tmp_path, n=10, errors=False)
     comp = compare_results(results, results, out=tmp_path / "same", max_drop=["gradcam.relevance_mass=0.0"])
     assert comp.passed
     g = comp.data["deltas"]["gradcam"]["relevance_mass"]

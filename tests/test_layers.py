@@ -43,7 +43,7 @@ def test_summarise_layers():
 
 def test_a_vit_audit_reports_every_layer(tmp_path):
     data = write_square_set(tmp_path / "d", n=6)
-    model = tiny_vit(num_classes=3)  # depth 2
+    model = tiny_vit(num_classes=3, class_names=["red", "green", "blue"])  # depth 2
     res = run_audit(data, out=tmp_path / "o", model=model, methods=["cls_attention"], image_size=32)
     doc = json.loads((tmp_path / "o" / "results.json").read_text())
     jsonschema.validate(doc, json.loads(schema_path().read_text()))

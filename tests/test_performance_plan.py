@@ -17,6 +17,7 @@ from auditor.methods import list_methods
 from auditor.results import RowsFile
 from auditor.runner import run_audit
 
+from auditor.datasets.synthetic import CLASSES
 from conftest import tiny_vit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def _count(model):
 @pytest.mark.parametrize("methods, backwards", [(None, 3), (["cls_attention", "rollout"], 0)])
 def test_an_audit_runs_one_forward_and_at_most_one_backward_per_batch(tmp_path, methods, backwards):
     manifest = write_dataset(tmp_path / "data", 20, gaze_maps=False)  # 20 images, batch 8: 3 batches
-    model = tiny_vit(num_classes=4)
+    model = tiny_vit(num_classes=4, class_names=CLASSES)
     counts = _count(model)
     res = run_audit(manifest, out=tmp_path / "out", model=model, methods=methods, batch_size=8, image_size=32)
     assert counts == {"forward": 3, "backward": backwards}
@@ -44,7 +45,7 @@ def test_an_audit_runs_one_forward_and_at_most_one_backward_per_batch(tmp_path, 
 
 def test_rows_are_streamed_from_rows_jsonl_and_match_results_json(tmp_path):
     manifest = write_dataset(tmp_path / "data", 5, gaze_maps=False)
-    res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4), methods=["gradcam"],
+    res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4, class_names=CLASSES), methods=["gradcam"],
                     image_size=32)
     assert isinstance(res.rows, RowsFile) and len(res.rows) == 5
     saved = json.loads((tmp_path / "out" / "results.json").read_text())

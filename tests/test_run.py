@@ -48,6 +48,7 @@ class CornerCNN(nn.Module):
     brightness times a fixed bump there, and every class sums that map."""
 
     num_classes = 3
+    class_names = ["red", "green", "blue"]
 
     def __init__(self):
         super().__init__()
@@ -137,7 +138,7 @@ def test_cli_exit_codes_and_junit(squares, tmp_path, monkeypatch):
                                          "--fail-under", "gradcam.pointing_game=0.5"])
     assert r.exit_code == 1, r.output
     suite = ET.parse(tmp_path / "fail" / "junit.xml").getroot().find("testsuite")
-    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert suite.get("tests") == "3" and suite.get("failures") == "1"  # 2 thresholds + the error-row check
     failure = suite.find("testcase[@name='gradcam.relevance_mass >= 0.99']/failure")
     assert failure is not None and "measured 0." in failure.get("message")
     r = CliRunner().invoke(main, args + ["--out", "fail"])
@@ -151,9 +152,10 @@ def test_thresholds_file_per_class_and_baseline_drop(squares, tmp_path):
     toml = tmp_path / "audit.toml"
     toml.write_text("[gradcam.pointing_game]\nmin = 0.9\nmax_drop = 0.05\n"
                     "[gradcam.pointing_game.per_class]\nred = { min = 0.95 }\n"
-                    "[gradcam.kl_div]\nmax = 100.0\n")
+                    "[gradcam.nss]\nmin = -100.0\n")
     res = run_audit(squares, out=tmp_path / "b", model=CornerCNN(), methods=["gradcam"], thresholds=toml,
-                    baseline=tmp_path / "a" / "results.json", image_size=32)
+                    baseline=tmp_path / "a" / "results.json", image_size=32,
+                    allow_different_data=True)  # another model, its own normalisation: said explicitly
     by_name = {v["name"]: v for v in res.verdicts}
     assert not res.passed
     assert by_name["gradcam.pointing_game >= 0.9"]["value"] == 0.0
@@ -163,7 +165,7 @@ def test_thresholds_file_per_class_and_baseline_drop(squares, tmp_path):
 
 
 def test_no_valid_image_is_an_input_error(tmp_path):
-    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "nope.png"}) + "\n")
+    (tmp_path / "m.jsonl").write_text(json.dumps({"image": "nope.png", "label": 0, "boxes": [[0, 0, 4, 4]]}) + "\n")
     r = CliRunner().invoke(main, ["run", "--data", str(tmp_path / "m.jsonl"), "--arch", "vit_tiny", "--depth", "1",
                                   "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "could be scored" in r.output

@@ -51,8 +51,9 @@ def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) ->
     """Per-image scalar scores ``[B]`` to explain, the target classes, and the kind of target.
 
     ``target``: ``None`` (the predicted class, or the CLS-output norm for a headless
-    backbone), ``"predicted"``, ``"cls-norm"``, or one class index per image (``None``
-    entries take that image's predicted class).
+    backbone), ``"predicted"``, ``"cls-norm"``, or one class index per image (an image
+    without one is an error, never its predicted class). An audit resolves its targets
+    once, by class name, in :mod:`auditor.target`.
     """
     if output.ndim != 2:
         raise UsageError(f"the model returned shape {tuple(output.shape)}; expected [batch, classes] or [batch, features]")
@@ -67,9 +68,10 @@ def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) ->
     else:
         if isinstance(target, torch.Tensor):
             target = target.tolist()
-        predicted = output.argmax(-1).tolist()
-        idx = torch.as_tensor([p if t is None else t for t, p in zip(target, predicted)] if len(target) == b
-                              else list(target), dtype=torch.long, device=output.device)
+        if any(t is None for t in target):  # never a silent switch to the predicted class
+            raise UsageError("a target class is missing for some image: give one class index per image, "
+                             "or target 'predicted'")
+        idx = torch.as_tensor(list(target), dtype=torch.long, device=output.device)
         if idx.shape != (b,):
             raise UsageError(f"need one target class per image ({b}), got {tuple(idx.shape)}")
         if is_headless(model):

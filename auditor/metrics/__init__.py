@@ -29,7 +29,7 @@ from .agreement import spearman, top_k_overlap
 from .baselines import centre_gaussian, uniform_random
 from .gaze import auc_borji, auc_judd, cc, fixations_to_map, kl_div, nss, sim
 from .localisation import auc_roc, pointing_game, relevance_mass, relevance_rank
-from .stats import Summary, bootstrap_ci, paired_bootstrap_ci, paired_permutation_test
+from .stats import Summary, bootstrap_ci, paired_bootstrap_ci, paired_permutation_test, wilson_ci
 
 Metric = Callable[[np.ndarray, np.ndarray], "float | bool"]
 
@@ -58,7 +58,24 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "random_target_ssim": False,
 }
 
+#: metrics whose per-image value is a hit or a miss: summarised as a proportion with a Wilson interval
+BINARY_METRICS = frozenset({"pointing_game"})
+
+#: the values a metric can take, ``(low, high)``; thresholds outside are refused before an audit runs
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    **{name: (0.0, 1.0) for name in ("pointing_game", "relevance_mass", "relevance_rank", "auc_roc", "auc_judd",
+                                     "auc_borji", "sim", "top_k_overlap")},
+    "cc": (-1.0, 1.0), "spearman": (-1.0, 1.0), "nss": (-np.inf, np.inf), "kl_div": (0.0, np.inf),
+}
+
+
+def metric_range(name: str) -> tuple[float, float]:
+    """``(low, high)`` of metric ``name`` (unbounded when not listed)."""
+    return METRIC_RANGES.get(name, (-np.inf, np.inf))
+
+
 __all__ = [
+    "BINARY_METRICS", "METRIC_RANGES", "metric_range", "wilson_ci",
     "BOX_METRICS", "DENSITY_METRICS", "FIXATION_METRICS", "HIGHER_IS_BETTER", "Metric", "Summary",
     "agreement", "auc_borji", "faithfulness", "auc_judd", "auc_roc", "baselines", "bootstrap_ci", "cc", "centre_gaussian",
     "fixations_to_map", "gaze", "kl_div", "localisation", "nss", "paired_bootstrap_ci", "paired_permutation_test",

@@ -2,12 +2,12 @@
 
 >>> from auditor.report import render_report
 >>> render_report("audit/results.json")            # -> audit/report.html
->>> from auditor.report import compare_results
->>> compare_results("a/results.json", "b/results.json", out="cmp/", max_drop=["gradcam.pointing_game=0.05"])
+
+Comparisons are computed (and gated) by :mod:`auditor.compare`; :func:`render_comparison` draws them.
 """
 
 from .build import PAGE_SIZE, render_report
-from .compare import compare_models, compare_results
+from .compare import render_comparison
 from .templating import templates_dir
 
-__all__ = ["PAGE_SIZE", "compare_models", "compare_results", "render_report", "templates_dir"]
+__all__ = ["PAGE_SIZE", "render_comparison", "render_report", "templates_dir"]

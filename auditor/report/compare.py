@@ -1,129 +1,24 @@
-"""``auditor compare``: two checkpoints on the same images, one report, a regression gate.
-
-``compare_results(a, b, out=...)`` reads two finished audits; ``compare_models`` first runs
-:func:`auditor.runner.run_audit` into ``out/a`` and ``out/b``. Either writes
-``out/comparison.json`` (paired deltas with CIs and p-values, map agreement per method,
-per-image disagreement, gate verdicts), ``out/junit.xml`` (one case per ``--max-drop``
-check, evaluated with :mod:`auditor.thresholds` with A as the baseline) and
-``out/report.html`` (A and B side by side, the images where they disagree most first).
+"""The comparison page: A and B side by side (:func:`render_comparison`), rendered from a
+finished :class:`auditor.compare.Comparison` and both runs' saved results (never a model).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from ..errors import UsageError
-from ..results import AuditResult, write_json, write_junit
-from ..thresholds import evaluate, parse_assignment
+from ..results import AuditResult
 from . import paired, plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
-from .common import (DASH, as_result, fmt, fmt_ci, header, metrics_of, primary_metrics, sort_options, verdict_rows,
-                     worst_first)
+from .common import DASH, fmt, fmt_ci, header, primary_metrics, sort_options, verdict_rows, worst_first
 from .gallery import References, draw_cards, side_of
 from .templating import render_page
-
-COMPARISON_VERSION = "1.0"
-
-
-@dataclass
-class Comparison:
-    data: dict[str, Any]
-    out: Path
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.data["passed"])
-
-
-def compare_models(data: str | Path, *, out: str | Path, model_a: Mapping[str, Any], model_b: Mapping[str, Any],
-                   max_drop: Sequence[str] = (), cmap: str = "jet", report: bool = True, **run_kwargs: Any
-                   ) -> Comparison:
-    """Audit two models (``model_a`` / ``model_b``: ``run_audit`` keyword arguments such as
-    ``arch``, ``factory``, ``checkpoint`` or ``model``) on ``data`` into ``out/a`` and ``out/b``,
-    then compare them (:func:`compare_results`). ``run_kwargs`` apply to both runs."""
-    from ..runner import run_audit
-
-    for s in max_drop:  # bad syntax fails before the long runs
-        parse_assignment(s, "max_drop")
-    out = Path(out)
-    res_a = run_audit(data, out=out / "a", **{**run_kwargs, **model_a})
-    res_b = run_audit(data, out=out / "b", **{**run_kwargs, **model_b})
-    return compare_results(res_a, res_b, out=out, max_drop=max_drop, cmap=cmap, report=report,
-                           seed=run_kwargs.get("seed", 0))
-
-
-def compare_results(results_a: str | Path | AuditResult, results_b: str | Path | AuditResult, *, out: str | Path,
-                    max_drop: Sequence[str] = (), cmap: str = "jet", report: bool = True, seed: int = 0,
-                    inline_limit: int = INLINE_LIMIT_BYTES) -> Comparison:
-    """Compare two audits of the same images; see the module docstring. ``passed`` is the gate."""
-    a, b = as_result(results_a), as_result(results_b)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    checks = [parse_assignment(s, "max_drop") for s in max_drop]
-    from ..metrics import HIGHER_IS_BETTER
-
-    verdicts = [v.to_dict() for v in evaluate(checks, b.data["summary"], None, a.data["summary"], HIGHER_IS_BETTER)]
-    data = _comparison(a, b, verdicts, seed)
-    write_json(out / "comparison.json", data)
-    write_junit(out / "junit.xml", verdicts, suite="attention-auditor.compare")
-    result = Comparison(data, out)
-    if report:
-        render_comparison(result, a, b, cmap=cmap, inline_limit=inline_limit)
-    return result
-
-
-def _comparison(a: AuditResult, b: AuditResult, verdicts: list[dict[str, Any]], seed: int) -> dict[str, Any]:
-    side_a, side_b = side_of(a, "A"), side_of(b, "B")
-    methods = [m for m in side_a.methods if m in side_b.methods]
-    if not methods:
-        raise UsageError(f"A ({', '.join(side_a.methods)}) and B ({', '.join(side_b.methods)}) share no method: "
-                         "run both audits with --methods set to the same names.")
-    pairs, counts = paired.pair_rows(a.rows, b.rows)
-    if not pairs:
-        raise UsageError("A and B scored no image in common: compare two audits of the same data set.")
-    metrics = [k for k in metrics_of(a.data["summary"]) if k in metrics_of(b.data["summary"])]
-    images = []
-    try:
-        for ra, rb in pairs:
-            shape = paired.image_shape(paired.resolve_pair_image(ra, rb, (a.out, b.out)))
-            rid = str(ra["id"])
-            agree = {m: paired.map_agreement(side_a.maps.get(m, rid), side_b.maps.get(m, rid), shape,
-                                             side_a.normalization[m], side_b.normalization[m]) for m in methods}
-            delta = {m: {k: _sub(ra, rb, m, k) for k in metrics} for m in methods}
-            images.append({"id": rid, "disagreement": paired.disagreement(agree), "agreement": agree, "delta": delta})
-    finally:
-        side_a.maps.close()
-        side_b.maps.close()
-    images.sort(key=lambda img: (not math.isfinite(img["disagreement"]), -img["disagreement"]
-                                 if math.isfinite(img["disagreement"]) else 0.0))  # most disagreement first (stable)
-    return {
-        "kind": "attention-auditor comparison", "version": COMPARISON_VERSION,
-        "a": _run_info(a), "b": _run_info(b), "methods": methods, "metrics": metrics, "counts": counts,
-        "deltas": paired.metric_deltas(pairs, methods, metrics, seed=seed),
-        "agreement": paired.agreement_summary([img["agreement"] for img in images], methods, seed=seed),
-        "images": images, "verdicts": verdicts, "passed": all(v["passed"] for v in verdicts),
-    }
-
-
-def _sub(ra, rb, m: str, k: str) -> float | None:
-    va, vb = (r.get("metrics", {}).get(m, {}).get(k) for r in (ra, rb))
-    return None if va is None or vb is None else float(vb) - float(va)
-
-
-def _run_info(r: AuditResult) -> dict[str, Any]:
-    fs = r.data.get("few_shot")
-    return {"results": str(r.out / "results.json"), "models": r.data["settings"].get("models"), "passed": r.passed,
-            **({"few_shot_accuracy": fs["accuracy"]} if fs else {})}
 
 
 # -- the page -----------------------------------------------------------------------------
 
-def render_comparison(comp: Comparison, a: AuditResult, b: AuditResult, *, cmap: str = "jet",
+def render_comparison(comp: Any, a: AuditResult, b: AuditResult, *, cmap: str = "jet",
                       inline_limit: int = INLINE_LIMIT_BYTES) -> Path:
     data = comp.data
     path = comp.out / "report.html"
@@ -257,23 +152,3 @@ def _delta_cell(v: float | None, metric: str) -> dict[str, str]:
     return {"text": f"{v:+.3f}", "css": "delta worse" if bad else "delta better"}
 
 
-def format_comparison(data: Mapping[str, Any], *, top: int = 5) -> str:
-    """A one-screen text summary: deltas with CIs and p-values, agreement, most-disagreeing images, the gate."""
-    lines = [f"{data['counts']['paired']} paired image(s); delta = B - A"]
-    for m, mets in data["deltas"].items():
-        for k, d in mets.items():
-            flag = "  B WORSE" if d["worse"] else "  B better" if d["better"] else ""
-            lines.append(f"{m}.{k:<18} {d['delta']:+.3f} {fmt_ci(d)}  p={_fmt_p(d['p_value'])}{flag}")
-    for m, st in data["agreement"].items():
-        lines.append(f"agreement {m}: Spearman {fmt(st['spearman'].get('mean'))}, CC {fmt(st['cc'].get('mean'))}, "
-                     f"top-k {fmt(st['top_k_overlap'].get('mean'))}")
-    if "few_shot_accuracy" in data["a"] and "few_shot_accuracy" in data["b"]:
-        acc = [data[s]["few_shot_accuracy"] for s in ("a", "b")]
-        lines.append(f"few-shot accuracy: A {fmt(acc[0]['mean'])} {fmt_ci(acc[0])}, B {fmt(acc[1]['mean'])} "
-                     f"{fmt_ci(acc[1])} (over {acc[1]['n']} episodes)")
-    worst = [f"{img['id']} ({fmt(img['disagreement'], 2)})" for img in data["images"][:top]]
-    lines.append("most disagreement: " + ", ".join(worst))
-    for v in data["verdicts"]:
-        lines.append(f"{'PASS' if v['passed'] else 'FAIL'}  {v['name']}  ({v['reason']})")
-    lines.append("PASSED" if data["passed"] else "FAILED")
-    return "\n".join(lines)
