@@ -153,7 +153,7 @@ def test_randomisation_flags_an_edge_detector_but_not_gradcam(monkeypatch):
     x, _ = red_square_images(6)
     methods = [create_method("gradcam"), create_method("edge_map")]
     res = compute_maps(model, x, methods, target=[0] * 6)
-    assert cascade_layers(model) == ["head", "norm", "blocks.0", "patch_embed"]
+    assert cascade_layers(model, x[:1]) == ["head", "norm", "blocks.0", "cls_token,pos_embed", "patch_embed"]
     out = randomisation_cascade(model, x, methods, {m: r.maps for m, r in res.maps.items()}, res.targets)
     final = {m: np.nanmean(s["spearman"][-1]) for m, s in out["similarity"].items()}
     assert final["edge_map"] > 0.99  # identical maps whatever the weights: flagged

@@ -14,8 +14,8 @@ check           metrics                                          extra passes pe
 deletion        ``deletion_auc`` (lower is better)               ``steps + 1`` forwards
 insertion       ``insertion_auc`` (higher is better)             ``steps + 1`` forwards
 road            ``road_morf`` (lower), ``road_lerf`` (higher)    ``2 (steps - 1)`` forwards + sparse solves
-randomisation   ``randomisation_spearman`` / ``_signed`` /       one forward + backward per cascade layer
-                ``_ssim`` (lower is better)                      (ViT: depth + 3)
+randomisation   ``randomisation_spearman`` / ``_signed`` /       one forward + backward per cascade step
+                ``_ssim`` (lower is better)                      (ViT: depth + 4)
 random_target   ``random_target_spearman`` / ``_ssim`` (lower)   one forward + backward
 ==============  ===============================================  ==========================================
 
@@ -44,7 +44,7 @@ from . import deletion, random_target, randomisation, road
 from ._common import BASELINES, FORWARD_BATCH, input_saliency
 from .deletion import deletion_insertion, perturbation_curves
 from .random_target import other_classes
-from .randomisation import cascade_layers, randomisation_cascade, randomise_
+from .randomisation import cascade_layers, cascade_steps, randomisation_cascade, randomise_, randomised_models
 from .road import noisy_linear_impute, road_curves, road_fractions
 from .similarity import SIMILARITY_THRESHOLD, map_similarity
 
@@ -61,7 +61,7 @@ COST = {
     "deletion": "steps+1 forwards",
     "insertion": "steps+1 forwards",
     "road": "2(steps-1) forwards + as many sparse solves",
-    "randomisation": "1 forward+backward per cascade layer (ViT: depth+3)",
+    "randomisation": "1 forward+backward per cascade step (ViT: depth+4)",
     "random_target": "1 forward+backward",
 }
 
@@ -264,7 +264,7 @@ def _band(values: np.ndarray, seed: int) -> dict[str, Any]:
 
 __all__ = [
     "Accumulator", "BASELINES", "BatchChecks", "CHECKS", "COST", "FaithfulnessOptions", "SIMILARITY_THRESHOLD",
-    "cascade_layers", "deletion", "deletion_insertion", "list_checks", "map_similarity", "noisy_linear_impute",
+    "cascade_layers", "cascade_steps", "deletion", "deletion_insertion", "list_checks", "map_similarity", "noisy_linear_impute",
     "other_classes", "parse_checks", "perturbation_curves", "random_target", "randomisation", "randomisation_cascade",
-    "randomise_", "road", "road_curves", "road_fractions", "run_checks", "load_part", "save_part",
+    "randomise_", "randomised_models", "road", "road_curves", "road_fractions", "run_checks", "load_part", "save_part",
 ]
