@@ -202,10 +202,22 @@ def test_run_audit_with_every_check(tmp_path):
               "randomisation_ssim", "random_target_spearman"):
         assert g[k].n == 6, k
     assert g["deletion_auc"].mean < g["insertion_auc"].mean
+    for k in ("deletion_auc_normalised", "insertion_auc_normalised", "deletion_vs_random", "insertion_vs_random"):
+        assert g[k].n == 6, k
     row = next(r for r in d["rows"] if not r["error"])
     assert "deletion_auc" in row["metrics"]["gradcam"] and "deletion_auc" not in row["metrics"]["centre"]
+    assert "deletion_vs_random" in row["metrics"]["gradcam"]
     f = d["faithfulness"]
     assert len(f["curves"]["gradcam"]["deletion"]["mean"]) == 5
+    # normalised by the unperturbed image: deletion starts at 1, insertion ends at 1; the random order too
+    for curves in (f["curves"]["gradcam"], f["random_order"]):
+        assert curves["deletion_normalised"]["mean"][0] == pytest.approx(1.0)
+        assert curves["insertion_normalised"]["mean"][-1] == pytest.approx(1.0)
+    assert f["random_order"]["deletion"]["n"] == 6 and len(f["random_order"]["insertion"]["fractions"]) == 5
+    # the score is the area between the random and saliency curves (linear: the mean of it is that of the means)
+    assert g["deletion_vs_random"].mean == pytest.approx(
+        curve_auc(np.array(f["random_order"]["deletion_normalised"]["mean"]))
+        - curve_auc(np.array(f["curves"]["gradcam"]["deletion_normalised"]["mean"])), abs=1e-9)
     assert f["randomisation"]["gradcam"]["layers"][0] == "head"
     assert f["randomisation"]["gradcam"]["weight_independent"] is False
     assert d["settings"]["faithfulness"]["steps"] == 4 and d["settings"]["faithfulness"]["baseline"] == "mean"
