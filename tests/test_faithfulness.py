@@ -222,7 +222,7 @@ def test_run_audit_with_every_check(tmp_path):
     assert f["randomisation"]["gradcam"]["weight_independent"] is False
     assert d["settings"]["faithfulness"]["steps"] == 4 and d["settings"]["faithfulness"]["baseline"] == "mean"
     html = (tmp_path / "o" / "report.html").read_text()
-    assert "Faithfulness" in html
+    assert "Faithfulness" in html and "dashed: random pixel order" in html
 
 
 def test_run_audit_without_faithfulness_has_no_section(tmp_path):
@@ -246,7 +246,8 @@ def test_report_badges_a_weight_independent_method_and_cli_states_the_cost(tmp_p
     from auditor.cli import main
 
     r = CliRunner().invoke(main, ["run", "--help"])
-    assert "steps+1 forwards" in r.output.replace("\n", " ").replace("  ", " ") or "steps+1" in r.output
+    text = " ".join(r.output.split())
+    assert "steps+1 each for the random-order reference" in text and "ViT: depth+4" in text
     r = CliRunner().invoke(main, ["run", "--data", str(data), "--arch", "vit_tiny", "--out", str(tmp_path / "x"),
                                   "--faithfulness", "deletion,nope"])
     assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output
