@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from auditor.faithfulness import (BatchChecks, load_part, perturbation_curves, random_order_curves,
+from auditor.faithfulness import (BatchChecks, deletion_insertion, load_part, perturbation_curves, random_order_curves,
                                   random_order_saliency, save_part)
-from auditor.metrics.faithfulness import area_above_random, curve_auc, normalised_curve
+from auditor.metrics.faithfulness import area_above_random, curve_scores, normalised_curve
 from auditor.methods import compute_maps, create_method
 
 from test_faithfulness import RegionModel, region_images
@@ -31,9 +31,8 @@ def _scores(model, x, sal, target, mode, steps=16, baseline="zero"):
     targets = [target] * len(x)
     c = perturbation_curves(model, x, sal, targets, mode=mode, steps=steps, baseline=baseline)
     r = random_order_curves(model, x, targets, mode=mode, steps=steps, baseline=baseline)
-    n, rn = normalised_curve(c, mode), normalised_curve(r, mode)
-    return (np.array([curve_auc(v) for v in c]), np.array([curve_auc(v) for v in n]),
-            np.array([area_above_random(a, b, mode) for a, b in zip(n, rn)]))
+    s = curve_scores(c, r, mode)
+    return s[f"{mode}_auc"], s[f"{mode}_auc_normalised"], s[f"{mode}_vs_random"]
 
 
 def _true_map(model, x):
@@ -56,6 +55,10 @@ def test_normalised_curve_and_area_above_random_by_hand():
     assert np.isnan(area_above_random(np.array([np.nan, 0.0]), np.array([1.0, 0.0]), "deletion"))
     with pytest.raises(ValueError, match="mode"):
         normalised_curve(np.array([1.0, 0.0]), "removal")
+    s = curve_scores(np.array([[0.8, 0.0, 0.0]]), np.array([[0.8, 0.4, 0.0]]), "deletion")
+    np.testing.assert_allclose(s["deletion_normalised"], [[1.0, 0.0, 0.0]])
+    assert (s["deletion_auc"][0], s["deletion_auc_normalised"][0], s["deletion_vs_random"][0]) == pytest.approx(
+        (0.2, 0.25, 0.25))  # raw 0.8 / 4; normalised 1 / 4; random normalised 0.5 - 0.25
 
 
 def test_random_order_is_seeded_and_the_same_for_every_image_and_batch():
@@ -120,6 +123,18 @@ def test_a_misclassified_image_no_longer_scores_well_whatever_the_map():
     assert raw_true.max() < 0.1 and raw_rand.max() < 0.1, (raw_true, raw_rand)
     assert vs_true.min() > 0.15, vs_true  # 0.199
     assert abs(vs_rand.mean()) < 0.05, vs_rand
+
+
+def test_deletion_insertion_gives_both_orders_and_their_scores():
+    model, x = RegionModel(), region_images(2)
+    sal = _true_map(model, x)
+    out = deletion_insertion(model, x, sal, [0, 0], steps=4, baseline="zero")
+    for mode in ("deletion", "insertion"):
+        np.testing.assert_array_equal(out[f"random_{mode}"], random_order_curves(model, x, [0, 0], mode=mode, steps=4,
+                                                                                 baseline="zero"))
+        assert out[f"{mode}_vs_random"].shape == (2,) and (out[f"{mode}_vs_random"] > 0.3).all()
+    np.testing.assert_allclose(out["deletion_normalised"][:, 0], 1.0)
+    np.testing.assert_allclose(out["insertion_normalised"][:, -1], 1.0)
 
 
 def test_parts_keep_the_random_order_reference(tmp_path):

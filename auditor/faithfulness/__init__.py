@@ -49,7 +49,7 @@ import torch.nn as nn
 from ..errors import AuditorError, UsageError
 from ..methods.base import Method
 from ..methods.engine import PassResult, is_headless
-from ..metrics.faithfulness import area_above_random, curve_auc, normalised_curve, removal_fractions
+from ..metrics.faithfulness import curve_scores, normalised_curve, removal_fractions
 from ..metrics.stats import bootstrap_ci
 from . import deletion, random_target, randomisation, road
 from ._common import BASELINES, FORWARD_BATCH, input_saliency
@@ -174,12 +174,10 @@ def run_checks(model: nn.Module, inputs: torch.Tensor, res: PassResult, methods:
                 c = perturbation_curves(model, inputs, sal, targets, mode=mode, steps=options.steps,
                                         baseline=options.baseline, **opts)
                 c[flat] = np.nan
-                norm = normalised_curve(c, mode)
-                curves.update({mode: c, f"{mode}_normalised": norm})
-                ref = out.reference[f"{mode}_normalised"]
-                put(name, f"{mode}_auc", np.array([curve_auc(row) for row in c]))
-                put(name, f"{mode}_auc_normalised", np.array([curve_auc(row) for row in norm]))
-                put(name, f"{mode}_vs_random", np.array([area_above_random(a, r, mode) for a, r in zip(norm, ref)]))
+                scores = curve_scores(c, out.reference[mode], mode)
+                curves.update({mode: c, f"{mode}_normalised": scores.pop(f"{mode}_normalised")})
+                for k, v in scores.items():
+                    put(name, k, v)
         if "road" in perturbation:
             for order in road.ORDERS:
                 c = road_curves(model, inputs, sal, targets, order=order, steps=options.steps,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics.faithfulness import MODES, curve_auc, pixel_counts, removal_fractions
+from ..metrics.faithfulness import MODES, curve_scores, pixel_counts, removal_fractions
 from ._common import FORWARD_BATCH, baseline_image, chunked, class_probabilities, pixel_order, ranks
 
 #: second word of the random order's seed sequence: another stream than the tie order's
@@ -51,17 +51,6 @@ def random_order_saliency(shape: tuple[int, int], *, seed: int = 0) -> np.ndarra
     h, w = shape
     perm = np.random.default_rng([seed, _RANDOM_ORDER_STREAM]).permutation(h * w)
     return perm.reshape(h, w).astype(np.float64)
-
-
-def random_order_curves(model: nn.Module, inputs: torch.Tensor, targets: Sequence[int], *, mode: str = "deletion",
-                        steps: int = 20, baseline: str = "blur", seed: int = 0,
-                        forward_batch: int = FORWARD_BATCH) -> np.ndarray:
-    """The random-order reference ``[B, steps + 1]``: :func:`perturbation_curves` of
-    :func:`random_order_saliency` (the same order for every image)."""
-    b, _, h, w = inputs.shape
-    sal = np.broadcast_to(random_order_saliency((h, w), seed=seed), (b, h, w))
-    return perturbation_curves(model, inputs, sal, targets, mode=mode, steps=steps, baseline=baseline, seed=seed,
-                               forward_batch=forward_batch)
 
 
 def perturbed_stack(image: torch.Tensor, fill: torch.Tensor, order: np.ndarray, counts: np.ndarray) -> torch.Tensor:
@@ -109,14 +98,28 @@ def perturbation_curves(model: nn.Module, inputs: torch.Tensor, saliency: np.nda
     return torch.cat(probs).reshape(b, k).double().numpy()
 
 
+def random_order_curves(model: nn.Module, inputs: torch.Tensor, targets: Sequence[int], *, mode: str = "deletion",
+                        steps: int = 20, baseline: str = "blur", seed: int = 0,
+                        forward_batch: int = FORWARD_BATCH) -> np.ndarray:
+    """The random-order reference ``[B, steps + 1]``: :func:`perturbation_curves` of
+    :func:`random_order_saliency` (the same order for every image)."""
+    b, _, h, w = inputs.shape
+    sal = np.broadcast_to(random_order_saliency((h, w), seed=seed), (b, h, w))
+    return perturbation_curves(model, inputs, sal, targets, mode=mode, steps=steps, baseline=baseline, seed=seed,
+                               forward_batch=forward_batch)
+
+
 def deletion_insertion(model: nn.Module, inputs: torch.Tensor, saliency: np.ndarray, targets: Sequence[int], *,
                        steps: int = 20, baseline: str = "blur", seed: int = 0,
                        forward_batch: int = FORWARD_BATCH) -> dict[str, np.ndarray]:
-    """``{"deletion": curves, "insertion": curves, "deletion_auc": [B], "insertion_auc": [B]}``."""
+    """Both curves and their scores: per mode ``{mode}`` and ``random_{mode}`` ``[B, steps + 1]``
+    (target probabilities for the map's order and the random order) and
+    :func:`~auditor.metrics.faithfulness.curve_scores` (``{mode}_normalised``, ``{mode}_auc``,
+    ``{mode}_auc_normalised``, ``{mode}_vs_random``)."""
     out: dict[str, np.ndarray] = {}
+    kw = dict(steps=steps, baseline=baseline, seed=seed, forward_batch=forward_batch)
     for mode in MODES:
-        curves = perturbation_curves(model, inputs, saliency, targets, mode=mode, steps=steps, baseline=baseline,
-                                     seed=seed, forward_batch=forward_batch)
-        out[mode] = curves
-        out[f"{mode}_auc"] = np.array([curve_auc(c) for c in curves])
+        out[mode] = perturbation_curves(model, inputs, saliency, targets, mode=mode, **kw)
+        out[f"random_{mode}"] = random_order_curves(model, inputs, targets, mode=mode, **kw)
+        out.update(curve_scores(out[mode], out[f"random_{mode}"], mode))
     return out

@@ -26,7 +26,7 @@ import numpy as np
 
 from ._validate import positive_int
 
-__all__ = ["area_above_random", "curve_auc", "normalised_curve", "pixel_counts", "removal_fractions"]
+__all__ = ["area_above_random", "curve_auc", "curve_scores", "normalised_curve", "pixel_counts", "removal_fractions"]
 
 MODES = ("deletion", "insertion")
 
@@ -108,3 +108,18 @@ def area_above_random(curve: np.ndarray, random_curve: np.ndarray, mode: str,
     """
     a, r = curve_auc(curve, fractions), curve_auc(random_curve, fractions)
     return r - a if _mode(mode) == "deletion" else a - r
+
+
+def curve_scores(curves: np.ndarray, random_curves: np.ndarray, mode: str) -> dict[str, np.ndarray]:
+    """Everything reported for deletion or insertion curves ``[B, K]`` (target probabilities) and the
+    random order's ``[B, K]`` of the same images: ``{mode}_normalised`` ``[B, K]`` and, each ``[B]``,
+    ``{mode}_auc`` (raw area), ``{mode}_auc_normalised`` and ``{mode}_vs_random``
+    (:func:`area_above_random` of the normalised curves)."""
+    c, r = np.asarray(curves, dtype=np.float64), np.asarray(random_curves, dtype=np.float64)
+    if c.ndim != 2 or c.shape != r.shape:
+        raise ValueError(f"curves {c.shape} and random_curves {r.shape} must both be [B, K]")
+    norm, rnorm = normalised_curve(c, mode), normalised_curve(r, mode)
+    return {f"{mode}_normalised": norm,
+            f"{mode}_auc": np.array([curve_auc(v) for v in c]),
+            f"{mode}_auc_normalised": np.array([curve_auc(v) for v in norm]),
+            f"{mode}_vs_random": np.array([area_above_random(a, b, mode) for a, b in zip(norm, rnorm)])}
