@@ -194,9 +194,12 @@ def test_run_audit_with_every_check(tmp_path):
     data = write_square_set(tmp_path / "data", n=6)
     res = run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam", "input_gradient"],
                     faithfulness="deletion,insertion,road,randomisation,random_target", faithfulness_steps=4,
-                    faithfulness_baseline="mean", fail_under=["gradcam.insertion_auc=0.0"], report=True)
+                    faithfulness_baseline="mean", report=True,
+                    fail_under=["gradcam.insertion_auc=0.0", "gradcam.deletion_vs_random=-1.0"])
     d = json.loads((tmp_path / "o" / "results.json").read_text())
     jsonschema.validate(d, json.loads(schema_path().read_text()))
+    gate = {(v["method"], v["metric"]): v for v in d["verdicts"]}
+    assert gate["gradcam", "deletion_vs_random"]["passed"] and d["passed"]  # a higher-is-better minimum
     g = res.summary["gradcam"]
     for k in ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "randomisation_spearman",
               "randomisation_ssim", "random_target_spearman"):
