@@ -112,9 +112,11 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--no-report", is_flag=True, help="Do not write report.html (render it later with `auditor report`).")
 @click.option("--faithfulness", callback=_faithfulness, default=None, metavar="CHECK,...",
               help="Faithfulness / sanity checks, off by default: deletion, insertion, road, randomisation, "
-                   "random_target (or 'all'). Extra passes per image: deletion and insertion steps+1 forwards each; "
+                   "random_target (or 'all'). Extra passes per image: deletion and insertion steps+1 forwards each "
+                   "per method, + steps+1 each for the random-order reference (shared by all methods); "
                    "road 2(steps-1) forwards + as many sparse solves; randomisation 1 forward+backward per "
-                   "cascade layer (ViT: depth+3); random_target 1 forward+backward.")
+                   "cascade step (ViT: depth+4; CNN: one per block and top-level layer); random_target 1 "
+                   "forward+backward.")
 @click.option("--faithfulness-steps", type=click.IntRange(min=2), default=10, show_default=True,
               help="Steps from 0 to all pixels for the deletion / insertion / ROAD curves.")
 @click.option("--faithfulness-baseline", type=click.Choice(["blur", "mean", "noise", "zero"]), default="blur",

@@ -153,7 +153,7 @@ def test_randomisation_flags_an_edge_detector_but_not_gradcam(monkeypatch):
     x, _ = red_square_images(6)
     methods = [create_method("gradcam"), create_method("edge_map")]
     res = compute_maps(model, x, methods, target=[0] * 6)
-    assert cascade_layers(model) == ["head", "norm", "blocks.0", "patch_embed"]
+    assert cascade_layers(model, x[:1]) == ["head", "norm", "blocks.0", "cls_token,pos_embed", "patch_embed"]
     out = randomisation_cascade(model, x, methods, {m: r.maps for m, r in res.maps.items()}, res.targets)
     final = {m: np.nanmean(s["spearman"][-1]) for m, s in out["similarity"].items()}
     assert final["edge_map"] > 0.99  # identical maps whatever the weights: flagged
@@ -194,23 +194,38 @@ def test_run_audit_with_every_check(tmp_path):
     data = write_square_set(tmp_path / "data", n=6)
     res = run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam", "input_gradient"],
                     faithfulness="deletion,insertion,road,randomisation,random_target", faithfulness_steps=4,
-                    faithfulness_baseline="mean", fail_under=["gradcam.insertion_auc=0.0"], report=True)
+                    faithfulness_baseline="mean", report=True,
+                    fail_under=["gradcam.insertion_auc=0.0", "gradcam.deletion_vs_random=-1.0"])
     d = json.loads((tmp_path / "o" / "results.json").read_text())
     jsonschema.validate(d, json.loads(schema_path().read_text()))
+    gate = {(v["method"], v["metric"]): v for v in d["verdicts"]}
+    assert gate["gradcam", "deletion_vs_random"]["passed"] and d["passed"]  # a higher-is-better minimum
     g = res.summary["gradcam"]
     for k in ("deletion_auc", "insertion_auc", "road_morf", "road_lerf", "randomisation_spearman",
               "randomisation_ssim", "random_target_spearman"):
         assert g[k].n == 6, k
     assert g["deletion_auc"].mean < g["insertion_auc"].mean
+    for k in ("deletion_auc_normalised", "insertion_auc_normalised", "deletion_vs_random", "insertion_vs_random"):
+        assert g[k].n == 6, k
     row = next(r for r in d["rows"] if not r["error"])
     assert "deletion_auc" in row["metrics"]["gradcam"] and "deletion_auc" not in row["metrics"]["centre"]
+    assert "deletion_vs_random" in row["metrics"]["gradcam"]
     f = d["faithfulness"]
     assert len(f["curves"]["gradcam"]["deletion"]["mean"]) == 5
+    # normalised by the unperturbed image: deletion starts at 1, insertion ends at 1; the random order too
+    for curves in (f["curves"]["gradcam"], f["random_order"]):
+        assert curves["deletion_normalised"]["mean"][0] == pytest.approx(1.0)
+        assert curves["insertion_normalised"]["mean"][-1] == pytest.approx(1.0)
+    assert f["random_order"]["deletion"]["n"] == 6 and len(f["random_order"]["insertion"]["fractions"]) == 5
+    # the score is the area between the random and saliency curves (linear: the mean of it is that of the means)
+    assert g["deletion_vs_random"].mean == pytest.approx(
+        curve_auc(np.array(f["random_order"]["deletion_normalised"]["mean"]))
+        - curve_auc(np.array(f["curves"]["gradcam"]["deletion_normalised"]["mean"])), abs=1e-9)
     assert f["randomisation"]["gradcam"]["layers"][0] == "head"
     assert f["randomisation"]["gradcam"]["weight_independent"] is False
     assert d["settings"]["faithfulness"]["steps"] == 4 and d["settings"]["faithfulness"]["baseline"] == "mean"
     html = (tmp_path / "o" / "report.html").read_text()
-    assert "Faithfulness" in html
+    assert "Faithfulness" in html and "dashed: random pixel order" in html
 
 
 def test_run_audit_without_faithfulness_has_no_section(tmp_path):
@@ -234,7 +249,8 @@ def test_report_badges_a_weight_independent_method_and_cli_states_the_cost(tmp_p
     from auditor.cli import main
 
     r = CliRunner().invoke(main, ["run", "--help"])
-    assert "steps+1 forwards" in r.output.replace("\n", " ").replace("  ", " ") or "steps+1" in r.output
+    text = " ".join(r.output.split())
+    assert "steps+1 each for the random-order reference" in text and "ViT: depth+4" in text
     r = CliRunner().invoke(main, ["run", "--data", str(data), "--arch", "vit_tiny", "--out", str(tmp_path / "x"),
                                   "--faithfulness", "deletion,nope"])
     assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output

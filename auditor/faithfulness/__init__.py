@@ -11,16 +11,27 @@ Registry (``CHECKS``: name -> per-image metrics it adds under ``metrics[method]`
 ==============  ===============================================  ==========================================
 check           metrics                                          extra passes per image
 ==============  ===============================================  ==========================================
-deletion        ``deletion_auc`` (lower is better)               ``steps + 1`` forwards
-insertion       ``insertion_auc`` (higher is better)             ``steps + 1`` forwards
+deletion        ``deletion_vs_random`` (higher is better),       ``steps + 1`` forwards per method, and
+                ``deletion_auc_normalised``, ``deletion_auc``    ``steps + 1`` for the random order
+                (lower is better)                                (shared by all methods)
+insertion       ``insertion_vs_random``,                         as deletion
+                ``insertion_auc_normalised``, ``insertion_auc``
+                (higher is better)
 road            ``road_morf`` (lower), ``road_lerf`` (higher)    ``2 (steps - 1)`` forwards + sparse solves
-randomisation   ``randomisation_spearman`` / ``_signed`` /       one forward + backward per cascade layer
-                ``_ssim`` (lower is better)                      (ViT: depth + 3)
+randomisation   ``randomisation_spearman`` / ``_signed`` /       one forward + backward per cascade step
+                ``_ssim`` (lower is better)                      (ViT: depth + 4)
 random_target   ``random_target_spearman`` / ``_ssim`` (lower)   one forward + backward
 ==============  ===============================================  ==========================================
 
 (Forward passes of the perturbed inputs are batched, ``forward_batch`` at a time; the
 randomisation and random-target passes run all methods at once.)
+
+Deletion / insertion (:mod:`.deletion`): ``*_auc`` is the raw area under the target-class
+probability (RISE); ``*_auc_normalised`` the area of the curve divided by the unperturbed
+image's probability (deletion starts at 1, insertion ends at 1); ``*_vs_random`` the area
+between the normalised curve of a seeded random pixel order and the map's (deletion: random -
+map, insertion: map - random), 0 when the map is no better than chance. The gate and the report
+should read ``*_vs_random``: the raw area rewards a less confident model.
 """
 
 from __future__ import annotations
@@ -38,19 +49,19 @@ import torch.nn as nn
 from ..errors import AuditorError, UsageError
 from ..methods.base import Method
 from ..methods.engine import PassResult, is_headless
-from ..metrics.faithfulness import removal_fractions
+from ..metrics.faithfulness import curve_scores, normalised_curve, removal_fractions
 from ..metrics.stats import bootstrap_ci
 from . import deletion, random_target, randomisation, road
 from ._common import BASELINES, FORWARD_BATCH, input_saliency
-from .deletion import deletion_insertion, perturbation_curves
+from .deletion import deletion_insertion, perturbation_curves, random_order_curves, random_order_saliency
 from .random_target import other_classes
-from .randomisation import cascade_layers, randomisation_cascade, randomise_
+from .randomisation import cascade_layers, cascade_steps, randomisation_cascade, randomise_, randomised_models
 from .road import noisy_linear_impute, road_curves, road_fractions
 from .similarity import SIMILARITY_THRESHOLD, map_similarity
 
 CHECKS: dict[str, tuple[str, ...]] = {
-    "deletion": ("deletion_auc",),
-    "insertion": ("insertion_auc",),
+    "deletion": ("deletion_vs_random", "deletion_auc_normalised", "deletion_auc"),
+    "insertion": ("insertion_vs_random", "insertion_auc_normalised", "insertion_auc"),
     "road": ("road_morf", "road_lerf"),
     "randomisation": ("randomisation_spearman", "randomisation_spearman_signed", "randomisation_spearman_normalised",
                       "randomisation_ssim"),
@@ -58,10 +69,10 @@ CHECKS: dict[str, tuple[str, ...]] = {
 }
 #: extra passes per image, for ``--help`` and the docs
 COST = {
-    "deletion": "steps+1 forwards",
-    "insertion": "steps+1 forwards",
+    "deletion": "steps+1 forwards per method + steps+1 for the random-order reference",
+    "insertion": "steps+1 forwards per method + steps+1 for the random-order reference",
     "road": "2(steps-1) forwards + as many sparse solves",
-    "randomisation": "1 forward+backward per cascade layer (ViT: depth+3)",
+    "randomisation": "1 forward+backward per cascade step (ViT: depth+4)",
     "random_target": "1 forward+backward",
 }
 
@@ -105,6 +116,9 @@ class FaithfulnessOptions:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["auc"] = "trapezoid over the removed fraction 0..1 (RISE normalisation)"
+        d["normalised"] = "curve / target probability of the unperturbed image (deletion starts at 1, insertion ends at 1)"
+        d["random_order"] = "one seeded uniformly random pixel permutation, the same for every image"
+        d["vs_random"] = "deletion: auc(random) - auc(map), insertion: auc(map) - auc(random), normalised curves"
         d["road_fractions"] = "k/steps, k = 1..steps-1"
         return d
 
@@ -115,6 +129,7 @@ class BatchChecks:
 
     metrics: list[dict[str, dict[str, float]]]
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # method -> curve -> [B, K]
+    reference: dict[str, np.ndarray] = field(default_factory=dict)  # random order: curve -> [B, K]
     cascade: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # method -> measure -> [L, B]
     layers: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -142,6 +157,11 @@ def run_checks(model: nn.Module, inputs: torch.Tensor, res: PassResult, methods:
         for c in perturbation:
             out.skipped[c] = "needs class probabilities: the model has no class head (or no class target)"
         perturbation = []
+    for mode in ("deletion", "insertion"):
+        if mode in perturbation:
+            c = random_order_curves(model, inputs, targets, mode=mode, steps=options.steps, baseline=options.baseline,
+                                    **opts)
+            out.reference.update({mode: c, f"{mode}_normalised": normalised_curve(c, mode)})
     for name, method in objs.items():
         raw = res.maps[name].maps
         if not perturbation:
@@ -154,8 +174,10 @@ def run_checks(model: nn.Module, inputs: torch.Tensor, res: PassResult, methods:
                 c = perturbation_curves(model, inputs, sal, targets, mode=mode, steps=options.steps,
                                         baseline=options.baseline, **opts)
                 c[flat] = np.nan
-                curves[mode] = c
-                put(name, f"{mode}_auc", np.array([_auc(row) for row in c]))
+                scores = curve_scores(c, out.reference[mode], mode)
+                curves.update({mode: c, f"{mode}_normalised": scores.pop(f"{mode}_normalised")})
+                for k, v in scores.items():
+                    put(name, k, v)
         if "road" in perturbation:
             for order in road.ORDERS:
                 c = road_curves(model, inputs, sal, targets, order=order, steps=options.steps,
@@ -183,12 +205,6 @@ def run_checks(model: nn.Module, inputs: torch.Tensor, res: PassResult, methods:
     return out
 
 
-def _auc(curve: np.ndarray) -> float:
-    from ..metrics.faithfulness import curve_auc
-
-    return curve_auc(curve)
-
-
 def save_part(batch: BatchChecks, path: str | Path) -> None:
     """One batch's curves and cascade as ``.npz`` (so a resumed run can rebuild the section)."""
     arrays: dict[str, np.ndarray] = {"layers": np.asarray(batch.layers, dtype=str),
@@ -197,6 +213,7 @@ def save_part(batch: BatchChecks, path: str | Path) -> None:
         arrays.update({f"curve/{m}/{k}": v for k, v in cs.items()})
     for m, sims in batch.cascade.items():
         arrays.update({f"cascade/{m}/{k}": v for k, v in sims.items()})
+    arrays.update({f"reference/random_order/{k}": v for k, v in batch.reference.items()})
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
@@ -215,6 +232,8 @@ def load_part(path: str | Path) -> BatchChecks:
                 out.curves.setdefault(m, {})[k] = z[key]
             elif kind == "cascade":
                 out.cascade.setdefault(m, {})[k] = z[key]
+            elif kind == "reference":
+                out.reference[k] = z[key]
     return out
 
 
@@ -225,6 +244,7 @@ class Accumulator:
         self.options = options
         self.curves: dict[str, dict[str, list[np.ndarray]]] = {}
         self.cascade: dict[str, dict[str, list[np.ndarray]]] = {}
+        self.reference: dict[str, list[np.ndarray]] = {}
         self.layers: list[str] = []
         self.skipped: dict[str, str] = {}
 
@@ -235,6 +255,8 @@ class Accumulator:
         for m, sims in batch.cascade.items():
             for k, v in sims.items():
                 self.cascade.setdefault(m, {}).setdefault(k, []).append(v)
+        for k, v in batch.reference.items():
+            self.reference.setdefault(k, []).append(v)
         self.layers = self.layers or batch.layers
         self.skipped.update(batch.skipped)
 
@@ -251,8 +273,9 @@ class Accumulator:
             final = per["spearman"]["mean"][-1] if per["spearman"]["mean"] else None
             rand[m] = {"layers": self.layers, **per,
                        "weight_independent": bool(final is not None and final > o.threshold)}
-        return {"checks": o.checks, "threshold": o.threshold, "curves": curves, "randomisation": rand,
-                "skipped": self.skipped}
+        reference = {k: {"fractions": fr, **_band(np.concatenate(v, axis=0), seed)} for k, v in self.reference.items()}
+        return {"checks": o.checks, "threshold": o.threshold, "curves": curves, "random_order": reference,
+                "randomisation": rand, "skipped": self.skipped}
 
 
 def _band(values: np.ndarray, seed: int) -> dict[str, Any]:
@@ -264,7 +287,7 @@ def _band(values: np.ndarray, seed: int) -> dict[str, Any]:
 
 __all__ = [
     "Accumulator", "BASELINES", "BatchChecks", "CHECKS", "COST", "FaithfulnessOptions", "SIMILARITY_THRESHOLD",
-    "cascade_layers", "deletion", "deletion_insertion", "list_checks", "map_similarity", "noisy_linear_impute",
-    "other_classes", "parse_checks", "perturbation_curves", "random_target", "randomisation", "randomisation_cascade",
-    "randomise_", "road", "road_curves", "road_fractions", "run_checks", "load_part", "save_part",
+    "cascade_layers", "cascade_steps", "deletion", "deletion_insertion", "list_checks", "map_similarity", "noisy_linear_impute",
+    "other_classes", "parse_checks", "perturbation_curves", "random_order_curves", "random_order_saliency", "random_target", "randomisation", "randomisation_cascade",
+    "randomise_", "randomised_models", "road", "road_curves", "road_fractions", "run_checks", "load_part", "save_part",
 ]

@@ -17,6 +17,15 @@ steps and images of a batch are stacked and run ``forward_batch`` at a time); it
 code's normalisation). A faithful map gives a *small* deletion area (the probability drops
 at once) and a *large* insertion area.
 
+The raw area rewards an unconfident model, so the checks also report each curve divided by
+the unperturbed image's probability (:func:`~auditor.metrics.faithfulness.normalised_curve`)
+and compare it with the curve of a **random pixel order** (:func:`random_order_saliency`: one
+seeded permutation of the pixels, the same for every image of a size, so it depends on
+neither the image nor the batch it is in): ``*_vs_random`` is the area between the two
+normalised curves (:func:`~auditor.metrics.faithfulness.area_above_random`), 0 for a map no
+better than chance. The random-order curves do not depend on the method: ``steps + 1`` more
+forward passes per image and curve kind, shared by every method.
+
 Shapes: ``inputs`` ``[B, 3, H, W]`` (the model's normalised input), ``saliency``
 ``[B, H, W]`` -> curves ``[B, steps + 1]``.
 """
@@ -29,10 +38,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..metrics.faithfulness import curve_auc, pixel_counts, removal_fractions
+from ..metrics.faithfulness import MODES, curve_scores, pixel_counts, removal_fractions
 from ._common import FORWARD_BATCH, baseline_image, chunked, class_probabilities, pixel_order, ranks
 
-MODES = ("deletion", "insertion")
+#: second word of the random order's seed sequence: another stream than the tie order's
+_RANDOM_ORDER_STREAM = 1
+
+
+def random_order_saliency(shape: tuple[int, int], *, seed: int = 0) -> np.ndarray:
+    """A "map" ``[H, W]`` (float64) whose order is a uniformly random permutation of the pixels
+    (all values distinct: no ties), from ``seed`` alone."""
+    h, w = shape
+    perm = np.random.default_rng([seed, _RANDOM_ORDER_STREAM]).permutation(h * w)
+    return perm.reshape(h, w).astype(np.float64)
 
 
 def perturbed_stack(image: torch.Tensor, fill: torch.Tensor, order: np.ndarray, counts: np.ndarray) -> torch.Tensor:
@@ -80,14 +98,28 @@ def perturbation_curves(model: nn.Module, inputs: torch.Tensor, saliency: np.nda
     return torch.cat(probs).reshape(b, k).double().numpy()
 
 
+def random_order_curves(model: nn.Module, inputs: torch.Tensor, targets: Sequence[int], *, mode: str = "deletion",
+                        steps: int = 20, baseline: str = "blur", seed: int = 0,
+                        forward_batch: int = FORWARD_BATCH) -> np.ndarray:
+    """The random-order reference ``[B, steps + 1]``: :func:`perturbation_curves` of
+    :func:`random_order_saliency` (the same order for every image)."""
+    b, _, h, w = inputs.shape
+    sal = np.broadcast_to(random_order_saliency((h, w), seed=seed), (b, h, w))
+    return perturbation_curves(model, inputs, sal, targets, mode=mode, steps=steps, baseline=baseline, seed=seed,
+                               forward_batch=forward_batch)
+
+
 def deletion_insertion(model: nn.Module, inputs: torch.Tensor, saliency: np.ndarray, targets: Sequence[int], *,
                        steps: int = 20, baseline: str = "blur", seed: int = 0,
                        forward_batch: int = FORWARD_BATCH) -> dict[str, np.ndarray]:
-    """``{"deletion": curves, "insertion": curves, "deletion_auc": [B], "insertion_auc": [B]}``."""
+    """Both curves and their scores: per mode ``{mode}`` and ``random_{mode}`` ``[B, steps + 1]``
+    (target probabilities for the map's order and the random order) and
+    :func:`~auditor.metrics.faithfulness.curve_scores` (``{mode}_normalised``, ``{mode}_auc``,
+    ``{mode}_auc_normalised``, ``{mode}_vs_random``)."""
     out: dict[str, np.ndarray] = {}
+    kw = dict(steps=steps, baseline=baseline, seed=seed, forward_batch=forward_batch)
     for mode in MODES:
-        curves = perturbation_curves(model, inputs, saliency, targets, mode=mode, steps=steps, baseline=baseline,
-                                     seed=seed, forward_batch=forward_batch)
-        out[mode] = curves
-        out[f"{mode}_auc"] = np.array([curve_auc(c) for c in curves])
+        out[mode] = perturbation_curves(model, inputs, saliency, targets, mode=mode, **kw)
+        out[f"random_{mode}"] = random_order_curves(model, inputs, targets, mode=mode, **kw)
+        out.update(curve_scores(out[mode], out[f"random_{mode}"], mode))
     return out

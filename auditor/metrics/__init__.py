@@ -15,7 +15,8 @@ Registries used by the audit runner, each ``name -> fn(saliency, reference)``:
 * :data:`DENSITY_METRICS`: reference is a non-negative gaze density.
 
 :data:`HIGHER_IS_BETTER` gives each metric's direction (``kl_div`` and the faithfulness checks'
-``deletion_auc``, ``road_morf``, ``randomisation_*`` and ``random_target_*`` are lower-is-better).
+``deletion_auc`` / ``deletion_auc_normalised``, ``road_morf``, ``randomisation_*`` and
+``random_target_*`` are lower-is-better; ``deletion_vs_random`` is higher-is-better).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     # for another class, and the probability left after deleting the salient pixels, are bad
     "deletion_auc": False,
     "insertion_auc": True,
+    "deletion_auc_normalised": False,
+    "insertion_auc_normalised": True,
+    "deletion_vs_random": True,  # area by which the map's order beats a random order
+    "insertion_vs_random": True,
     "road_morf": False,
     "road_lerf": True,
     **{f"randomisation_{k}": False for k in ("spearman", "spearman_signed", "spearman_normalised", "ssim")},

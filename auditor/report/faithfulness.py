@@ -11,13 +11,19 @@ from .assets import AssetSink
 from . import plots
 from .plots import _figure, _png, colours
 
-CURVE_TITLES = {"deletion": "Deletion (lower is better)", "insertion": "Insertion (higher is better)",
+CURVE_TITLES = {"deletion_normalised": "Deletion / unperturbed (lower)", "insertion_normalised": "Insertion / unperturbed (higher)",
+                "deletion": "Deletion (lower is better)", "insertion": "Insertion (higher is better)",
                 "road_morf": "ROAD, most relevant first (lower)", "road_lerf": "ROAD, least relevant first (higher)"}
+#: the normalised curve replaces the raw one where both are present (results written before: raw only)
+RAW = {"deletion": "deletion_normalised", "insertion": "insertion_normalised"}
 
 
-def curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes | None:
-    """One panel per curve kind; per method the mean target probability and its 95% CI band."""
-    kinds = [k for k in CURVE_TITLES if any(k in cs for cs in curves.values())]
+def curves_png(curves: Mapping[str, Mapping[str, Any]], reference: Mapping[str, Any] | None = None) -> bytes | None:
+    """One panel per curve kind; per method the mean target probability and its 95% CI band;
+    the random pixel order's curve (``reference``, results.json ``faithfulness.random_order``)
+    dashed in grey beside them."""
+    present = [k for k in CURVE_TITLES if any(k in cs for cs in curves.values())]
+    kinds = [k for k in present if RAW.get(k) not in present]
     if not kinds:
         return None
     methods = list(curves)
@@ -29,11 +35,16 @@ def curves_png(curves: Mapping[str, Mapping[str, Any]]) -> bytes | None:
             if not band:
                 continue
             plots.band(ax, band["fractions"], band, c, m)
+        ref = (reference or {}).get(kind)
+        if ref:
+            plots.band(ax, ref["fractions"], ref, "#777777", "random order", linestyle="--")
         ax.set_title(CURVE_TITLES[kind], fontsize=9)
-        ax.set_xlabel("fraction of pixels removed" if kind != "insertion" else "fraction of pixels inserted", fontsize=8)
-        ax.set_ylim(0, 1)
+        ax.set_xlabel("fraction of pixels inserted" if kind.startswith("insertion") else "fraction of pixels removed",
+                      fontsize=8)
+        ax.set_ylim(0, None if kind.endswith("_normalised") else 1)
+        ax.set_ylabel("probability / unperturbed" if kind.endswith("_normalised") else "target-class probability",
+                      fontsize=8)
         if i == 0:
-            ax.set_ylabel("target-class probability", fontsize=8)
             ax.legend(fontsize=7)
     return _png(fig)
 
@@ -65,10 +76,13 @@ def faithfulness_context(data: Mapping[str, Any], sink: AssetSink) -> dict[str, 
         return None
     threshold = float(section.get("threshold", 0.5))
     plots = []
-    png = curves_png(section.get("curves") or {})
+    png = curves_png(section.get("curves") or {}, section.get("random_order"))
     if png:
-        plots.append({"title": "Deletion / insertion / ROAD curves (mean, 95% CI)", "img": sink.add(png, "png"),
-                      "alt": "Target-class probability against the fraction of pixels removed or inserted, per method."})
+        plots.append({"title": "Deletion / insertion / ROAD curves (mean, 95% CI; dashed: random pixel order)",
+                      "img": sink.add(png, "png"),
+                      "alt": "Target-class probability (deletion and insertion: divided by the unperturbed image's) "
+                             "against the fraction of pixels removed or inserted, per method, beside the curve of a "
+                             "random pixel order."})
     png = cascade_png(section.get("randomisation") or {}, threshold)
     if png:
         plots.append({"title": "Randomisation cascade: similarity per randomised layer", "img": sink.add(png, "png"),
