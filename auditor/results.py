@@ -199,26 +199,32 @@ def write_junit(path: Path, verdicts: Sequence[Mapping[str, Any]], *, suite: str
 
 
 def format_summary(data: Mapping[str, Any], *, width: int = 100) -> str:
-    """A one-screen text summary: method x metric means with CIs, baselines, verdicts.
+    """A one-screen text summary: method x metric means with their 95% CIs, the number of
+    images each method was scored on (and how many gave no valid value), baselines, verdicts.
 
     Metrics that do not fit in ``width`` columns continue in a second table below."""
     summary = data["summary"]
     metrics = sorted({k for mets in summary.values() for k in mets})
-    per_table = max(1, (width - 18) // 16)
+    cell = 22
+    per_table = max(1, (width - 30) // cell)
     lines: list[str] = []
     for start in range(0, max(len(metrics), 1), per_table):
         shown = metrics[start:start + per_table]
-        lines += ([""] if start else []) + [f"{'method':<18}" + "".join(f"{m[:14]:>16}" for m in shown)]
+        lines += ([""] if start else []) + [f"{'method':<18}{'n (NaN)':>12}" + "".join(f"{m[:cell - 2]:>{cell}}"
+                                                                                for m in shown)]
         for method, mets in summary.items():
             cells = []
             for k in shown:
                 s = mets.get(k)
-                cells.append(f"{'-':>16}" if not s or s["mean"] is None
-                             else f"{s['mean']:>8.3f} ±{(s['ci_high'] - s['ci_low']) / 2:<6.3f}")
+                cells.append(f"{'-':>{cell}}" if not s or s["mean"] is None
+                             else f"{s['mean']:.3f} [{_short(s['ci_low'])}, {_short(s['ci_high'])}]".rjust(cell - 1).rjust(cell))
+            n = max((int(s.get("n", 0)) for s in mets.values()), default=0)
+            nan = max((int(s.get("n_nan", 0)) for s in mets.values()), default=0)
             tag = " (baseline)" if method in BASELINES else ""
-            lines.append(f"{method + tag:<18}" + "".join(cells))
+            lines.append(f"{method + tag:<18}{f'{n} ({nan})':>12}" + "".join(cells))
     c = data["counts"]
-    lines.append(f"\n{c['ok']} image(s) scored, {c['errors']} error row(s).")
+    lines.append(f"\nCIs: 95%, Wilson for the pointing game, else bootstrap. {c['ok']} image(s) scored, "
+                 f"{c['errors']} error row(s).")
     if data.get("few_shot"):
         fs, acc = data["few_shot"], data["few_shot"]["accuracy"]
         value = "-" if acc["mean"] is None else f"{acc['mean']:.3f} (95% CI {acc['ci_low']:.3f}-{acc['ci_high']:.3f})"
@@ -228,3 +234,7 @@ def format_summary(data: Mapping[str, Any], *, width: int = 100) -> str:
         lines.append(f"{'PASS' if v['passed'] else 'FAIL'}  {v['name']}  ({v['reason']})")
     lines.append("PASSED" if data["passed"] else "FAILED")
     return "\n".join(lines)
+
+
+def _short(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}"

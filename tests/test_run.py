@@ -205,7 +205,7 @@ def test_text_summary_wraps_metrics_into_tables_that_fit():
             "counts": {"ok": 3, "errors": 0}, "verdicts": [], "passed": True}
     lines = format_summary(data, width=100).splitlines()
     headers = [i for i, line in enumerate(lines) if line.startswith("method")]
-    assert len(headers) == 2 and all(len(line) <= 100 for line in lines)
-    assert lines[headers[0]].split()[1:] == metrics[:5] and lines[headers[1]].split()[1:] == metrics[5:]
-    assert lines[headers[0] + 1].split()[1:] == ["0.500", "±0.100"] * 5  # every header has its column
+    assert len(headers) == 3 and all(len(line) <= 100 for line in lines)
+    assert [lines[h].split()[3:] for h in headers] == [metrics[:3], metrics[3:6], metrics[6:]]  # after "method n (NaN)"
+    assert lines[headers[0] + 1].split()[1:] == ["3", "(0)"] + ["0.500", "[0.40,", "0.60]"] * 3  # n, then each CI
     assert "centre (baseline)" in lines[headers[1] + 2]
