@@ -152,8 +152,8 @@ def _plan(cfg: AuditConfig, s: Setup) -> _Run:
 def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
     """Run every unit through the engine, appending rows to ``rows.jsonl`` as units finish.
 
-    A fresh run that fails before any unit finished removes what it wrote (``run.json``,
-    ``rows.jsonl``), so the same command can simply be run again."""
+    A fresh run that fails or is interrupted before any unit finished removes what it wrote
+    (``run.json``, ``rows.jsonl``), so the same command can simply be run again."""
     out, writer = run.out, run.writer
     resuming = _prepare_out(out, cfg.overwrite, cfg.resume)
     faith_dir = out / FAITH_PARTS
@@ -189,7 +189,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
                 done += len(batch_rows)
                 if cfg.progress:
                     cfg.progress(done, len(run.records))
-    except AuditorError:
+    except BaseException:  # a bad input, a bug in a user's model, Ctrl-C
         if not resuming and done == 0:  # nothing finished: leave nothing that blocks a retry
             for name in (RUN_FILE, ROWS_FILE):
                 (out / name).unlink(missing_ok=True)
@@ -200,19 +200,20 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
 
 
 def _finish(cfg: AuditConfig, s: Setup, run: _Run, started: float) -> AuditResult:
-    """Summarise the rows, judge the gate, write results.json / .csv / junit.xml (and the report)."""
-    out, seed = run.out, cfg.seed
-    rows = RowsFile(out / ROWS_FILE)  # streamed from disk, never all in memory: peak RSS does not grow with N
-    error_reasons = [r["error"] if str(r["error"]).startswith(str(r["id"])) else f"{r['id']}: {r['error']}"
-                     for r in rows if r["error"]]
-    n_rows = len(rows)
-    n_ok = n_rows - len(error_reasons)
-    summary = summarise((r for r in rows if not r["error"]), seed=seed)
-    per_class = summarise_per_class(rows, seed)
-    per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
-    verdicts = [v.to_dict() for v in evaluate(s.checks, summary, per_class, options=s.gate, rows=rows,
-                                              baseline_rows=s.baseline.rows if s.baseline else None,
-                                              errors=error_reasons, seed=seed)]
+    """Summarise -> gate -> write, from the rows on disk."""
+    rows = RowsFile(run.out / ROWS_FILE)  # streamed from disk, never all in memory: peak RSS does not grow with N
+    data_out = _summarise(cfg, s, run, rows)
+    data_out["verdicts"] = _gate(cfg, s, data_out, rows)
+    data_out["passed"] = all(v["passed"] for v in data_out["verdicts"])
+    data_out["timing"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                          "seconds": round(time.time() - started, 3)}
+    return _write(cfg, run, data_out, rows)
+
+
+def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[str, Any]:
+    """results.json without its verdicts: settings, summaries (all, per class, per layer), counts."""
+    seed = cfg.seed
+    n_rows, n_errors = len(rows), sum(1 for r in rows if r["error"])
     models = [{**s.loaded.describe(), **({"classes": list(s.target.model.names)}
                                          if s.target.model is not None and s.target.model.names else {})}]
     data_out = {
@@ -233,20 +234,37 @@ def _finish(cfg: AuditConfig, s: Setup, run: _Run, started: float) -> AuditResul
             "versions": package_versions(),
             **({"faithfulness": s.faith.to_dict()} if s.faith is not None else {}),
         },
-        "summary": summary, "per_class": per_class, **({"per_layer": per_layer} if per_layer else {}),
-        "rows": rows, "verdicts": verdicts,
-        "passed": all(v["passed"] for v in verdicts),
-        "counts": {"images": n_rows, "ok": n_ok, "errors": n_rows - n_ok},
-        "timing": {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                   "seconds": round(time.time() - started, 3)},
+        "summary": summarise((r for r in rows if not r["error"]), seed=seed),
+        "per_class": summarise_per_class(rows, seed),
+        "rows": rows, "verdicts": [], "passed": False,
+        "counts": {"images": n_rows, "ok": n_rows - n_errors, "errors": n_errors},
     }
+    per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
+    if per_layer:
+        data_out["per_layer"] = per_layer
     if s.faith is not None:
-        data_out["faithfulness"] = _faithfulness_section(s.faith, out / FAITH_PARTS, range(0, len(run.records), run.unit), seed)
+        data_out["faithfulness"] = _faithfulness_section(s.faith, run.out / FAITH_PARTS,
+                                                         range(0, len(run.records), run.unit), seed)
     if s.plan is not None:
         data_out["few_shot"] = few_shot_summary(rows, s.plan, s.dataset.classes, target=s.target.kind, seed=seed)
+    return data_out
+
+
+def _gate(cfg: AuditConfig, s: Setup, data_out: dict[str, Any], rows: RowsFile) -> list[dict[str, Any]]:
+    """The verdicts (:mod:`auditor.gate`): thresholds, paired drops against ``--baseline``, error rows."""
+    errors = [r["error"] if str(r["error"]).startswith(str(r["id"])) else f"{r['id']}: {r['error']}"
+              for r in rows if r["error"]]
+    return [v.to_dict() for v in evaluate(s.checks, data_out["summary"], data_out["per_class"], options=s.gate,
+                                          rows=rows, baseline_rows=s.baseline.rows if s.baseline else None,
+                                          errors=errors, seed=cfg.seed)]
+
+
+def _write(cfg: AuditConfig, run: _Run, data_out: dict[str, Any], rows: RowsFile) -> AuditResult:
+    """results.json, results.csv, junit.xml (and report.html), atomically; the temporary parts go."""
+    out = run.out
     write_json(out / "results.json", data_out)
     write_csv(out / "results.csv", rows)
-    write_junit(out / "junit.xml", verdicts)  # no duration: the same run gives the same bytes
+    write_junit(out / "junit.xml", data_out["verdicts"])  # no duration: the same run gives the same bytes
     run.writer.cleanup()
     shutil.rmtree(out / FAITH_PARTS, ignore_errors=True)
     head = {k: v for k, v in data_out.items() if k != "rows"}
@@ -255,10 +273,10 @@ def _finish(cfg: AuditConfig, s: Setup, run: _Run, started: float) -> AuditResul
         from .report import render_report
 
         render_report(result)
-    if not n_ok:
+    if not data_out["counts"]["ok"]:
         first = next(iter(rows), None)
-        raise DataError(f"No image of {cfg.data} could be scored ({n_rows} error row(s); the first: "
-                        f"{first['error'] if first else 'the data set is empty'}). Results: {out / 'results.json'}")
+        raise DataError(f"No image of {cfg.data} could be scored ({data_out['counts']['images']} error row(s); the "
+                        f"first: {first['error'] if first else 'the data set is empty'}). Results: {out / 'results.json'}")
     return result
 
 
