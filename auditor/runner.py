@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .batches import Ready, chunks, local_units, start_batch
-from .data import load_dataset
+from .data import check_mask_classes, load_dataset
 from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
 from .errors import AuditorError, DataError, UsageError
 from .layers import summarise_layers
@@ -82,7 +82,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
               progress: Callable[[int, int], None] | None = None, report: bool = False,
               resume: bool = False, faithfulness: str | Sequence[str] | None = None, faithfulness_steps: int = 10,
               faithfulness_baseline: str = "blur", episodes: EpisodeOptions | None = None,
-              split: str | None = None, amp: bool = False, engine: str = "local", workers: int = 2) -> AuditResult:
+              split: str | None = None, amp: bool = False, engine: str = "local", workers: int = 2,
+              mask_classes: str = "target") -> AuditResult:
     """Audit every method on a labelled image set; see the module docstring.
 
     The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
@@ -109,6 +110,10 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`: ``workers``
     Ray Data actors, each holding the model; the same rows and maps as a local run).
 
+    ``mask_classes``: which objects form an image's mask for the box metrics: ``"target"``
+    (the record's class's boxes, segmentations and mask file) or ``"any"`` (every object;
+    :func:`auditor.data.annotations.mask_boxes`).
+
     ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes``
     ``"prototype"`` (the default there). Headless backbones outside episodes explain the
     CLS-output norm (the mean patch token's norm where the CLS token bypasses the blocks).
@@ -128,6 +133,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         from .ray_engine import require_ray
 
         require_ray()
+    check_mask_classes(mask_classes)
     target = target or ("prototype" if episodes else "label")
     if target not in ("label", "predicted", "prototype"):
         raise UsageError(f"--target must be 'label', 'predicted' or 'prototype', got '{target}'")
@@ -175,6 +181,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
                      preprocessing=pre.to_dict(), target=target, seed=seed,
                      batch_size=batch_size if plan is None else None,  # episodes: a pass is one class's images
                      save_maps=save_maps)
+    fp["mask_classes"] = mask_classes
     if amp:  # a resumed run must use the same precision
         fp["amp"] = True
     if plan is not None:  # a resumed run must draw the same episodes
@@ -202,7 +209,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
         done, target_kind = start, None
         work = UnitWork(model, method_objs, target=target, headless=headless, device=dev, unit=unit, plan=plan,
-                        faith=faith, amp=amp)
+                        faith=faith, amp=amp, mask_classes=mask_classes)
         if engine == "ray":
             from .ray_engine import run_units
 
@@ -237,7 +244,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
             "methods": {m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs
                         if m.name not in skipped},
             "skipped_methods": skipped, "baselines": ["centre", "random"],
-            "preprocessing": pre.to_dict(), "target": target_kind,
+            "preprocessing": pre.to_dict(), "target": target_kind, "mask_classes": mask_classes,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in checks],
             "baseline_results": str(baseline) if baseline else None, "seed": seed, "batch_size": batch_size,
@@ -292,6 +299,7 @@ class UnitWork:
     plan: Any = None
     faith: Any = None
     amp: bool = False
+    mask_classes: str = "target"
 
     def __call__(self, i: int, items: list, part: Any, root: Path) -> tuple[list[dict[str, Any]], str | None]:
         return self.start(i, items, part, root)()
