@@ -2,8 +2,8 @@
 
 A run writes ``run.json`` into ``--out`` before it scores anything: a fingerprint of every
 setting that decides the rows and maps (the data set's records, the model and a sha256 of
-its weights, the checkpoint's sha256, methods, preprocessing, target, seed, batch size,
-``--save-maps``). Rows go to ``rows.jsonl`` batch by batch and each batch's maps to a part
+its weights, the checkpoint's sha256, methods, preprocessing, target, mask classes, seed,
+batch size, ``--save-maps``). Rows go to ``rows.jsonl`` batch by batch and each batch's maps to a part
 under ``out/.parts/`` (:class:`auditor.savers.PartedMapWriter`), the part first.
 
 After a crash (even ``kill -9``), ``--resume`` checks the fingerprint (a difference is a

@@ -144,6 +144,7 @@ def test_resume_drops_a_batch_whose_maps_are_missing(interrupted, tmp_path):
     ({"target": "predicted"}, "the target"),
     ({"save_maps": True}, "--save-maps"),
     ({"seed": 1}, "the seed"),
+    ({"mask_classes": "any"}, "--mask-classes"),
     ({"model": "other weights"}, "the model's weights"),
 ])
 def test_resume_refuses_other_settings(interrupted, change, fragment):
