@@ -213,3 +213,24 @@ def test_cli_mask_classes_reaches_run_and_compare(dog_and_person, tmp_path, monk
     assert r.exit_code == 2 and "--mask-classes apply when compare runs the audits" in r.output
     r = CliRunner().invoke(main, ["run", "--model", "toys:corner", "--out", "x", "--mask-classes", "all", *common])
     assert r.exit_code == 2 and "'all' is not one of 'target', 'any'" in r.output
+
+
+def test_segmentations_that_cover_no_pixel_are_an_error():
+    speck = Polygons(((0.1, 0.1, 0.3, 0.1, 0.2, 0.3),))  # holds no pixel centre
+    speck = _record(label=0, label_name="dog", boxes=(Box(0, 0, 1, 1, "dog", speck),))
+    with pytest.raises(AnnotationError, match=r"the segmentations of its dog objects cover no pixel of the 4x4 image"):
+        load_annotations(speck, (4, 4))
+
+
+def test_the_report_draws_the_mask_that_was_scored(dog_and_person):
+    from auditor.report.gallery import References
+
+    dog = polygon_mask([[0, 0, 20, 0, 0, 20]], (64, 64))
+    person = np.zeros((64, 64), dtype=bool)
+    person[24:64, 24:64] = True
+    target, _ = References({"data": str(dog_and_person), "mask_classes": "target"}).of("p.png", (64, 64))
+    assert np.array_equal(target, person)
+    every, _ = References({"data": str(dog_and_person), "mask_classes": "any"}).of("p.png", (64, 64))
+    assert np.array_equal(every, person | dog)
+    old, _ = References({"data": str(dog_and_person)}).of("p.png", (64, 64))  # results from before the setting
+    assert np.array_equal(old, every)

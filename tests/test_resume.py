@@ -215,10 +215,10 @@ def test_an_unexpected_decoding_failure_leaves_no_temporary_parts(tmp_path, monk
     data = write_square_set(tmp_path / "data", n=12)
     real = batches_mod.load_item
 
-    def breaks_on_img009(record, preprocess):
+    def breaks_on_img009(record, *args):
         if record.id == "img009.png":
             raise RuntimeError("decoder crashed")
-        return real(record, preprocess)
+        return real(record, *args)
 
     monkeypatch.setattr(batches_mod, "load_item", breaks_on_img009)
     with pytest.raises(RuntimeError, match="decoder crashed"):

@@ -112,7 +112,8 @@ def _read_array(path: Path, what: str) -> np.ndarray:
                 im = im.convert("RGB").convert("F")  # luminance; alpha is ignored
             return np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise AnnotationError(f"Cannot read {what.lower()} {path} ({e}); give a 2-D .npy array or a greyscale image") from None
+        raise AnnotationError(f"Cannot read {what.lower()} {path} ({e}); "
+                              "give a 2-D .npy array or a greyscale image") from None
 
 
 def _check_2d(raw: np.ndarray, path: Path, what: str) -> None:
