@@ -21,6 +21,7 @@ Parsing (:func:`parse_segmentation`) checks the structure and raises
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
@@ -89,6 +90,13 @@ def parse_segmentation(raw: Any) -> Segmentation | None:
 def _part(raw: Any, i: int) -> tuple[float, ...]:
     if not isinstance(raw, list) or len(raw) < 6 or len(raw) % 2:
         raise BadRecord(f"polygon {i} {show_value(raw)} must be a list [x1, y1, x2, y2, ...] of at least 3 points")
+    if all(type(v) is float or type(v) is int for v in raw):  # the usual case, fast: COCO has millions of values
+        try:
+            values = tuple(map(float, raw))
+            if all(map(math.isfinite, values)):
+                return values
+        except OverflowError:  # an int too large for a float: number() says so below
+            pass
     try:
         return tuple(number(v) for v in raw)
     except ValueError as e:
@@ -206,8 +214,12 @@ def polygon_mask(parts: Sequence[Sequence[float]], shape: Sequence[int]) -> np.n
             raise AnnotationError(f"its polygon {i} spans x {lo[0]:g}..{hi[0]:g}, y {lo[1]:g}..{hi[1]:g}: outside the "
                                   f"image of {w}x{h} pixels (width x height); coordinates must be original pixels "
                                   "of the displayed (EXIF-rotated) image")
-        switches = np.bincount(_part_toggles(xy, h, w), minlength=h * w + 1)[:h * w]
-        mask |= np.cumsum(switches) % 2 == 1
+        toggles = _part_toggles(xy, h, w)
+        if not toggles.size:
+            continue
+        # a closed boundary crosses each column an even number of times: 0 before the first and after the last toggle
+        lo, hi = int(toggles.min()), min(int(toggles.max()), h * w)
+        mask[lo:hi] |= np.cumsum(np.bincount(toggles - lo, minlength=hi - lo)[:hi - lo]) % 2 == 1
     return mask.reshape(w, h).T
 
 
