@@ -48,6 +48,9 @@ def test_box_labels_that_cannot_be_matched_are_errors_in_target_mode():
     with pytest.raises(AnnotationError, match="labelled \\(dog\\) but the record has no class name"):
         load_annotations(no_name, (4, 4))
     assert load_annotations(_record(boxes=(Box(0, 0, 1, 1),)), (4, 4)).mask.sum() == 1  # unlabelled: as before
+    outside = _record(label=0, label_name="cat", boxes=(Box(0, 0, 1, 1, "cat"), Box(0, 0, 9, 1, "dog")))
+    with pytest.raises(AnnotationError, match=r"box 2 \[0, 0, 9, 1\] lies outside the image"):  # not in the mask,
+        load_annotations(outside, (4, 4))  # but wrong coordinates all the same
 
 
 def test_mask_classes_must_be_target_or_any(tmp_path):
@@ -218,7 +221,7 @@ def test_cli_mask_classes_reaches_run_and_compare(dog_and_person, tmp_path, monk
 def test_segmentations_that_cover_no_pixel_are_an_error():
     speck = Polygons(((0.1, 0.1, 0.3, 0.1, 0.2, 0.3),))  # holds no pixel centre
     speck = _record(label=0, label_name="dog", boxes=(Box(0, 0, 1, 1, "dog", speck),))
-    with pytest.raises(AnnotationError, match=r"the segmentations of its dog objects cover no pixel of the 4x4 image"):
+    with pytest.raises(AnnotationError, match=r"its objects' segmentations cover no pixel centre of the 4x4 image"):
         load_annotations(speck, (4, 4))
 
 

@@ -227,8 +227,13 @@ def mask_boxes(record: Record, mask_classes: str = "target") -> list[tuple[int, 
 def object_mask(record: Record, shape: Sequence[int], mask_classes: str = "target") -> np.ndarray | None:
     """The image's object mask, bool ``[H, W]``: the union of the :func:`mask_boxes` (each its
     segmentation when it has one, else its box) and the record's mask file (it belongs to the
-    record's class, so it is part of the mask in both modes). ``None`` when there is neither."""
+    record's class, so it is part of the mask in both modes). ``None`` when there is neither.
+    Every box without a segmentation is checked against the image (:func:`box_mask`), also
+    one of another class that is not in the mask."""
     h, w = _size(shape)
+    for i, box in enumerate(record.boxes, 1):  # every plain box is checked, in the mask or not
+        if box.segmentation is None:
+            _box_cells(box, i, h, w)
     mask = load_mask(record.mask, shape) if record.mask is not None else None
     for i, box in mask_boxes(record, mask_classes):
         mask = np.zeros((h, w), dtype=bool) if mask is None else mask
@@ -240,8 +245,7 @@ def object_mask(record: Record, shape: Sequence[int], mask_classes: str = "targe
         except AnnotationError as e:
             raise AnnotationError(f"box {i}: {e}") from None
     if mask is not None and not mask.any():
-        raise AnnotationError(f"the segmentations of its {record.label_name or 'target'} objects cover no pixel of "
-                              f"the {w}x{h} image")
+        raise AnnotationError(f"its objects' segmentations cover no pixel centre of the {w}x{h} image")
     return mask
 
 
