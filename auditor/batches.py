@@ -41,21 +41,22 @@ class Item:
     error: str | None = None
 
 
-def load_item(record: Any, preprocess) -> Item:
+def load_item(record: Any, preprocess, mask_classes: str = "target") -> Item:
     try:
         image = load_image(record.image)
-        ann = load_annotations(record, image.shape[:2])
+        ann = load_annotations(record, image.shape[:2], mask_classes=mask_classes)
         return Item(record, image, ann, preprocess(image)[0])
     except AuditorError as e:
         return Item(record, error=str(e))
 
 
-def stream(units: Sequence[Sequence[Any]], preprocess, workers: int = 2) -> Iterator[list[Item]]:
+def stream(units: Sequence[Sequence[Any]], preprocess, workers: int = 2,
+           mask_classes: str = "target") -> Iterator[list[Item]]:
     """Each unit's records decoded, in order; decoding runs ahead by at most two units."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pending: list[list[Future]] = []
         for unit in units:
-            pending.append([pool.submit(load_item, r, preprocess) for r in unit])
+            pending.append([pool.submit(load_item, r, preprocess, mask_classes) for r in unit])
             if len(pending) > 2:
                 yield [f.result() for f in pending.pop(0)]
         for futures in pending:
@@ -153,7 +154,7 @@ def local_units(units: Sequence[Sequence[Any]], first: int, pre, work: Any, writ
     current = None  # the unit whose part is open in this thread
     with ThreadPoolExecutor(max_workers=1) as scorer:
         try:
-            for i, items in enumerate(stream(units[first:], pre), start=first):
+            for i, items in enumerate(stream(units[first:], pre, mask_classes=work.mask_classes), start=first):
                 current = writer.batch(i * work.unit)
                 current.__enter__()
                 finish = work.start(i, items, current, out)

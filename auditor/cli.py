@@ -17,6 +17,11 @@ from .cli_options import (_carries_arch, _cmap, _faithfulness, _few_shot, _float
                           multi_attention_options)
 from .errors import EXIT_INTERNAL, AuditorError
 
+_mask_classes = click.option(
+    "--mask-classes", type=click.Choice(["target", "any"]), default="target", show_default=True,
+    help="Objects that form an image's mask for the box metrics: the target class's own boxes / segmentations / "
+         "mask file, or any object.")
+
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
@@ -106,6 +111,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
               help="Ray actors (one CPU, or one GPU with --device cuda, each).")
 @click.option("--amp", is_flag=True, help="Mixed precision: forward passes in float16 (CUDA) / bfloat16 (CPU); "
                                           "maps are computed from the recorded tensors in float32.")
+@_mask_classes
 @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same settings; finished images are kept).")
@@ -125,8 +131,8 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
         trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, max_nan, max_errors, gate_on,
         allow_different_data, class_map, batch_size, save_maps, mean, std,
-        split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
-        resume, no_report, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff,
+        split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, mask_classes, allow_outside_root,
+        overwrite, resume, no_report, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff,
         window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
@@ -148,7 +154,8 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                        model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
                                                use_ocab=use_ocab, use_drff=use_drff, window_size=window_size),
                        progress=_Progress(), report=not no_report, resume=resume, faithfulness=faithfulness,
-                       faithfulness_steps=faithfulness_steps, faithfulness_baseline=faithfulness_baseline)
+                       faithfulness_steps=faithfulness_steps, faithfulness_baseline=faithfulness_baseline,
+                       mask_classes=mask_classes)
     click.echo(format_summary(result.data))
     click.echo(f"Results: {result.out / 'results.json'}")
     if not no_report:
@@ -196,21 +203,22 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @few_shot_options
+@_mask_classes
 @click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out/a and --out/b.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of the checkpoints (trusted files only).")
 @click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap.")
 def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, thresholds,
             fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, methods, image_size,
-            batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root, overwrite,
-            trust_checkpoint, cmap) -> None:
+            batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, mask_classes, allow_outside_root,
+            overwrite, trust_checkpoint, cmap) -> None:
     """Two checkpoints on the same images in one report; exit 1 when a check of the gate fails."""
     from .compare import compare_models, compare_results, format_comparison
 
     if results_a or results_b:
         if not (results_a and results_b) or data or model_a or model_b:
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
-        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map")
+        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map", "mask_classes")
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)} apply when compare runs the audits (--data with "
                                    "--model-a / --model-b), not to finished results")
@@ -227,7 +235,7 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
                               methods=methods, image_size=image_size, batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                               trust_checkpoint=trust_checkpoint, split=split, seed=seed,
-                              episodes=_few_shot(episodes, n_way, k_shot, n_query, seed))
+                              episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), mask_classes=mask_classes)
     click.echo(format_comparison(comp.data))
     click.echo(f"Report: {comp.out / 'report.html'}")
     sys.exit(0 if comp.passed else 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -49,7 +49,7 @@ class AuditConfig:
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     target: str | None = None
-    class_map: str | Path | None = None
+    class_map: str | Path | Mapping[str, int] | None = None
     allow_outside_root: bool = False
     overwrite: bool = False
     trust_checkpoint: bool = False
@@ -71,6 +71,7 @@ class AuditConfig:
     max_errors: int | None = None
     gate_on: str = "mean"
     allow_different_data: bool = False
+    mask_classes: str = "target"
     log: Callable[[str], None] | None = field(default=None, repr=False)
 
 
@@ -97,7 +98,7 @@ class Setup:
 
 def validate(cfg: AuditConfig) -> Setup:
     """Check every option, threshold and input that can be checked without decoding an image."""
-    from .data import load_dataset
+    from .data import check_mask_classes, load_dataset
     from .episodes import check_model, plan_episodes
     from .methods import create_method, list_methods
     from .models import LoadedModel, build_model, resolve_device
@@ -120,6 +121,7 @@ def validate(cfg: AuditConfig) -> Setup:
         from .ray_engine import require_ray
 
         require_ray()
+    check_mask_classes(cfg.mask_classes)
     if cfg.episodes and cfg.faithfulness:
         raise UsageError("--faithfulness does not run with --episodes yet: its checks re-run the model without "
                          "the episode's support images; run them in a separate audit without --episodes")
@@ -169,7 +171,8 @@ def validate(cfg: AuditConfig) -> Setup:
 
         rows = [{"id": r.id, "label": r.label, "label_name": r.label_name} for r in dataset.records]
         check_same_data(baseline.data, {"settings": {"data_identity": dataset_identity(dataset), "target": target.kind,
-                                                     "preprocessing": pre.to_dict()}, "rows": rows},
+                                                     "preprocessing": pre.to_dict(), "mask_classes": cfg.mask_classes},
+                                        "rows": rows},
                         names=("--baseline", "this run"))
     return Setup(dataset, loaded, method_objs, skipped, pre, target, checks, gate, baseline, faith, plan)
 

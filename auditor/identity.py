@@ -63,6 +63,9 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any], *, preprocessing: bo
                                                          if na == nb else "") + ")")
     if _target(sa) != _target(sb):
         out.append(f"the target ({_target(sa)} vs {_target(sb)})")
+    ma, mb = sa.get("mask_classes", "any"), sb.get("mask_classes", "any")  # results before masks: every object
+    if ma != mb:
+        out.append(f"the objects that form the masks (--mask-classes {ma} vs {mb})")
     pa, pb = sa.get("preprocessing"), sb.get("preprocessing")
     if preprocessing and pa != pb:
         keys = sorted(k for k in set(pa or {}) | set(pb or {}) if (pa or {}).get(k) != (pb or {}).get(k))

@@ -68,7 +68,7 @@ class _Actor:
 
         results = []
         for i in batch["unit"].tolist():
-            items = [load_item(r, self.preprocess) for r in self.units[i]]
+            items = [load_item(r, self.preprocess, self.work.mask_classes) for r in self.units[i]]
             try:
                 with tempfile.TemporaryDirectory(prefix="auditor-ray-") as tmp:
                     stage = Path(tmp)

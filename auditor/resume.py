@@ -2,8 +2,8 @@
 
 A run writes ``run.json`` into ``--out`` before it scores anything: a fingerprint of every
 setting that decides the rows and maps (the data set's records, the model and a sha256 of
-its weights, the checkpoint's sha256, methods, preprocessing, target, seed, batch size,
-``--save-maps``). Rows go to ``rows.jsonl`` batch by batch and each batch's maps to a part
+its weights, the checkpoint's sha256, methods, preprocessing, target, mask classes, seed,
+batch size, ``--save-maps``). Rows go to ``rows.jsonl`` batch by batch and each batch's maps to a part
 under ``out/.parts/`` (:class:`auditor.savers.PartedMapWriter`), the part first.
 
 After a crash (even ``kill -9``), ``--resume`` checks the fingerprint (a difference is a
@@ -53,9 +53,11 @@ def _size(path: Path) -> int | None:
 def dataset_sha256(dataset: Any) -> str:
     """sha256 of what a data set resolved to: records (with image file sizes), errors, classes."""
     records = [[r.id, str(r.image), _size(r.image), r.label, r.label_name,
-                [[b.x0, b.y0, b.x1, b.y1, b.label] for b in r.boxes],
+                [[b.x0, b.y0, b.x1, b.y1, b.label] + ([repr(b.segmentation)] if b.segmentation else [])
+                 for b in r.boxes],
                 None if r.fixations is None else [list(p) for p in r.fixations],
-                None if r.gaze is None else [str(r.gaze), _size(r.gaze)], r.split] for r in dataset.records]
+                None if r.gaze is None else [str(r.gaze), _size(r.gaze)], r.split]
+               + ([[str(r.mask), _size(r.mask)]] if r.mask is not None else []) for r in dataset.records]
     errors = [[e.id, e.source, e.reason] for e in dataset.errors]
     blob = json.dumps({"classes": list(dataset.classes), "records": records, "errors": errors}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -83,8 +85,8 @@ def write_run_file(out: Path, fp: dict[str, Any]) -> None:
 _WHAT = {"data": "the data set path", "dataset_sha256": "the data set's records or image files",
          "model": "the model or its checkpoint", "weights_sha256": "the model's weights",
          "methods": "the methods", "preprocessing": "the preprocessing (image size, mean, std)",
-         "target": "the target", "seed": "the seed", "batch_size": "--batch-size", "save_maps": "--save-maps",
-         "version": "the attention-auditor version that wrote it"}
+         "target": "the target", "mask_classes": "--mask-classes", "seed": "the seed", "batch_size": "--batch-size",
+         "save_maps": "--save-maps", "version": "the attention-auditor version that wrote it"}
 
 
 def check_fingerprint(out: Path, fp: dict[str, Any]) -> None:

@@ -93,6 +93,10 @@ def run_audit(data: str | Path | AuditConfig, **options: Any) -> AuditResult:
     ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
     ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`).
 
+    ``mask_classes``: which objects form an image's mask for the box metrics: ``"target"``
+    (the record's class's boxes, segmentations and mask file) or ``"any"`` (every object;
+    :func:`auditor.data.annotations.mask_boxes`).
+
     ``target``: ``"label"`` (default; mapped to the model's classes by name, ``class_map``),
     ``"predicted"``, or with ``episodes`` ``"prototype"`` (:mod:`auditor.target`).
 
@@ -137,6 +141,7 @@ def _plan(cfg: AuditConfig, s: Setup) -> _Run:
                      methods=_method_settings(s.methods), preprocessing=s.pre.to_dict(), target=s.target.kind,
                      seed=cfg.seed, batch_size=cfg.batch_size if plan is None else None,  # episodes: a pass is a class
                      save_maps=cfg.save_maps)
+    fp["mask_classes"] = cfg.mask_classes
     if s.target.class_map is not None:  # a resumed run must explain the same model classes
         fp["class_map"] = {str(k): v for k, v in s.target.class_map.to_model.items()}
     if cfg.amp:  # a resumed run must use the same precision
@@ -174,7 +179,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
         with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
             dev = next(s.model.parameters()).device
             work = UnitWork(s.model, s.methods, target=s.target, device=dev, unit=run.unit, plan=s.plan,
-                            faith=s.faith, amp=cfg.amp)
+                            faith=s.faith, amp=cfg.amp, mask_classes=cfg.mask_classes)
             if cfg.engine == "ray":
                 from .ray_engine import run_units
 
@@ -224,6 +229,7 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
             "methods": {k: v for k, v in _method_settings(s.methods).items() if k not in s.skipped},
             "skipped_methods": s.skipped, "baselines": ["centre", "random"],
             "preprocessing": s.pre.to_dict(), "target": s.target.kind, "target_detail": s.target.to_dict(),
+            "mask_classes": cfg.mask_classes,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in s.checks],
             "gate": s.gate.to_dict(),
@@ -296,6 +302,7 @@ class UnitWork:
     plan: Any = None
     faith: Any = None
     amp: bool = False
+    mask_classes: str = "target"
 
     def __call__(self, i: int, items: list, part: Any, root: Path) -> list[dict[str, Any]]:
         return self.start(i, items, part, root)()

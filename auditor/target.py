@@ -288,9 +288,10 @@ def output_size(model: nn.Module, preprocess: Any) -> int:
 
 
 def resolve_target(requested: str | None, model: nn.Module, records: Sequence[Any], dataset_classes: Sequence[str],
-                   *, size: int, episodes: bool, class_map: str | Path | None = None) -> Target:
+                   *, size: int, episodes: bool, class_map: str | Path | Mapping[str, int] | None = None) -> Target:
     """The audit's :class:`Target`, from ``--target`` (``None``: the default), before any image
-    is decoded. ``size``: the model's outputs per image (:func:`output_size`)."""
+    is decoded. ``size``: the model's outputs per image (:func:`output_size`). ``class_map``:
+    a ``--class-map`` file, or a dict ``{data-set class: model index or name}``."""
     from .methods.base import cls_bypass_reason
     from .methods.engine import is_headless
 
@@ -326,6 +327,7 @@ def resolve_target(requested: str | None, model: nn.Module, records: Sequence[An
     if not used:
         raise UsageError("--target label explains each image's labelled class, but no record has a label; "
                          "label the records, or run with --target predicted")
-    cmap = build_class_map(used, dataset_classes, classes, read_class_map(class_map) if class_map else None)
+    given = None if class_map is None else dict(class_map) if isinstance(class_map, Mapping) else read_class_map(class_map)
+    cmap = build_class_map(used, dataset_classes, classes, given)
     return Target("label", f"each record's labelled class, mapped to the model's classes ({cmap.source})",
                   class_map=cmap, model=classes, dataset_classes=tuple(dataset_classes))

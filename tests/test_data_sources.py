@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from auditor.data import Box, load_dataset
+from auditor.data.segmentation import RLE
 from auditor.errors import DataError
 
 
@@ -229,14 +230,18 @@ def test_coco_instances(tmp_path):
     png(tmp_path / "images" / "c.png")
     coco = {
         "images": [{"id": 1, "file_name": "a.png", "width": 6, "height": 4}, {"id": 2, "file_name": "b.png"},
-                   {"id": 3, "file_name": "c.png"}],
+                   {"id": 3, "file_name": "c.png"}, {"id": 4, "file_name": "d.png"}],
         "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
         "annotations": [
             {"id": 10, "image_id": 1, "bbox": [1, 0.5, 2, 3], "category_id": 7},   # area 6: the label
             {"id": 11, "image_id": 1, "bbox": [0, 0, 1, 1], "category_id": 3},
-            {"id": 12, "image_id": 1, "bbox": [0, 0, 6, 4], "category_id": 3, "iscrowd": 1},  # skipped
+            # a crowd: an object of its category, larger than the dog but it does not choose the label
+            {"id": 12, "image_id": 1, "bbox": [0, 0, 6, 4], "category_id": 3, "iscrowd": 1,
+             "segmentation": {"size": [4, 6], "counts": [0, 24]}},
             {"id": 13, "image_id": 2, "bbox": [0, 0, -1, 2], "category_id": 3},
             {"id": 14, "image_id": 99, "bbox": [0, 0, 1, 1], "category_id": 3},
+            {"id": 15, "image_id": 3, "bbox": [0, 0, 2, 2], "category_id": 7, "iscrowd": 1},  # only a crowd: it labels
+            {"id": 16, "image_id": 4, "bbox": [0, 0, 2, 2], "category_id": 7, "segmentation": [[0, 0, 1, 1]]},
         ],
     }
     path = tmp_path / "instances.json"
@@ -244,12 +249,15 @@ def test_coco_instances(tmp_path):
     ds = load_dataset(path)
     assert ds.classes == ["cat", "dog"]  # sorted by category id: 3, 7
     a, c = ds.records
-    assert a.boxes == (Box(1.0, 0.5, 3.0, 3.5, "dog"), Box(0.0, 0.0, 1.0, 1.0, "cat"))
+    assert a.boxes == (Box(1.0, 0.5, 3.0, 3.5, "dog"), Box(0.0, 0.0, 1.0, 1.0, "cat"),
+                       Box(0.0, 0.0, 6.0, 4.0, "cat", RLE(4, 6, (0, 24))))
     assert (a.id, a.label, a.label_name, a.image) == ("a.png", 1, "dog", tmp_path / "a.png")
     assert a.meta == {"coco_id": 1, "width": 6, "height": 4}
-    assert (c.image, c.label, c.boxes) == (tmp_path / "images" / "c.png", None, ())
+    assert (c.image, c.label, c.boxes) == (tmp_path / "images" / "c.png", 1, (Box(0.0, 0.0, 2.0, 2.0, "dog"),))
     reasons = {e.id: e.reason for e in ds.errors}
     assert "annotation 13: bbox [0, 0, -1, 2] has w <= 0 or h <= 0" in reasons["b.png"]
+    assert reasons["d.png"] == ("instances.json:images[3]: instances.json:annotations[6]: annotation 16: polygon 1 "
+                                "[0, 0, 1, 1] must be a list [x1, y1, x2, y2, ...] of at least 3 points")
     assert "unknown image_id 99" in reasons["annotation[4]"]
 
 

@@ -144,6 +144,7 @@ def test_resume_drops_a_batch_whose_maps_are_missing(interrupted, tmp_path):
     ({"target": "predicted"}, "the target"),
     ({"save_maps": True}, "--save-maps"),
     ({"seed": 1}, "the seed"),
+    ({"mask_classes": "any"}, "--mask-classes"),
     ({"model": "other weights"}, "the model's weights"),
 ])
 def test_resume_refuses_other_settings(interrupted, change, fragment):
@@ -214,10 +215,10 @@ def test_an_unexpected_decoding_failure_leaves_no_temporary_parts(tmp_path, monk
     data = write_square_set(tmp_path / "data", n=12)
     real = batches_mod.load_item
 
-    def breaks_on_img009(record, preprocess):
+    def breaks_on_img009(record, *args):
         if record.id == "img009.png":
             raise RuntimeError("decoder crashed")
-        return real(record, preprocess)
+        return real(record, *args)
 
     monkeypatch.setattr(batches_mod, "load_item", breaks_on_img009)
     with pytest.raises(RuntimeError, match="decoder crashed"):

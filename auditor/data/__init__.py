@@ -4,8 +4,9 @@
 (``.json``), class folders (``root/<class>/<image>``) or the FewTURE layout
 (``root/{train,val,test}/<class>/<image>``) into a :class:`Dataset`; entries that cannot be
 parsed become :class:`RecordError` rows instead of stopping the run.
-:func:`load_annotations` turns a record's boxes / fixations / gaze into arrays checked
-against the decoded image size. :func:`sample_episodes` draws few-shot episodes.
+:func:`load_annotations` turns a record's boxes / segmentations / mask file / fixations /
+gaze into arrays checked against the decoded image size; the object mask is the target
+class's objects, or every object (``mask_classes``). :func:`sample_episodes` draws few-shot episodes.
 """
 
 from __future__ import annotations
@@ -17,16 +18,18 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from .annotations import Annotations, box_mask, fixation_map, load_annotations, load_gaze_map
+from .annotations import (MASK_CLASSES, Annotations, box_mask, check_mask_classes, fixation_map, load_annotations,
+                          load_gaze_map, load_mask, mask_boxes, object_mask)
 from .coco import read_coco
 from .folders import is_fewture, read_class_folders, read_fewture
 from .manifest import parse_jsonl, read_manifest
 from .records import IMAGE_EXTENSIONS, Box, Dataset, Record, RecordError
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "Annotations", "Box", "Dataset", "Episode", "Record", "RecordError", "box_mask",
-    "fixation_map", "load_annotations", "load_dataset", "load_gaze_map", "parse_jsonl", "read_class_folders",
-    "read_coco", "read_fewture", "read_manifest", "sample_episodes",
+    "IMAGE_EXTENSIONS", "MASK_CLASSES", "Annotations", "Box", "Dataset", "Episode", "Record", "RecordError", "box_mask",
+    "check_mask_classes", "fixation_map", "load_annotations", "load_dataset", "load_gaze_map", "load_mask",
+    "mask_boxes", "object_mask", "parse_jsonl", "read_class_folders", "read_coco", "read_fewture", "read_manifest",
+    "sample_episodes",
 ]
 
 

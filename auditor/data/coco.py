@@ -1,18 +1,27 @@
-"""COCO instances files (``instances_*.json``): images, boxes and categories.
+"""COCO instances files (``instances_*.json``): images, instances and categories.
 
 - Classes: the category names sorted by category id (``Record.label`` indexes that list);
   with ``classes=`` every category name must be in the given list, which is used instead.
-- Boxes: ``bbox`` ``[x, y, w, h]`` -> :class:`Box` ``(x, y, x + w, y + h)`` labelled with the
-  category name; ``iscrowd`` annotations are skipped; segmentations are ignored.
-- Label of an image: the category of its largest box (by area; the first one on a tie);
-  ``None`` for an image without (non-crowd) boxes.
+- Instances: ``bbox`` ``[x, y, w, h]`` -> :class:`Box` ``(x, y, x + w, y + h)`` labelled with
+  the category name, carrying the instance's ``segmentation`` (polygons, uncompressed or
+  compressed RLE: :mod:`auditor.data.segmentation`) when it has one; the instance's pixels
+  are then the segmentation's (pycocotools' ``annToMask``), else the box's.
+- Crowd instances (``iscrowd: 1``, usually an uncompressed RLE over a group of objects) are
+  objects of their category like the others (a map on a crowd of people looks at people);
+  as in COCO's evaluation, where they are not ground-truth instances, they do not choose
+  the image's label unless the image has nothing else.
+- Label of an image: the category of its largest non-crowd instance (by box area; the first
+  one on a tie), else of its largest crowd instance; ``None`` for an image without instances.
+  Its mask is that category's instances only (``mask_classes="target"``, the default of
+  :func:`auditor.data.load_annotations`), or every instance with ``"any"``.
 - Image paths: ``file_name`` relative to the JSON file's folder; if that file does not
   exist, ``images/<file_name>`` next to the JSON file; if neither exists the first is
   kept and decoding reports the missing file.
 - Record ids are the ``file_name``; ``meta`` holds ``coco_id``, ``width`` and ``height``.
 
 An image entry without ``id`` / ``file_name``, a box with a bad ``bbox`` (not 4 finite
-numbers, ``w <= 0`` or ``h <= 0``) or an unknown ``category_id`` makes that image a
+numbers, ``w <= 0`` or ``h <= 0``), a malformed ``segmentation`` or an unknown
+``category_id`` makes that image a
 :class:`RecordError`; an annotation of an unknown image is a :class:`RecordError` of its own.
 """
 
@@ -25,6 +34,7 @@ from typing import Any, Sequence
 from ..errors import DataError
 from .records import (BadRecord, Box, Dataset, Record, RecordError, show_value, absolute, check_classes, number,
                       resolve_path)
+from .segmentation import parse_segmentation
 
 
 def read_coco(path: str | Path, *, allow_outside_root: bool = False,
@@ -34,7 +44,7 @@ def read_coco(path: str | Path, *, allow_outside_root: bool = False,
     data = _load_json(path)
     root = path.parent
     names, index = _categories(data.get("categories", []), classes, path)
-    boxes: dict[Any, list[tuple[Box, int, str]]] = {}  # image id -> (box, class index, annotation)
+    boxes: dict[Any, list[tuple[Box, int, bool]]] = {}  # image id -> (box, class index, crowd)
     bad: dict[Any, str] = {}  # image id -> first annotation problem
     errors: list[RecordError] = []
     image_ids = {im.get("id") for im in data["images"] if isinstance(im, dict) and _is_id(im.get("id"))}
@@ -45,14 +55,12 @@ def read_coco(path: str | Path, *, allow_outside_root: bool = False,
             errors.append(RecordError(f"annotation[{j}]", where, None,
                                       f"{where}: annotation of unknown image_id {show_value(image_id)}"))
             continue
-        if ann.get("iscrowd"):
-            continue
         try:
             box, label = _box(ann, names, index)
         except BadRecord as e:
             bad.setdefault(ann["image_id"], f"{where}: {e}")
             continue
-        boxes.setdefault(ann["image_id"], []).append((box, label, where))
+        boxes.setdefault(ann["image_id"], []).append((box, label, bool(ann.get("iscrowd"))))
     records: list[Record] = []
     seen: set[Any] = set()  # COCO image ids and file names already read
     for i, im in enumerate(data["images"]):
@@ -129,11 +137,15 @@ def _box(ann: dict, names: list[str], index: dict[Any, int]) -> tuple[Box, int]:
     if not _is_id(cat) or cat not in index:
         raise BadRecord(f"annotation {show_value(ann_id)}: unknown category_id {show_value(cat)}")
     label = index[cat]
-    return Box(x, y, x + w, y + h, names[label]), label
+    try:
+        seg = parse_segmentation(ann.get("segmentation"))
+    except BadRecord as e:
+        raise BadRecord(f"annotation {show_value(ann_id)}: {e}") from None
+    return Box(x, y, x + w, y + h, names[label], seg), label
 
 
 def _record(im: Any, where: str, root: Path, allow_outside: bool, names: list[str],
-            boxes: dict[Any, list[tuple[Box, int, str]]], bad: dict[Any, str]) -> Record:
+            boxes: dict[Any, list[tuple[Box, int, bool]]], bad: dict[Any, str]) -> Record:
     if not isinstance(im, dict) or not _is_id(im.get("id")) or not isinstance(im.get("file_name"), str):
         raise BadRecord(f"image entry {show_value(im)} needs an \"id\" and a \"file_name\"")
     if im["id"] in bad:
@@ -145,8 +157,8 @@ def _record(im: Any, where: str, root: Path, allow_outside: bool, names: list[st
         image = alt if _exists(alt) else image
     own = boxes.get(im["id"], [])
     label = None
-    if own:  # the largest box; max() keeps the first on a tie
-        _, label, _ = max(own, key=lambda t: (t[0].x1 - t[0].x0) * (t[0].y1 - t[0].y0))
+    if own:  # the largest non-crowd box, else the largest crowd box; max() keeps the first on a tie
+        _, label, _ = max(own, key=lambda t: (not t[2], (t[0].x1 - t[0].x0) * (t[0].y1 - t[0].y0)))
     meta = {"coco_id": im["id"], "width": im.get("width"), "height": im.get("height")}
     return Record(id=file_name, image=image, label=label, label_name=None if label is None else names[label],
                   boxes=tuple(b for b, _, _ in own), meta=meta, source=where)

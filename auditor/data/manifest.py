@@ -4,20 +4,24 @@ JSONL fields (only ``image`` is required)::
 
     {"classes": ["cat", "dog"]}                      <- optional header, FIRST line only
     {"image": "img/a.png", "id": "a", "label": "cat", "boxes": [[10, 5, 40, 30]],
-     "fixations": [[12.5, 8.0]], "gaze": "gaze/a.npy", "split": "support", "meta": {}}
+     "fixations": [[12.5, 8.0]], "gaze": "gaze/a.npy", "mask": "masks/a.png", "split": "support", "meta": {}}
 
-- ``image``, ``gaze``: paths relative to the manifest's folder (the data root).
+- ``image``, ``gaze``, ``mask``: paths relative to the manifest's folder (the data root).
 - ``id``: defaults to the image path relative to the root, as posix.
 - ``label``: a class index, or a class name looked up in the class list. The class list is
   the header line, or the ``classes=`` argument (both given and different -> DataError),
   or, when neither is given, the sorted unique label *names* of the manifest. With no
   list and integer labels, ``Dataset.classes`` is empty and indices are only checked >= 0.
-- ``boxes``: ``[x0, y0, x1, y1]`` in original pixels, or ``{"box": [...], "label": "cat"}``.
+- ``boxes``: ``[x0, y0, x1, y1]`` in original pixels, or ``{"box": [...], "label": "cat"}``
+  (a box's label is a class name, compared with the record's; an unlabelled box is the
+  record's class; :func:`auditor.data.annotations.mask_boxes`).
+- ``mask``: an object mask of the record's class, a binary / greyscale image (non-zero =
+  object) or a ``.npy`` of bool / 0-1 (:func:`auditor.data.annotations.load_mask`).
 - ``fixations``: ``[x, y]`` pixel points (x = column); an empty list means none.
 - ``split``: ``"support"`` or ``"query"``; ``meta``: a free JSON object.
 - Any other field is an error for that record (a typo must not drop annotations silently).
 
-CSV: a header row with columns from ``image,id,label,boxes,fixations,gaze,split,meta``
+CSV: a header row with columns from ``image,id,label,boxes,fixations,gaze,mask,split,meta``
 (``image`` required); ``boxes``, ``fixations`` and ``meta`` cells hold JSON; a ``label``
 cell of digits is a class index, anything else a class name; empty cells mean absent.
 
@@ -39,7 +43,7 @@ from ..errors import DataError
 from .records import (BadRecord, Dataset, Record, RecordError, show_value, absolute, check_classes, lookup_label,
                       parse_boxes, parse_fixations, relative_id, resolve_path)
 
-FIELDS = ("image", "id", "label", "boxes", "fixations", "gaze", "split", "meta")
+FIELDS = ("image", "id", "label", "boxes", "fixations", "gaze", "mask", "split", "meta")
 SPLITS = ("support", "query")
 _JSON_CELLS = ("boxes", "fixations", "meta")
 _INT = re.compile(r"[+-]?\d+")
@@ -194,9 +198,8 @@ def _record(obj: Any, root: Path, classes: list[str], where: str, allow_outside:
     elif not isinstance(rid, str) or not rid:
         raise BadRecord(f"id must be a non-empty string, got {show_value(rid)}")
     label, label_name = lookup_label(obj.get("label"), classes)
-    gaze = obj.get("gaze")
-    if gaze is not None:
-        gaze = resolve_path(gaze, root, allow_outside=allow_outside, what="gaze")
+    gaze, mask = (None if obj.get(k) is None else resolve_path(obj[k], root, allow_outside=allow_outside, what=k)
+                  for k in ("gaze", "mask"))
     split = obj.get("split")
     if split is not None and split not in SPLITS:
         raise BadRecord(f"split must be one of {', '.join(SPLITS)}, got {show_value(split)}")
@@ -204,7 +207,7 @@ def _record(obj: Any, root: Path, classes: list[str], where: str, allow_outside:
     if meta is not None and not isinstance(meta, dict):
         raise BadRecord(f"meta must be a JSON object, got {show_value(meta)}")
     return Record(id=rid, image=image, label=label, label_name=label_name, boxes=parse_boxes(obj.get("boxes")),
-                  fixations=parse_fixations(obj.get("fixations")), gaze=gaze, split=split,
+                  fixations=parse_fixations(obj.get("fixations")), gaze=gaze, mask=mask, split=split,
                   meta=dict(meta or {}), source=where)
 
 

@@ -19,9 +19,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from .segmentation import Segmentation
 
 #: File extensions read as images by the folder layouts (compared case-insensitively).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
@@ -29,13 +32,20 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned box in original pixels: ``x0 < x1`` (columns), ``y0 < y1`` (rows)."""
+    """One object: an axis-aligned box in original pixels, ``x0 < x1`` (columns), ``y0 < y1`` (rows).
+
+    ``label``: the object's class name, or ``None`` (it then belongs to the record's label).
+    ``segmentation``: the object's outline (COCO polygons or RLE,
+    :mod:`auditor.data.segmentation`); when given, the object's pixels are the segmentation's,
+    not the box's.
+    """
 
     x0: float
     y0: float
     x1: float
     y1: float
     label: str | None = None
+    segmentation: Segmentation | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class Record:
         boxes: boxes in original pixels (may be empty).
         fixations: ``(x, y)`` fixation points in original pixels, or ``None``.
         gaze: absolute path of a gaze density map (image or ``.npy``), or ``None``.
+        mask: absolute path of an object mask (image or ``.npy``) of the record's class, or ``None``.
         split: ``"support"`` / ``"query"`` (few-shot), or ``None``.
         meta: free data from the source (COCO ids, FewTURE split, manifest ``meta``).
         source: where the record came from, ``"<file>:<line>"`` or a folder path.
@@ -62,6 +73,7 @@ class Record:
     boxes: tuple[Box, ...] = ()
     fixations: tuple[tuple[float, float], ...] | None = None
     gaze: Path | None = None
+    mask: Path | None = None
     split: str | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
     source: str = ""

@@ -64,7 +64,7 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
             "maps_note": "" if side.maps.available else "token_maps.npz is missing: overlays are not drawn",
             "page_size": PAGE_SIZE,
         }
-        refs = References(data["settings"].get("data"))
+        refs = References(data["settings"])
         context["refs_note"] = refs.note
         context.update(_gallery(result, methods, metrics, side, sink, refs, cmap, style, sort_by))
     finally:

@@ -74,9 +74,15 @@ def side_of(result: Any, label: str = "") -> Side:
 
 
 class References:
-    """Boxes / masks and fixations per image id, read from the audited data set when it is still there."""
+    """Boxes / masks and fixations per image id, read from the audited data set when it is still there.
 
-    def __init__(self, data_path: str | None):
+    ``settings``: the run's results settings; the mask drawn is the one scored (its
+    ``mask_classes``; results written before that setting existed scored every box: ``"any"``).
+    """
+
+    def __init__(self, settings: dict[str, Any]):
+        data_path = settings.get("data")
+        self.mask_classes = settings.get("mask_classes", "any")
         self.records: dict[str, Any] = {}
         self.note = ""
         if not data_path:
@@ -97,7 +103,7 @@ class References:
         from ..data import load_annotations
 
         try:
-            ann = load_annotations(record, shape)
+            ann = load_annotations(record, shape, mask_classes=self.mask_classes)
         except (AuditorError, OSError, ValueError):
             return None, None
         return getattr(ann, "mask", None), _points(getattr(ann, "fixations", None), shape)
