@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import maps as maplib
 from .batches import Ready, chunks, local_units, start_batch
 from .data import load_dataset
 from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
@@ -234,8 +235,9 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         "schema_version": SCHEMA_VERSION,
         "settings": {
             "data": str(data), "classes": dataset.classes, "models": [loaded.describe()],
-            "methods": {m.name: {"normalization": m.normalization, **_method_params(m)} for m in method_objs
-                        if m.name not in skipped},
+            "methods": {m.name: {"normalization": m.normalization, **_method_params(m),
+                                 "postprocess": maplib.PostProcess.from_mode(m.normalization).to_dict()}
+                        for m in method_objs if m.name not in skipped},
             "skipped_methods": skipped, "baselines": ["centre", "random"],
             "preprocessing": pre.to_dict(), "target": target_kind,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,

@@ -14,7 +14,8 @@ import numpy as np
 from ._validate import fraction as _fraction
 from ._validate import real_map, same_shape
 from .gaze import cc
-from .stats import rank_average, top_k_indices
+from .localisation import top_k_share
+from .stats import rank_average
 
 __all__ = ["cc", "spearman", "top_k_overlap"]
 
@@ -55,10 +56,14 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> flo
     """Intersection over union of the two maps' top-``fraction`` pixel sets.
 
     ``k = ceil(fraction * H * W)`` (at least 1); ``A``, ``B`` the ``k`` most salient pixels
-    of each map, ties broken by row-major order (stable sort, as
-    :func:`auditor.metrics.relevance_rank`); the result is ``|A & B| / |A | B|``. Because of
-    that tie rule, two maps that are flat over their top ``fraction`` (say, mostly zero after
-    a ReLU) pick the same pixels and overlap by construction -- check for such maps first.
+    of each map. Ties at the cut are broken at random, independently in each map: pixel
+    ``p`` is in ``A`` with chance ``pa`` (1 above the cut, a share of the free places when
+    tied with the ``k``-th value, :func:`auditor.metrics.localisation.top_k_share`), so the
+    expected intersection is ``I = sum pa * pb`` and the result is ``I / (2k - I)``, the
+    expected intersection over the expected union (exact when neither map has ties at its
+    cut). Two maps flat over their top ``fraction`` (say, mostly zero after a ReLU) thus
+    overlap by chance, not by construction, and the score does not depend on the image's
+    orientation.
 
     Parameters
     ----------
@@ -80,6 +85,5 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> flo
     x, y = _pair(a, b)
     frac = _fraction(fraction, "fraction")
     k = max(1, math.ceil(frac * x.size - 1e-9))
-    top_a, top_b = top_k_indices(x, k), top_k_indices(y, k)
-    inter = np.intersect1d(top_a, top_b, assume_unique=True).size
-    return inter / (2 * k - inter)
+    inter = float(np.dot(top_k_share(x, k), top_k_share(y, k)))
+    return min(1.0, inter / (2 * k - inter))
