@@ -56,14 +56,16 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> flo
     """Intersection over union of the two maps' top-``fraction`` pixel sets.
 
     ``k = ceil(fraction * H * W)`` (at least 1); ``A``, ``B`` the ``k`` most salient pixels
-    of each map. Ties at the cut are broken at random, independently in each map: pixel
-    ``p`` is in ``A`` with chance ``pa`` (1 above the cut, a share of the free places when
-    tied with the ``k``-th value, :func:`auditor.metrics.localisation.top_k_share`), so the
-    expected intersection is ``I = sum pa * pb`` and the result is ``I / (2k - I)``, the
-    expected intersection over the expected union (exact when neither map has ties at its
-    cut). Two maps flat over their top ``fraction`` (say, mostly zero after a ReLU) thus
-    overlap by chance, not by construction, and the score does not depend on the image's
-    orientation.
+    of each map. Ties at the cut are broken at random, one random order of the pixels for
+    both maps: pixel ``p`` is in ``A`` with chance ``pa`` (1 above the cut, 0 below, the
+    free places shared equally among the pixels tied with the ``k``-th value,
+    :func:`auditor.metrics.localisation.top_k_share`) and in ``B`` with chance ``pb``; the
+    intersection counts ``min(pa, pb)`` (the shared order picks a pixel tied in both maps in
+    both as often as it can) and the result is ``I / (2k - I)`` with ``I = sum min(pa, pb)``
+    (``2k - I = sum max(pa, pb)``: the fuzzy Jaccard index of the membership chances). It
+    equals the plain IoU when neither map has ties at its cut, is 1 for a map with itself,
+    and does not depend on the image's orientation (the former row-major rule made two maps
+    flat over their top ``fraction`` overlap by construction).
 
     Parameters
     ----------
@@ -85,5 +87,5 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> flo
     x, y = _pair(a, b)
     frac = _fraction(fraction, "fraction")
     k = max(1, math.ceil(frac * x.size - 1e-9))
-    inter = float(np.dot(top_k_share(x, k), top_k_share(y, k)))
-    return min(1.0, inter / (2 * k - inter))
+    pa, pb = top_k_share(x, k), top_k_share(y, k)
+    return min(1.0, float(np.minimum(pa, pb).sum()) / float(np.maximum(pa, pb).sum()))
