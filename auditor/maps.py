@@ -46,6 +46,8 @@ def normalize(saliency: np.ndarray, mode: str = "minmax") -> np.ndarray:
     ``"minmax"``: ``(s - min) / (max - min)``. ``"relu_minmax"``: negative values set to 0
     first (Grad-CAM keeps only positive evidence). ``"none"``: unchanged. A constant map
     (``max == min`` after the ReLU) becomes all zeros; NaN / inf values raise ValueError.
+    A primitive on a map already at its final size: to go from a raw token map to the scored
+    map use :class:`PostProcess`, which applies the ReLU before upsampling.
     """
     if mode not in NORMALIZATIONS:
         raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {mode!r}")

@@ -49,9 +49,9 @@ def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, t
 
     Each map goes through its method's :class:`auditor.maps.PostProcess` (``modes``: the
     method's recorded normalisation or the object) to the image's ``shape`` ``(H, W)``
-    before scoring, and the baselines through the same kind of object; a degenerate map
-    (constant, NaN) gets NaN metrics and its problem in ``map_status``. ``writer`` receives the raw (and, if it keeps
-    them, full-size) maps under ``image_id``.
+    before scoring, and the baselines through :data:`auditor.maps.BASELINE_POSTPROCESS`; a
+    degenerate map (constant, NaN) gets NaN metrics and its problem in ``map_status``.
+    ``writer`` receives the raw (and, if it keeps them, full-size) maps under ``image_id``.
     """
     metrics: dict[str, dict[str, float]] = {}
     status: dict[str, str] = {}
