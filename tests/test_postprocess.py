@@ -167,3 +167,14 @@ def test_a_map_equal_to_the_gaze_beats_both_baselines():
     assert metrics["m"]["cc"] == pytest.approx(1.0) and metrics["m"]["sim"] == pytest.approx(1.0)
     # values (this repository, numpy): centre CC 0.7927, KL 0.4264; random KL 1.3909
     assert metrics["centre"]["kl_div"] == pytest.approx(0.4264, abs=1e-4)
+
+
+@pytest.mark.parametrize("value, text", [(1.0, "gradcam: hit"), (0.0, "gradcam: miss"),
+                                         (0.5, "gradcam: 0.50 of the tied maxima hit")])
+def test_report_badge_says_when_tied_maxima_split_the_pointing_game(value, text):
+    from auditor.report.build import _card_text
+
+    row = {"id": "x", "label_name": "cat", "target": None, "prediction": None,
+           "metrics": {"gradcam": {"pointing_game": value}}}
+    card = _card_text({"settings": {}}, row, "gradcam", ["pointing_game"], ["pointing_game"])
+    assert [b["text"] for b in card["badges"]] == [text]
