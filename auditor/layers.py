@@ -35,8 +35,9 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
         if layers is None:
             continue
         raw = layers[index].numpy()
-        ok = [maplib.map_problem(m, modes[method]) is None for m in raw]
-        sal = iter(maplib.to_images(raw[ok], mask.shape, modes[method]))  # the scorable layers, in one upsampling
+        post = maplib.PostProcess.from_mode(modes[method])
+        ok = [post.problem(m) is None for m in raw]
+        sal = iter(post(raw[ok], mask.shape))  # the scorable layers, in one upsampling
         images = [next(sal) if good else None for good in ok]
         out[method] = {k: [None if s is None else float(BOX_METRICS[k](s, mask)) for s in images]
                        for k in LAYER_METRICS}

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import maps as maplib
 from .batches import Ready, chunks, local_units, start_batch
 from .config import AuditConfig, Setup, validate
 from .episodes import few_shot_summary, process_episode
@@ -226,7 +227,8 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
         "settings": {
             "data": str(cfg.data), "classes": s.dataset.classes, "data_identity": dataset_identity(s.dataset),
             "models": models,
-            "methods": {k: v for k, v in _method_settings(s.methods).items() if k not in s.skipped},
+            "methods": {k: {**v, "postprocess": maplib.PostProcess.from_mode(v["normalization"]).to_dict()}
+                        for k, v in _method_settings(s.methods).items() if k not in s.skipped},
             "skipped_methods": s.skipped, "baselines": ["centre", "random"],
             "preprocessing": s.pre.to_dict(), "target": s.target.kind, "target_detail": s.target.to_dict(),
             "mask_classes": cfg.mask_classes,

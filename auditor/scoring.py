@@ -38,29 +38,34 @@ def _nan_metrics(ann: Any) -> dict[str, float]:
 
 
 def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
-    return {"centre": centre_gaussian(shape), "random": uniform_random(shape, seed=zlib.crc32(image_id.encode()))}
+    """The centre and random maps ``[H, W]`` after :data:`auditor.maps.BASELINE_POSTPROCESS`
+    (min-max: exact zeros at their minimum, like every method's map)."""
+    raw = {"centre": centre_gaussian(shape), "random": uniform_random(shape, seed=zlib.crc32(image_id.encode()))}
+    return {name: maplib.BASELINE_POSTPROCESS(m, shape) for name, m in raw.items()}
 
 
 def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, torch.Tensor],
-               modes: dict[str, str], writer: MapWriter | None) -> tuple[dict, dict]:
+               modes: dict[str, str | maplib.PostProcess], writer: MapWriter | None) -> tuple[dict, dict]:
     """``(metrics, map_status)`` of one image from its raw maps ``{method: [h, w]}``.
 
-    Each map is upsampled to the image's ``shape`` ``(H, W)`` and normalised (``modes``:
-    each method's normalisation) before scoring; a degenerate map (constant, NaN) gets NaN
-    metrics and its problem in ``map_status``. ``writer`` receives the raw (and, if it keeps
-    them, full-size) maps under ``image_id``.
+    Each map goes through its method's :class:`auditor.maps.PostProcess` (``modes``: the
+    method's recorded normalisation or the object) to the image's ``shape`` ``(H, W)``
+    before scoring, and the baselines through :data:`auditor.maps.BASELINE_POSTPROCESS`; a
+    degenerate map (constant, NaN) gets NaN metrics and its problem in ``map_status``.
+    ``writer`` receives the raw (and, if it keeps them, full-size) maps under ``image_id``.
     """
     metrics: dict[str, dict[str, float]] = {}
     status: dict[str, str] = {}
     for method, token_map in raw.items():
         if writer is not None:
             writer.add(method, image_id, token_map.numpy(), maplib.upsample(token_map, shape) if writer.full else None)
-        problem = maplib.map_problem(token_map.numpy(), modes[method])
+        post = maplib.PostProcess.from_mode(modes[method])
+        problem = post.problem(token_map)
         if problem:
             status[method] = problem
             metrics[method] = _nan_metrics(ann)
         else:
-            metrics[method] = score(maplib.to_image(token_map, shape, modes[method]), ann)
+            metrics[method] = score(post(token_map, shape), ann)
     for name, base in _baselines(shape, image_id).items():
         metrics[name] = score(base, ann)
     return metrics, status

@@ -135,14 +135,14 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         raw = res.maps[name].maps[0]
         full = maplib.upsample(raw, (height, width))
         saved[f"{name}/{image_path.stem}"] = full
-        mode = method.normalization
-        problem = maplib.map_problem(raw.numpy(), mode)
+        post = maplib.PostProcess.from_mode(method.normalization)  # the scored map is the drawn map
+        problem = post.problem(raw)
         if problem:
             log(f"   Warning: {name}: {problem}")
-        heat = maplib.to_image(raw, (height, width), mode)
+        heat = post(raw, (height, width))
         save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap))
         if name == "cls_attention":
-            save("patch_grid.png", render.patch_grid(image, maplib.normalize(raw.numpy()), alpha=alpha, cmap=colormap))
+            save("patch_grid.png", render.patch_grid(image, post.token_map(raw), alpha=alpha, cmap=colormap))
         if name == "reconstruction_attention" and not problem:
             extras = res.maps[name].extras
             save("reconstruction_best_match_overlay.png",

@@ -104,16 +104,25 @@ def test_auc_judd_ties_among_fixations_stay_in_range():
 # ---------------------------------------------------------------- AUC-Borji
 
 def test_auc_borji_hand():
-    # fixation on the maximum of s = [[1, 0.95], [0, 0]]; one random negative per split (F = 1);
-    # thresholds 1.0, 0.9, ..., 0 (MATLAB's 0:0.1:1, end point included):
-    #   drawn (0, 0), value 1:    every threshold gives (fp, tp) = (1, 1) -> area 0.5
-    #   drawn (0, 1), value 0.95: t = 1 gives (0, 1), t = 0.9 gives (1, 1) -> area 1
-    #   drawn a 0:                (0, 1) until t = 0 -> area 1
+    # fixations on the 1 and on a 0 of s = [[1, 0], [0, 0]]; two random negatives per split (F = 2);
+    # thresholds 1.0, 0.9, ..., 0: tp = 1/2 for t > 0 and 1 at t = 0; fp = (draws of pixel 0) / 2 =: q
+    # for t > 0 and 1 at t = 0; points (0, 0), (q, 1/2), (1, 1): area q / 4 + (1 - q) 3 / 4 = 3/4 - q / 2
+    s = np.array([[1, 0], [0, 0]], float)
+    draws = np.random.default_rng(5).integers(0, 4, size=(40, 2))  # auditor's draw: (n_splits, F) flat indices
+    expected = np.mean(0.75 - 0.5 * (draws == 0).mean(1))
+    assert len(set(0.75 - 0.5 * (draws == 0).mean(1))) == 3  # all three cases occur
+    assert auc_borji(s, _fix((2, 2), (0, 0), (1, 1)), n_splits=40, seed=5) == pytest.approx(expected, abs=1e-15)
+
+
+def test_auc_borji_single_fixation_is_nan():
+    # MIT AUC_Borji.m (github.com/cvzoya/saliency, code_forMetrics, commit 26e7105) cannot score one
+    # fixation: randfix = S(r), r of size [1, Nsplits], is an Nsplits x 1 column (MATLAB keeps the
+    # indexed vector's orientation), so randfix(:, 2) is out of range; its Python ports return NaN
+    # for sum(fixation_map) <= 1. One fixated pixel here: NaN, whatever the map.
     s = np.array([[1, 0.95], [0, 0]], float)
-    draws = np.random.default_rng(5).integers(0, 4, size=(40, 1))  # auditor's draw: (n_splits, F) flat indices
-    expected = np.mean(np.where(draws[:, 0] == 0, 0.5, 1.0))
-    assert 0.5 < expected < 1.0 and (draws == 1).any()
-    assert auc_borji(s, _fix((2, 2), (0, 0)), n_splits=40, seed=5) == pytest.approx(expected, abs=1e-15)
+    for pixel in ((0, 0), (1, 1)):
+        assert math.isnan(auc_borji(s, _fix((2, 2), pixel)))
+    assert not math.isnan(auc_borji(s, _fix((2, 2), (0, 0), (0, 1))))
 
 
 def _borji_one_split_at_a_time(s, f, n_splits=100, step=0.1, seed=0):
@@ -137,7 +146,7 @@ def test_auc_borji_equals_the_split_by_split_transcription(seed):
     h, w = rng.integers(2, 30, 2)
     s = [rng.random((h, w)), np.round(rng.random((h, w)) * 10) / 10, rng.integers(0, 3, (h, w)) * 1.0][seed % 3]
     f = rng.random((h, w)) < 0.3  # (rounded maps put values exactly on the 0.1 thresholds)
-    f.flat[int(rng.integers(0, h * w))] = True
+    f.flat[rng.choice(h * w, 2, replace=False)] = True  # at least two fixations (one: NaN)
     for step in (0.1, 0.05, 0.3):
         expected = _borji_one_split_at_a_time(s, f, n_splits=30, step=step, seed=seed)
         assert auc_borji(s, f, n_splits=30, step_size=step, seed=seed) == pytest.approx(expected, abs=1e-12)
@@ -153,8 +162,8 @@ def test_auc_borji_compares_exactly_at_thresholds_where_division_rounds_up():
 
 
 def test_auc_borji_converges_to_expected_value():
-    s = np.array([[1, 0], [0, 0]], float)  # expected AUC: 1 - 0.5 * P(draw the fixated pixel) = 0.875
-    assert auc_borji(s, _fix((2, 2), (0, 0)), n_splits=4000) == pytest.approx(0.875, abs=0.02)
+    s = np.array([[1, 0], [0, 0]], float)  # expected AUC (see the hand case): 3/4 - E[q] / 2 = 3/4 - 1/8
+    assert auc_borji(s, _fix((2, 2), (0, 0), (1, 1)), n_splits=4000) == pytest.approx(0.625, abs=0.02)
 
 
 def test_auc_borji_seed_and_options():
@@ -227,10 +236,19 @@ def test_sim_hand():
     two = _fix((2, 2), (0, 0), (0, 1)).astype(float)               # -> (1/2, 1/2, 0, 0)
     assert sim(one, two) == pytest.approx(0.5)
     assert sim(G, G) == pytest.approx(1.0)
-    assert sim(np.full((2, 2), 7.0), two) == pytest.approx(0.5)    # constant: uniform 1/4 each
     assert sim(np.zeros((2, 2)), two) == 0.0                       # all zero: left as zeros
     # min-max first: adding a constant to the saliency changes nothing
     assert sim(S + 10, G) == pytest.approx(sim(S, G), rel=1e-12)
+
+
+def test_sim_constant_non_zero_map_is_nan_as_mit():
+    # MIT similarity.m (github.com/cvzoya/saliency, code_forMetrics, commit 3e3f9ec): a map with a
+    # non-zero value is min-max normalised, (m - min) / (max - min) = 0 / 0 = NaN everywhere for a
+    # constant map, and "if sum(isnan(map1(:))) == length(map1(:)) ... return" leaves score = nan.
+    two = _fix((2, 2), (0, 0), (0, 1)).astype(float)
+    assert math.isnan(sim(np.full((2, 2), 7.0), two))
+    assert math.isnan(sim(two, np.full((2, 2), 0.25)))             # a constant (uniform) gaze map too
+    assert sim(np.zeros((2, 2)), two) == 0.0                       # all zero: MIT leaves it zero -> 0
 
 
 def test_sim_outside_references():

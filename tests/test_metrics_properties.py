@@ -172,7 +172,7 @@ def test_spearman_matches_naive_rank_correlation_and_is_symmetric(sm):
 @given(float_map_and_mask())
 def test_box_metrics_in_documented_ranges(sm):
     s, m = sm
-    assert isinstance(pointing_game(s, m), bool)
+    assert 0.0 <= pointing_game(s, m) <= 1.0
     for value in (relevance_mass(s, m), auc_roc(s, m)):
         assert math.isnan(value) or 0.0 <= value <= 1.0
     assert 0.0 <= relevance_rank(s, m) <= 1.0
@@ -191,7 +191,7 @@ def test_fixation_metrics_in_documented_ranges(sm):
     assert math.isnan(n) == constant
     for value in (auc_judd(s, f), auc_borji(s, f, n_splits=10)):
         assert math.isnan(value) or 0.0 <= value <= 1.0
-    assert math.isnan(auc_borji(s, f, n_splits=10)) == constant
+    assert math.isnan(auc_borji(s, f, n_splits=10)) == (constant or f.sum() < 2)
 
 
 @EXAMPLES
@@ -202,8 +202,11 @@ def test_density_metrics_in_documented_ranges(sg):
     assert math.isnan(c) == (s.max() == s.min() or g.max() == g.min())
     assert math.isnan(c) or -1.0 <= c <= 1.0
     assert kl_div(s, g) >= -1e-12
-    assert 0.0 <= sim(s, g) <= 1.0 + 1e-12
-    assert kl_div(g, g) == pytest.approx(0.0, abs=1e-9) and sim(g, g) == pytest.approx(1.0)
+    flat_non_zero = any(a.any() and a.max() == a.min() for a in (s, g))  # MIT similarity.m: NaN
+    assert math.isnan(sim(s, g)) == flat_non_zero
+    assert flat_non_zero or 0.0 <= sim(s, g) <= 1.0 + 1e-12
+    assert kl_div(g, g) == pytest.approx(0.0, abs=1e-9)
+    assert math.isnan(sim(g, g)) if g.max() == g.min() else sim(g, g) == pytest.approx(1.0)
 
 
 @EXAMPLES
@@ -214,7 +217,7 @@ def test_agreement_in_documented_ranges(sm, frac):
     r = spearman(s, t)
     assert math.isnan(r) or -1.0 <= r <= 1.0
     assert 0.0 <= top_k_overlap(s, t, fraction=frac) <= 1.0
-    assert top_k_overlap(s, s, fraction=frac) == 1.0
+    assert top_k_overlap(s, s, fraction=frac) == 1.0  # ties too: the same order breaks them in both
 
 
 # ---------------------------------------------------------------- validation

@@ -142,8 +142,46 @@ def test_window_attention_lands_where_the_bright_patch_is(grid, spot):
     assert per_layer.shape == (2, *grid)
     for block in (0, 1):  # without, then with the cyclic shift
         assert divmod(int(per_layer[block].argmax()), grid[1]) == (r, c)
-        assert per_layer[block][r, c] > 2.0  # several queries' worth of attention
+        assert per_layer[block][r, c] > 2.0  # several times its uniform share
     torch.testing.assert_close(res.maps[0], per_layer[1])
+
+
+def test_window_attention_scores_attention_beyond_the_uniform_share():
+    # two 7 x 7 windows side by side (grid 7 x 14, no shift); a bright patch at (3, 3) in the left
+    # window draws every query of that window; the right window is dark, so its queries attend uniformly
+    from auditor.maps import PostProcess
+    from auditor.metrics import pointing_game, relevance_mass
+
+    model = _spotlight_mab((7, 14))
+    x = torch.zeros(1, 3, 56, 112)
+    x[:, :, 24:32, 24:32] = 1.0
+    res = compute_maps(model, x, [create_method("window_attention")]).maps["window_attention"]
+    raw = res.maps[0]
+    assert create_method("window_attention").normalization == "relu_minmax"
+    torch.testing.assert_close(raw[:, 7:], torch.zeros(7, 7), atol=1e-5, rtol=0)  # uniform: no evidence
+    assert raw[3, 3] > 40  # received ~49 queries' worth where the uniform share is 1: excess ~48
+    assert (raw[:, :7] <= 1e-5).sum() == 48  # every other left-window token gets less than its share
+    # the raw received attention is flat per window (49 in each): a box's mass is its window's share
+    received = res.extras["received"][0, -1]
+    torch.testing.assert_close(received[:, :7].sum(), received[:, 7:].sum())
+    scored = PostProcess.from_mode("relu_minmax")(raw, (7, 14))
+    obj, same_place_right = np.zeros((7, 14), bool), np.zeros((7, 14), bool)
+    obj[3, 3], same_place_right[3, 10] = True, True
+    assert relevance_mass(scored, obj) > 0.999 and pointing_game(scored, obj) == 1.0
+    assert relevance_mass(scored, same_place_right) == 0.0 and pointing_game(scored, same_place_right) == 0.0
+    # the former map (received attention) gave the object half the mass: the uniform window's 49 equal the 49 drawn
+    assert relevance_mass(received.numpy(), obj) == pytest.approx(0.5, abs=0.01)
+
+
+def test_window_attention_of_uniform_windows_is_constant_and_not_scored():
+    from auditor.maps import PostProcess
+
+    model = _spotlight_mab((7, 14))
+    res = compute_maps(model, torch.zeros(1, 3, 56, 112), [create_method("window_attention")]).maps["window_attention"]
+    # every query spreads evenly: exactly the uniform share everywhere, so the map is flat at 0 and the
+    # audit flags it (NaN metrics) instead of scoring a box by its share of the image
+    assert torch.equal(res.maps[0], torch.zeros(7, 14))
+    assert "constant" in PostProcess.from_mode("relu_minmax").problem(res.maps[0])
 
 
 def _random_mab(seed: int = 0, **kw) -> MultiAttentionViT:
@@ -158,18 +196,44 @@ def _random_mab(seed: int = 0, **kw) -> MultiAttentionViT:
 
 def test_channel_weights_are_the_sigmoid_outputs():
     model = _random_mab()
-    seen = []
+    seen, mscam = [], {}
     hooks = [m.cab.sigmoid.register_forward_hook(lambda mod, a, out: seen.append(out.detach()))
              for m in (b.attn for b in model.blocks)]
+    hooks.append(model.drff.mscam.register_forward_hook(lambda mod, a, out: mscam.update(x=a[0].detach(),
+                                                                                          out=out.detach())))
+    hooks.append(model.drff.mscam.fusion.register_forward_hook(lambda mod, a, out: mscam.update(w=out.detach())))
     x = torch.randn(3, 3, 64, 64)
     res = compute_maps(model, x, [create_method("channel_attention")]).maps["channel_attention"]
     for h in hooks:
         h.remove()
     weights = res.extras["channel_weights"]
-    assert weights.shape == (3, 2, 48)
+    assert weights.shape == (3, 3, 48)  # two CABs, then DRFF's MS-CAM
     for i, direct in enumerate(seen):
         torch.testing.assert_close(weights[:, i], direct[:, :, 0, 0])
+    torch.testing.assert_close(weights[:, 2], mscam["w"].mean((2, 3)))
+    # the default (last) layer is the MS-CAM: its map is its output x * w averaged over channels
+    torch.testing.assert_close(res.maps, mscam["out"].mean(1))
+    assert res.info["layer"] == "drff.mscam"
     assert res.maps.shape == (3, 4, 4) and res.maps.std() > 0
+
+
+def test_mscam_of_a_drff_only_model_with_hand_set_weights():
+    # DRFF without MAB: no CAB, so before MS-CAM was read channel attention did not apply at all.
+    # fusion = 1x1 conv with zero weights and bias log(3) -> sigmoid = 3/4 everywhere: the map is
+    # 3/4 of the channel mean of MS-CAM's input
+    model = create_model("vit_small", **{**SMALL, "image_size": 64, "use_drff": True}).eval()
+    with torch.no_grad():
+        conv = model.drff.mscam.fusion[0]
+        conv.weight.zero_()
+        conv.bias.fill_(float(np.log(3.0)))
+    seen = {}
+    hook = model.drff.mscam.register_forward_hook(lambda mod, a, out: seen.update(x=a[0].detach()))
+    res = compute_maps(model, torch.randn(2, 3, 64, 64), [create_method("channel_attention")])
+    hook.remove()
+    assert "channel_attention" in res.maps, res.skipped
+    got = res.maps["channel_attention"]
+    torch.testing.assert_close(got.extras["channel_weights"], torch.full((2, 1, 48), 0.75))
+    torch.testing.assert_close(got.maps, 0.75 * seen["x"].mean(1))
 
 
 def test_reconstruction_rows_sum_to_one_and_maps_differ_between_images():

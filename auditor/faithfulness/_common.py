@@ -19,9 +19,9 @@ BASELINES = ("blur", "mean", "noise", "zero")
 
 def input_saliency(raw: torch.Tensor | np.ndarray, size: tuple[int, int], normalization: str = "minmax") -> np.ndarray:
     """Raw maps ``[B, h, w]`` -> float32 ``[B, H, W]`` in ``[0, 1]`` at the model's input size
-    (the method's own normalisation, :func:`auditor.maps.to_image`)."""
+    (the method's own :class:`auditor.maps.PostProcess`, ``normalization`` its recorded mode)."""
     raw = raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
-    return np.stack([maplib.to_image(m, size, normalization) for m in raw])
+    return maplib.PostProcess.from_mode(normalization)(raw, size)
 
 
 def pixel_order(saliency: np.ndarray, *, seed: int = 0) -> np.ndarray:

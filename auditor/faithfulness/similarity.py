@@ -6,10 +6,10 @@ Maps are compared at the model's input resolution (raw maps upsampled bilinearly
   change: Adebayo et al. report both, and gradient signs flip freely);
 * ``spearman_signed``: of the signed raw maps;
 * ``spearman_normalised``: of the maps as the method normalises them for scoring and display
-  (:func:`auditor.maps.to_image`; Grad-CAM's ReLU included) -- what a reader sees;
+  (:class:`auditor.maps.PostProcess`; Grad-CAM's ReLU included) -- what a reader sees;
 * ``ssim``: structural similarity (``skimage.metrics.structural_similarity``, 7 x 7
   window, ``data_range=1``) of the maps normalised as the method is for scoring
-  (:func:`auditor.maps.to_image`).
+  (:class:`auditor.maps.PostProcess`).
 
 Constant maps give NaN Spearman values (rank correlation undefined).
 """
@@ -49,6 +49,7 @@ def map_similarity(raw_a: np.ndarray, raw_b: np.ndarray, size: tuple[int, int], 
     a, b = maplib.upsample(raw_a, size).astype(np.float64), maplib.upsample(raw_b, size).astype(np.float64)
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         return {k: math.nan for k in MEASURES}
-    na, nb = maplib.to_image(raw_a, size, normalization), maplib.to_image(raw_b, size, normalization)
+    post = maplib.PostProcess.from_mode(normalization)
+    na, nb = post(raw_a, size), post(raw_b, size)
     return {"spearman": _safe_spearman(np.abs(a), np.abs(b)), "spearman_signed": _safe_spearman(a, b),
             "spearman_normalised": _safe_spearman(na, nb), "ssim": _ssim(na, nb)}

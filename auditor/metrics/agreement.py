@@ -14,7 +14,8 @@ import numpy as np
 from ._validate import fraction as _fraction
 from ._validate import real_map, same_shape
 from .gaze import cc
-from .stats import rank_average, top_k_indices
+from .localisation import top_k_share
+from .stats import rank_average
 
 __all__ = ["cc", "spearman", "top_k_overlap"]
 
@@ -55,10 +56,16 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> flo
     """Intersection over union of the two maps' top-``fraction`` pixel sets.
 
     ``k = ceil(fraction * H * W)`` (at least 1); ``A``, ``B`` the ``k`` most salient pixels
-    of each map, ties broken by row-major order (stable sort, as
-    :func:`auditor.metrics.relevance_rank`); the result is ``|A & B| / |A | B|``. Because of
-    that tie rule, two maps that are flat over their top ``fraction`` (say, mostly zero after
-    a ReLU) pick the same pixels and overlap by construction -- check for such maps first.
+    of each map. Ties at the cut are broken at random, one random order of the pixels for
+    both maps: pixel ``p`` is in ``A`` with chance ``pa`` (1 above the cut, 0 below, the
+    free places shared equally among the pixels tied with the ``k``-th value,
+    :func:`auditor.metrics.localisation.top_k_share`) and in ``B`` with chance ``pb``; the
+    intersection counts ``min(pa, pb)`` (the shared order picks a pixel tied in both maps in
+    both as often as it can) and the result is ``I / (2k - I)`` with ``I = sum min(pa, pb)``
+    (``2k - I = sum max(pa, pb)``: the fuzzy Jaccard index of the membership chances). It
+    equals the plain IoU when neither map has ties at its cut, is 1 for a map with itself,
+    and does not depend on the image's orientation (the former row-major rule made two maps
+    flat over their top ``fraction`` overlap by construction).
 
     Parameters
     ----------
@@ -80,6 +87,5 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, *, fraction: float = 0.1) -> flo
     x, y = _pair(a, b)
     frac = _fraction(fraction, "fraction")
     k = max(1, math.ceil(frac * x.size - 1e-9))
-    top_a, top_b = top_k_indices(x, k), top_k_indices(y, k)
-    inter = np.intersect1d(top_a, top_b, assume_unique=True).size
-    return inter / (2 * k - inter)
+    pa, pb = top_k_share(x, k), top_k_share(y, k)
+    return min(1.0, float(np.minimum(pa, pb).sum()) / float(np.maximum(pa, pb).sum()))

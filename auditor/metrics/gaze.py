@@ -8,7 +8,14 @@ reference; here the caller does, e.g. :func:`auditor.maps.upsample`):
   here an annotation error the caller checks).
 * ``gaze_map`` (:func:`cc`, :func:`kl_div`, :func:`sim`): non-negative density, not all zero.
 
-A saliency map for which a metric is undefined (constant, for NSS, CC and the AUCs) gives NaN.
+A saliency map for which a metric is undefined (constant, for NSS, CC, SIM and the AUCs)
+gives NaN.
+
+Zeros, the same rule for every map: an exact 0 is read as "no saliency here" and nothing is
+added to it except MIT's ``eps`` inside KL. The audit feeds every map -- a method's and the
+centre and random baselines alike -- through the same :class:`auditor.maps.PostProcess`
+(min-max), so each reaches these metrics with exact zeros at its minimum; no map gets a
+floor another map does not get.
 
 References
 ----------
@@ -71,6 +78,7 @@ def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
 
     ``NSS = mean_{fixated p} (S_p - mean(S)) / std(S)`` with the sample standard deviation
     (``ddof=1``, MATLAB's ``std``), as MIT ``NSS.m``. Each fixated pixel counts once.
+    Zeros: values as they are (an exact 0 is the map's lowest value, nothing special).
 
     Parameters
     ----------
@@ -108,7 +116,8 @@ def auc_judd(saliency: np.ndarray, fixations: np.ndarray, *, jitter: bool = Fals
     MIT's ``i / F`` steps through the tie and can leave the unit square (``S = [1, 0, 0]``,
     both 0s fixated: -0.25; MIT's default jitter hides this); here every fixated pixel
     ``>= t`` counts, as in pysaliency's ``general_roc(judd=1)`` (0.5 there). Fixations on
-    the exact zeros of a ReLU'd map are the common case.
+    the exact zeros of a ReLU'd map are the common case. Zeros: values as they are, the
+    same for every map (no floor, no epsilon).
 
     Parameters
     ----------
@@ -161,6 +170,13 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     fixated / sampled values ``>= threshold``; ``(0, 0)`` and ``(1, 1)`` are added, the
     area is the trapezoid rule, and the score is the mean over splits. The draws come from
     NumPy, not MATLAB: values agree with MIT's in distribution, not digit for digit.
+    Zeros: values as they are (the threshold 0 counts every pixel), the same for every map.
+
+    A single fixated pixel gives NaN: MIT's ``AUC_Borji.m`` gives no score for one fixation
+    (``randfix = S(r)`` with ``r`` of size ``[1, Nsplits]`` is an ``Nsplits x 1`` column,
+    MATLAB keeping the orientation of the indexed vector, so ``randfix(:, 2)`` is out of
+    range), and the Python ports of that code return NaN for ``sum(fixation_map) <= 1``;
+    one fixation against one random pixel per split is no ROC curve.
 
     Parameters
     ----------
@@ -176,7 +192,8 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     Returns
     -------
     float
-        In ``[0, 1]``, higher is better, about 0.5 for chance; NaN for a constant map.
+        In ``[0, 1]``, higher is better, about 0.5 for chance; NaN for a constant map or a
+        single fixated pixel.
 
     References
     ----------
@@ -186,7 +203,7 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     s, f = _with_fixations(saliency, fixations)
     n_splits = positive_int(n_splits, "n_splits")
     step = positive_float(step_size, "step_size")
-    if is_constant(s):
+    if is_constant(s) or np.count_nonzero(f) < 2:
         return math.nan
     s = _minmax(s).ravel()
     at_fix = np.sort(s[f.ravel()])
@@ -227,7 +244,8 @@ def cc(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     ``CC = sum(Sz * Gz) / sqrt(sum(Sz**2) sum(Gz**2))`` with ``Sz``, ``Gz`` the maps minus
     their means -- the same as MIT ``CC.m`` (``corr2`` of the standardised maps). Also used
     to compare two saliency maps (:mod:`auditor.metrics.agreement`), so the second map is
-    only required to be finite and real, not a density.
+    only required to be finite and real, not a density. Zeros: values as they are, the same
+    for every map.
 
     Parameters
     ----------
@@ -260,6 +278,11 @@ def kl_div(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     As MIT ``KLdiv.m``: each map divided by its sum (an all-zero map is left as zeros), then
     ``KL = sum(G * log(eps + G / (S + eps)))`` with ``eps = 2.2204e-16``.
 
+    Zeros, the same for every map: an exact 0 in ``S`` where the gaze has mass costs
+    ``G * log(G / eps)`` (about ``36 G``), MIT's epsilon and nothing more; no map gets a
+    floor. A min-max normalised map has exact zeros at its minimum (ReLU'd maps many), and
+    the audit's baselines go through the same min-max, so they are charged alike.
+
     Parameters
     ----------
     saliency, gaze_map : ndarray, shape (H, W)
@@ -286,10 +309,11 @@ def kl_div(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
 def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     """Similarity (histogram intersection) of the two maps as distributions.
 
-    As MIT ``similarity.m``: each map min-max normalised to ``[0, 1]`` (a constant map is
-    left as it is), then divided by its sum (an all-zero map is left as zeros), then
-    ``SIM = sum(min(S, G))``. So a constant non-zero saliency map counts as uniform and an
-    all-zero one scores 0.
+    As MIT ``similarity.m``: each map that is not all zero is min-max normalised to
+    ``[0, 1]`` and divided by its sum (an all-zero map is left as zeros), then
+    ``SIM = sum(min(S, G))``. So an all-zero saliency map scores 0, and a constant non-zero
+    map -- of either side -- gives NaN, as MIT's code (its min-max divides by 0 and it
+    returns ``nan`` when a map is all NaN). Zeros: values as they are, the same for every map.
 
     Parameters
     ----------
@@ -299,7 +323,8 @@ def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     Returns
     -------
     float
-        In ``[0, 1]``, higher is better (1 when the distributions are equal).
+        In ``[0, 1]``, higher is better (1 when the distributions are equal); NaN when
+        either map is constant and not zero.
 
     References
     ----------
@@ -307,7 +332,9 @@ def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     2019).
     """
     s, g = _with_density(saliency, gaze_map)
-    s, g = (_to_distribution(a if is_constant(a) else _minmax(a)) for a in (s, g))
+    if any(a.any() and is_constant(a) for a in (s, g)):
+        return math.nan
+    s, g = (_to_distribution(_minmax(a)) if a.any() else a for a in (s, g))
     return min(1.0, float(np.minimum(s, g).sum()))
 
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ._validate import bool_mask, positive_float, real_map
-from .stats import count_below, top_k_mask
+from .stats import count_below
 
 
 def _inputs(saliency: object, mask: object) -> tuple[np.ndarray, np.ndarray]:
@@ -25,15 +25,19 @@ def _inputs(saliency: object, mask: object) -> tuple[np.ndarray, np.ndarray]:
     return s, bool_mask(mask, s.shape, "mask")
 
 
-def pointing_game(saliency: np.ndarray, mask: np.ndarray, *, tolerance: float = 0) -> bool:
-    """Pointing game hit: is the saliency maximum on the object?
+def pointing_game(saliency: np.ndarray, mask: np.ndarray, *, tolerance: float = 0) -> float:
+    """Pointing game: is the saliency maximum on the object? With several maxima, the share
+    of them that hit.
 
-    The point is ``(r, c) = np.unravel_index(np.argmax(saliency), saliency.shape)`` -- the
-    first maximum in row-major order. It is a hit when ``mask[r, c]`` or when some mask
-    pixel ``(i, j)`` has ``sqrt((i - r)**2 + (j - c)**2) <= tolerance``.
-
-    A constant map is still scored (its point is pixel ``(0, 0)``); the audit runner flags
-    constant maps separately, so a score from one should not be read as localisation.
+    A maximal pixel ``(r, c)`` hits when ``mask[r, c]`` or when some mask pixel ``(i, j)``
+    has ``sqrt((i - r)**2 + (j - c)**2) <= tolerance``. With one maximum the score is 1 or
+    0, as in the original game. With ``M`` pixels sharing the maximum (a ReLU'd map flat at
+    its top, a constant map, an upsampled token) the score is ``(#maximal pixels that hit)
+    / M``: the expected hit when the point is chosen uniformly among the maxima. Unlike a
+    first-in-row-major ``argmax`` it has no orientation bias (a rotated image with rotated
+    boxes scores the same), and unlike Quantus's ``PointingGame`` (a hit if *any* maximum
+    is on the object, ``np.any(s[argwhere(a == max(a))])``) a constant map scores the mask's
+    share of the image (chance), not 1. The audit runner also flags constant maps.
 
     Parameters
     ----------
@@ -50,23 +54,47 @@ def pointing_game(saliency: np.ndarray, mask: np.ndarray, *, tolerance: float = 
 
     Returns
     -------
-    bool
-        True for a hit. Over images, the mean is the pointing accuracy (higher is better).
+    float
+        In ``[0, 1]``; 1.0 / 0.0 for a single maximum. Over images, the mean is the pointing
+        accuracy (higher is better).
 
     References
     ----------
     Zhang, Bargal, Lin, Brandt, Shen & Sclaroff, "Top-down neural attention by excitation
-    backprop", IJCV 126, 2018 (ECCV 2016). TorchRay ``torchray/benchmark/pointing_game.py``.
+    backprop", IJCV 126, 2018 (ECCV 2016). TorchRay ``torchray/benchmark/pointing_game.py``;
+    Quantus ``quantus/metrics/localisation/pointing_game.py`` (the "any maximum" rule).
     """
     s, m = _inputs(saliency, mask)
     tol = positive_float(tolerance, "tolerance", allow_zero=True)
-    r, c = np.unravel_index(int(np.argmax(s)), s.shape)
-    if m[r, c]:
-        return True
-    if tol == 0:
-        return False
-    rows, cols = np.nonzero(m)
-    return bool(((rows - r) ** 2 + (cols - c) ** 2).min() <= tol * tol)
+    top = s == s.max()
+    if tol > 0:
+        m = m | _within(m, tol)
+    return float(np.count_nonzero(top & m)) / float(np.count_nonzero(top))
+
+
+def _within(mask: np.ndarray, tol: float) -> np.ndarray:
+    """Pixels whose centre lies within ``tol`` (Euclidean, inclusive) of a mask pixel's centre."""
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(~mask) <= tol
+
+
+def top_k_share(values: np.ndarray, k: int) -> np.ndarray:
+    """Chance that each pixel is among the ``k`` largest when ties are broken at random.
+
+    ``v`` = the ``k``-th largest value; pixels above ``v`` get 1, pixels below 0, and the
+    ``t`` pixels equal to ``v`` share the ``r`` remaining places: ``r / t`` each (fractional
+    credit). Sums to ``k``. ``values`` any shape (read flat) -> float64 ``[N]``.
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if k >= flat.size:
+        return np.ones(flat.size)
+    cut = np.partition(flat, flat.size - k)[flat.size - k]
+    above = flat > cut
+    tied = flat == cut
+    share = above.astype(np.float64)
+    share[tied] = (k - np.count_nonzero(above)) / np.count_nonzero(tied)
+    return share
 
 
 def relevance_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
@@ -104,10 +132,13 @@ def relevance_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
 def relevance_rank(saliency: np.ndarray, mask: np.ndarray) -> float:
     """Fraction of the ``K`` most salient pixels that lie in the mask, ``K = mask.sum()``.
 
-    ``|top_K(S) & mask| / K``. Ties are broken by a stable sort on descending saliency:
-    among equal values the pixel earlier in row-major order ranks higher (like
-    ``np.argmax``). A constant map is therefore scored by the first ``K`` pixels of the
-    image -- defined, but not meaningful; the runner flags constant maps separately.
+    ``E|top_K(S) & mask| / K`` with ties at the cut broken at random: the pixels tied with
+    the ``K``-th largest value share the remaining places equally (:func:`top_k_share`),
+    so each counts its chance of being chosen. This is the expected score under random
+    tie-breaking, exact (the count is linear in the choice); without ties at the cut it is
+    Arras et al.'s formula. No orientation bias: a ReLU'd map mostly flat at 0 scores the
+    same against a top-half and a bottom-half box, and a constant map scores ``K / HW``
+    (chance) whatever the box.
 
     Parameters
     ----------
@@ -127,7 +158,7 @@ def relevance_rank(saliency: np.ndarray, mask: np.ndarray) -> float:
     """
     s, m = _inputs(saliency, mask)
     k = int(m.sum())
-    return float(np.count_nonzero(m.ravel() & top_k_mask(s, k))) / k
+    return min(1.0, float(top_k_share(s, k)[m.ravel()].sum()) / k)
 
 
 def auc_roc(saliency: np.ndarray, mask: np.ndarray) -> float:

@@ -8,10 +8,10 @@ becomes a file ``assets/<report stem>-NNNNN.jpg`` beside the report and the HTML
 relatively (the folder must travel with the report). Either way the page works from
 ``file://`` with no server and no network.
 
-Overlays are drawn at thumbnail size: the raw token map is upsampled straight to the
-thumbnail (:func:`auditor.maps.upsample`, bilinear), normalised with the method's recorded
-mode (:func:`auditor.maps.normalize`) and blended (:func:`auditor.render.overlay`) -- the same
-steps the audit scored at full size, without ever touching a model.
+Overlays are drawn at thumbnail size: the raw token map goes through the method's recorded
+:class:`auditor.maps.PostProcess` (ReLU at token resolution, bilinear upsampling straight to
+the thumbnail, min-max) and is blended (:func:`auditor.render.overlay`) -- the same function
+the audit scored at full size, without ever touching a model.
 """
 
 from __future__ import annotations
@@ -169,14 +169,20 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def heat_overlay(pic: Picture, token_map: np.ndarray, normalization: str, *, cmap: str = "jet",
-                 alpha: float = 0.5, style: str = "overlay") -> np.ndarray:
+def heat_map(pic: Picture, token_map: np.ndarray, post: "str | maplib.PostProcess") -> np.ndarray:
+    """The array an overlay draws: ``post`` (the method's :class:`auditor.maps.PostProcess` or
+    its recorded normalisation) of the raw token map ``[h, w]`` at the thumbnail's size --
+    the scored map itself when the thumbnail has the image's size."""
+    return maplib.PostProcess.from_mode(post)(np.asarray(token_map, dtype=np.float32), pic.thumb.shape[:2])
+
+
+def heat_overlay(pic: Picture, token_map: np.ndarray, normalization: "str | maplib.PostProcess", *,
+                 cmap: str = "jet", alpha: float = 0.5, style: str = "overlay") -> np.ndarray:
     """A method's raw token map ``[h, w]`` drawn over the thumbnail (``style``: overlay or grid)."""
-    token_map = np.asarray(token_map, dtype=np.float32)
     if style == "grid":
-        return patch_grid(pic.thumb, maplib.normalize(token_map, normalization), alpha=alpha, cmap=cmap, top_k=3)
-    full = maplib.upsample(token_map, pic.thumb.shape[:2])
-    return overlay(pic.thumb, maplib.normalize(full, normalization), alpha=alpha, cmap=cmap)
+        tints = maplib.PostProcess.from_mode(normalization).token_map(np.asarray(token_map, dtype=np.float32))
+        return patch_grid(pic.thumb, tints, alpha=alpha, cmap=cmap, top_k=3)
+    return overlay(pic.thumb, heat_map(pic, token_map, normalization), alpha=alpha, cmap=cmap)
 
 
 def colour_scale_css(cmap: str, stops: int = 11) -> str:

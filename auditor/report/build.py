@@ -226,7 +226,8 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
     if lead and primary:
         v = row_mets.get(lead, {}).get(primary[0])
         if primary[0] == "pointing_game" and v is not None:
-            badges.append({"text": f"{lead}: {'hit' if v >= 1 else 'miss'}", "css": "pass" if v >= 1 else "fail"})
+            word = "hit" if v >= 1 else "miss" if v <= 0 else f"{v:.2f} of the tied maxima hit"
+            badges.append({"text": f"{lead}: {word}", "css": "pass" if v >= 1 else "fail"})
     shown = [k for k in metrics if any(k in row_mets.get(m, {}) for m in row_mets)]
     table = {"head": shown, "rows": [
         {"label": m, "baseline": m in BASELINES, "cells": [{"text": fmt(row_mets.get(m, {}).get(k)), "css": ""} for k in shown]}

@@ -121,7 +121,7 @@ def header(result: AuditResult, *, label: str = "") -> dict[str, Any]:
         "data": str(s.get("data", DASH)), "counts": {k: str(v) for k, v in (data.get("counts") or {}).items()},
         "classes": ", ".join(map(str, s.get("classes") or [])) or DASH,
         "methods": [{"name": m, "normalization": str(p.get("normalization", DASH)),
-                     "params": ", ".join(f"{k}={v}" for k, v in p.items() if k != "normalization" and v is not None)}
+                     "params": ", ".join(f"{k}={v}" for k, v in p.items() if k not in ("normalization", "postprocess") and v is not None)}
                     for m, p in (s.get("methods") or {}).items()],
         "skipped": [{"name": k, "reason": str(v)} for k, v in (s.get("skipped_methods") or {}).items()],
         "preprocessing": prep or DASH, "target": str(s.get("target", DASH)),

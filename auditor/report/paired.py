@@ -4,8 +4,8 @@ Images are paired by id (both runs scored them). A delta is ``B - A`` per image;
 has a paired bootstrap 95% CI and a two-sided paired permutation test p-value. "Worse"
 means the CI excludes zero on the bad side of the metric (direction from
 ``auditor.metrics.HIGHER_IS_BETTER``). Map agreement compares A's and B's token maps after
-upsampling both to the image's size (:func:`auditor.maps.upsample`) and normalising each
-with its method's recorded mode: Spearman rank correlation, Pearson CC, top-k overlap.
+each went through its method's :class:`auditor.maps.PostProcess` to the image's size (the
+maps that were scored): Spearman rank correlation, Pearson CC, top-k overlap.
 """
 
 from __future__ import annotations
@@ -91,16 +91,17 @@ def image_shape(path: Path | None) -> tuple[int, int] | None:
 
 
 def map_agreement(map_a: np.ndarray | None, map_b: np.ndarray | None, shape: tuple[int, int] | None,
-                  norm_a: str, norm_b: str) -> dict[str, float]:
-    """Spearman, CC and top-k overlap of two raw token maps, both upsampled to ``shape``."""
+                  norm_a: str | maplib.PostProcess, norm_b: str | maplib.PostProcess) -> dict[str, float]:
+    """Spearman, CC and top-k overlap of two raw token maps, each post-processed to ``shape``
+    (``norm_a`` / ``norm_b``: each side's :class:`auditor.maps.PostProcess` or recorded mode)."""
     nan = {k: float("nan") for k in AGREEMENT}
     if map_a is None or map_b is None:
         return nan
     if shape is None:  # no image: the finer grid of the two
         shape = tuple(max(map_a.shape[i], map_b.shape[i]) for i in (0, 1))
     try:
-        a = maplib.normalize(maplib.upsample(map_a, shape), norm_a)
-        b = maplib.normalize(maplib.upsample(map_b, shape), norm_b)
+        a = maplib.PostProcess.from_mode(norm_a)(map_a, shape)
+        b = maplib.PostProcess.from_mode(norm_b)(map_b, shape)
     except ValueError:
         return nan
     from ..metrics import agreement, gaze
