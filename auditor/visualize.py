@@ -44,6 +44,43 @@ def input_preprocess(model: Any, image_size: int | tuple[int, int] | None,
                       std=tuple(std or cfg.get("std", IMAGENET_STD)))
 
 
+def check_choices(model: Any, *, layer: int, head: int | None, target_class: int | None,
+                  gradcam_layer: str | None) -> None:
+    """``--layer`` / ``--head`` / ``--target-class`` / ``--gradcam-layer`` must exist in ``model``
+    (UsageError naming the valid range), checked before the pass."""
+    from .errors import UsageError
+    from .methods.base import attention_modules
+
+    attn = attention_modules(model)
+    if attn and not -len(attn) <= layer < len(attn):
+        raise UsageError(f"--layer {layer} does not exist: the model has {len(attn)} attention layer{'s' if len(attn) != 1 else ''} "
+                         f"(use 0..{len(attn) - 1}, or -1 for the last)")
+    if head is not None and attn:
+        heads = getattr(model.get_submodule(attn[layer][0].rsplit(".", 1)[0]), "num_heads", None)
+        if heads is not None and not -heads <= head < heads:
+            raise UsageError(f"--head {head} does not exist: layer {layer} has {heads} heads (use 0..{heads - 1}, "
+                             "or leave --head out for their mean)")
+    if (layer != -1 or head is not None) and not attn:
+        raise UsageError(f"--layer / --head choose an attention layer, but {type(model).__name__} has no readable "
+                         "attention (a CNN, or fused attention): leave them out")
+    classes = getattr(model, "num_classes", None)
+    if target_class is not None and isinstance(classes, int):
+        if classes == 0:
+            raise UsageError(f"--target-class {target_class}: this backbone has no class head (headless), so it has "
+                             "no classes to explain; leave --target-class out")
+        if target_class >= classes:
+            raise UsageError(f"--target-class {target_class} does not exist: the model has {classes} classes "
+                             f"(use 0..{classes - 1})")
+    if gradcam_layer is not None:
+        names = [n for n, _ in model.named_modules() if n]
+        if gradcam_layer not in names:
+            import difflib
+
+            close = difflib.get_close_matches(gradcam_layer, names, n=3)
+            raise UsageError(f"--gradcam-layer {gradcam_layer} is not a module of the model"
+                             + (f"; close names: {', '.join(close)}" if close else f"; e.g. {names[-1]}"))
+
+
 #: file written for each method's map (an overlay on the image)
 FIGURES = {"gradcam": "gradcam_overlay.png", "cls_attention": "patch_attention_overlay.png",
            "window_attention": "window_attention_overlay.png", "channel_attention": "channel_attention.png",
@@ -85,7 +122,7 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     height, width = image.shape[:2]
     log(f"   Image size: ({width}, {height})")
 
-    log(f"\n[2/4] Loading model: {factory or arch}")
+    log(f"\n[2/4] Loading model: {factory or arch or checkpoint}")
     if checkpoint is not None:
         log(f"   Loading checkpoint: {checkpoint}")
     loaded = build_model(arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
@@ -97,6 +134,7 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     model = loaded.model
     for note in getattr(model, "notes", []):
         log(f"   Note: {note}")
+    check_choices(model, layer=layer, head=head, target_class=target_class, gradcam_layer=gradcam_layer)
     log(f"   {ok} Model loaded successfully")
     pre = input_preprocess(model, image_size)
     x = pre(image).to(next(model.parameters()).device)
@@ -105,7 +143,7 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
 
     log("\n[3/4] Computing Grad-CAM...")
     methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
-    if hasattr(model, "cls_bypasses_blocks") or support:
+    if hasattr(model, "cls_bypasses_blocks"):  # the multi-attention fork (support alone is a prototype target)
         methods += [create_method(name) for name in MULTI_ATTENTION_METHODS]
     target = None if target_class is None else [target_class]
     res = compute_maps(model, x, methods, target=target, support=support_x)

@@ -73,6 +73,47 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
     return render_page("report.html.j2", path, **context)
 
 
+def is_comparison(path: str | Path) -> bool:
+    """Whether ``path`` is a compare's ``comparison.json`` (not an audit's ``results.json``)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = json.load(f)
+    except (OSError, ValueError):
+        return False  # render_report names the problem
+    return isinstance(head, dict) and head.get("kind") == "attention-auditor comparison"
+
+
+def rerender_comparison(path: str | Path, *, out: str | Path | None = None, cmap: str = "jet") -> Path:
+    """Re-render a comparison's ``report.html`` from its ``comparison.json`` and A's / B's saved runs.
+
+    ``out``: an ``.html`` file or a folder [default: ``report.html`` beside ``comparison.json``].
+    """
+    import json
+
+    from .compare import Comparison, render_comparison
+
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    runs = []
+    for side in ("a", "b"):
+        rel = Path(str((data.get(side) or {}).get("results", "")))
+        found = next((p for p in (rel, path.parent / side / "results.json") if p.is_file()), None)
+        if found is None:
+            raise UsageError(f"{path}: run {side.upper()}'s results ({rel}) are gone; the comparison's report "
+                             "redraws from both runs' results.json and token_maps.npz")
+        runs.append(as_result(found))
+    target = Path(out) if out is not None else path.parent / "report.html"
+    if target.suffix.lower() not in (".html", ".htm"):
+        target = target / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = render_comparison(Comparison(data, target.parent), *runs, cmap=cmap)
+    if written.name != target.name:
+        written.replace(target)
+    return target
+
+
 def few_shot_context(fs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The few-shot section: accuracy over the episodes, and one line per episode."""
     if not fs:
