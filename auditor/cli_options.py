@@ -162,7 +162,7 @@ def _require_file(value: str, kind: str, suffixes: Sequence[str] = ()) -> None:
         hint = f" (it holds {', '.join(inside[:3])})" if inside else ""
         raise click.BadParameter(f"'{value}' is a folder, not a {kind} file: give the file itself{hint}")
     if not path.exists():
-        raise click.BadParameter(f"{kind} file '{value}' does not exist: check the path")
+        raise click.BadParameter(f"{kind[:1].upper() + kind[1:]} not found: '{value}'. Check the path.")
 
 
 def _checkpoint(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -211,11 +211,12 @@ def _data(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
     path = Path(value)
+    what = "Manifest" if path.suffix.lower() in DATA_SUFFIXES else "Data set"
     if not path.exists():
-        raise click.BadParameter(f"data set '{value}' does not exist: give a manifest (.jsonl / .csv), a COCO .json "
-                                 "or a folder root/<class>/<image>")
+        raise click.BadParameter(f"{what} not found: '{value}'. Give a manifest (.jsonl / .csv), a COCO .json "
+                                 "or a folder root/<class>/<image>.")
     if path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
-        raise click.BadParameter(f"'{value}' is a {path.suffix or 'plain'} file, not a data set: give a manifest "
+        raise click.BadParameter(f"Unsupported data set '{value}': a {path.suffix or 'plain'} file; give a manifest "
                                  "(.jsonl / .csv), a COCO .json or a folder of class folders")
     return value
 

@@ -86,6 +86,11 @@ FIGURES = {"gradcam": "gradcam_overlay.png", "cls_attention": "patch_attention_o
            "window_attention": "window_attention_overlay.png", "channel_attention": "channel_attention.png",
            "input_gradient": "input_gradient_overlay.png", "ocab_attention": "ocab_attention_overlay.png",
            "reconstruction_attention": "reconstruction_attention_overlay.png"}
+#: figure titles (what the map shows, in words)
+TITLES = {"gradcam": "Grad-CAM", "cls_attention": "Patch attention (CLS token, {layer}, {head})",
+          "window_attention": "Window attention received", "channel_attention": "Channel attention",
+          "input_gradient": "Input gradient x input", "ocab_attention": "Overlapping cross-attention received",
+          "reconstruction_attention": "Reconstruction attention: mass received from the support images"}
 MULTI_ATTENTION_METHODS = ("window_attention", "ocab_attention", "channel_attention", "input_gradient",
                            "reconstruction_attention")
 
@@ -145,22 +150,34 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
     if hasattr(model, "cls_bypasses_blocks"):  # the multi-attention fork (support alone is a prototype target)
         methods += [create_method(name) for name in MULTI_ATTENTION_METHODS]
-    target = None if target_class is None else [target_class]
+    if support and target_class is not None:
+        from .errors import UsageError
+
+        raise UsageError(f"--target-class {target_class} explains a class, --support the similarity with the support "
+                         "images' prototype: give one of them")
+    target = "prototype" if support else None if target_class is None else [target_class]
     res = compute_maps(model, x, methods, target=target, support=support_x)
     if res.target_kind == "cls-norm":
         log("   Target: the norm of the CLS output (headless backbone: it has no classes)")
+        target_text = "target: CLS-output norm"
     elif res.target_kind in ("patch-norm", "prototype"):
         what = ("cosine similarity of the mean patch token with the support prototype" if res.target_kind == "prototype"
                 else "the norm of the mean patch token")
         log(f"   Target: {what} (the CLS token is not used: it is the same for every image)")
+        target_text = "target: support prototype" if res.target_kind == "prototype" else "target: mean patch-token norm"
     else:
         log(f"   Target: class {res.targets[0]} ({'given' if target_class is not None else 'predicted'})")
+        names = getattr(model, "class_names", None) or []
+        cls = int(res.targets[0])
+        label = f"{names[cls]} ({cls})" if cls < len(names) else f"class {cls}"
+        target_text = f"target: {label}, {'given' if target_class is not None else 'predicted'}"
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     saved: dict[str, np.ndarray] = {}
 
-    def save(name: str, array: np.ndarray) -> None:
-        written[name] = render.save_png(array, out / name)
+    def save(name: str, array: np.ndarray, title: str, legend: str = "") -> None:
+        fig = render.figure(array, f"{title} · {image_path.name} · {target_text}", cmap=colormap, legend=legend)
+        written[name] = render.save_png(fig, out / name)
         log(f"{ok} Saved: {written[name]}")
 
     for method in methods:
@@ -178,18 +195,23 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         if problem:
             log(f"   Warning: {name}: {problem}")
         heat = maplib.to_image(raw, (height, width), mode)
-        save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap))
+        title = TITLES[name].format(layer="last layer" if layer == -1 else f"layer {layer}",
+                                    head="mean of heads" if head is None else f"head {head}")
+        save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap), title)
         if name == "cls_attention":
-            save("patch_grid.png", render.patch_grid(image, maplib.normalize(raw.numpy()), alpha=alpha, cmap=colormap))
+            grid = maplib.normalize(raw.numpy(), mode)  # the overlay's normalisation and colours, one tint per patch
+            save("patch_grid.png", render.patch_grid(image, grid, alpha=alpha, cmap=colormap, top_k=5),
+                 f"{title}, per patch", render.patch_grid_legend(5, tuple(grid.shape)))
         if name == "reconstruction_attention" and not problem:
             extras = res.maps[name].extras
             save("reconstruction_best_match_overlay.png",
                  render.overlay(image, maplib.to_image(extras["best_match"][0], (height, width)), alpha=alpha,
-                                cmap=colormap))
+                                cmap=colormap), "Reconstruction: each query token's best-match weight")
             panels = [render.overlay(image, heat, alpha=alpha, cmap=colormap)] + [
                 render.overlay(im, maplib.to_image(m, im.shape[:2]), alpha=alpha, cmap=colormap)
                 for im, m in zip(support_images, extras["support_maps"][0])]
-            save("reconstruction_pairs.png", render.side_by_side(panels))
+            save("reconstruction_pairs.png", render.side_by_side(panels),
+                 "Reconstruction: query (left) and each support image, mass received from the other side")
     if save_maps:
         from .io import atomic_path
 
