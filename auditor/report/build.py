@@ -17,8 +17,8 @@ from ..errors import AuditorError, UsageError
 from ..results import BASELINES, AuditResult
 from . import plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css, load_picture
-from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, primary_metrics,
-                     sort_options, summary_table, worst_first)
+from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, prediction_name,
+                     primary_metrics, sort_options, summary_table, worst_first)
 from .gallery import References, draw_cards, side_of
 from .faithfulness import faithfulness_context
 from .templating import render_page
@@ -165,26 +165,31 @@ def metric_values(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], met
 
 
 def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str], sink: AssetSink) -> list[dict]:
+    """The plots, each ``{title, img, alt, wide}``: one small figure per metric, the per-class chart
+    (``wide``: scrolls sideways on a phone), then one figure per metric per layer."""
     every = [*methods, *[b for b in BASELINES if b in data["summary"]]]
     ok = [r for r in data["rows"] if not r.get("error")]
     out = []
-    png = plots.distributions(metric_values(ok, every, metrics), every, metrics)
-    if png:
-        out.append({"title": "Per-image distribution of each metric", "img": sink.add(png, "png"),
-                    "alt": "Box plots of the per-image values of " + ", ".join(metrics) + " for "
-                           + ", ".join(every) + "; baselines in grey."})
+    for metric, binary, png in plots.metric_panels(metric_values(ok, every, metrics), every, metrics, data["summary"]):
+        what = ("the proportion of images where the map's peak is inside the reference, with its 95% CI"
+                if binary else "box plots of the per-image values")
+        out.append({"title": f"{metric} per method ({'proportion of hits' if binary else 'per-image values'})",
+                    "img": sink.add(png, "png"), "wide": False,
+                    "alt": f"{metric} for " + ", ".join(every) + f": {what}; the centre baseline dark grey, "
+                           "the random baseline light grey."})
     metric = next((k for k in ("pointing_game", *primary_metrics(metrics)) if k in metrics), None)
     if metric and len(data.get("per_class") or {}) > 0:
         png = plots.class_hit_rates(data["per_class"], every, metric)
         if png:
-            out.append({"title": f"{metric} per class", "img": sink.add(png, "png"),
+            out.append({"title": f"{metric} per class", "img": sink.add(png, "png"), "wide": True,
                         "alt": f"Bar chart of the mean {metric} per class for " + ", ".join(every)
-                               + ", with 95% confidence intervals."})
-    png = plots.per_layer(data.get("per_layer") or {}, data["summary"])
-    if png:
-        out.append({"title": "Which layer's attention agrees best with the annotation", "img": sink.add(png, "png"),
-                    "alt": "Line charts of pointing game and relevance mass per layer, with 95% confidence bands "
-                           "and the centre baseline as a dashed line."})
+                               + ", with 95% confidence intervals; centre baseline dark grey, random light grey "
+                                 "hatched."})
+    for metric, png in plots.per_layer(data.get("per_layer") or {}, data["summary"]):
+        out.append({"title": f"{metric} per layer: which layer's attention agrees best with the annotation",
+                    "img": sink.add(png, "png"), "wide": False,
+                    "alt": f"Line chart of {metric} per layer (block index), with 95% confidence bands and the "
+                           "centre baseline as a dashed line."})
     return out
 
 
@@ -260,7 +265,7 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
     if pred is not None:
         cosine = row.get("episode") is not None and (data.get("few_shot") or {}).get("decision") == "nearest prototype"
         score = f"{'cosine ' if cosine else ''}{fmt(row.get('prediction_score'), 2)}"
-        caption.append(f"predicted: {class_name(data, pred)} ({score})")
+        caption.append(f"predicted: {prediction_name(data, pred)} ({score})")
         right = pred == target
         badges.append({"text": "prediction = target" if right else "prediction ≠ target", "css": "pass" if right else "fail"})
     row_mets = row.get("metrics") or {}
