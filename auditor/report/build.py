@@ -302,4 +302,4 @@ class SupportThumbs:
 
 def _storage(sink: AssetSink) -> str:
     where = "embedded in this file" if sink.inline else f"in the folder {sink.folder.name}/ beside this file"
-    return f"{sink.count} images ({sink.total_bytes / 2**20:.1f} MiB) {where}"
+    return f"{sink.count} image{'' if sink.count == 1 else 's'} ({sink.total_bytes / 2**20:.1f} MiB) {where}"

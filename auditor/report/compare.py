@@ -259,11 +259,14 @@ def _delta_cell(v: float | None, metric: str) -> dict[str, str]:
 
 def format_comparison(data: Mapping[str, Any], *, top: int = 5) -> str:
     """A one-screen text summary: deltas with CIs and p-values, agreement, most-disagreeing images, the gate."""
-    lines = [f"{data['counts']['paired']} paired image(s); delta = B - A"]
-    for m, mets in data["deltas"].items():
-        for k, d in mets.items():
-            flag = "  B WORSE" if d["worse"] else "  B better" if d["better"] else ""
-            lines.append(f"{m}.{k:<18} {d['delta']:+.3f} {fmt_ci(d)}  p={_fmt_p(d['p_value'])}{flag}")
+    n = data['counts']['paired']
+    lines = [f"{n} paired image{'' if n == 1 else 's'}; delta = B - A"]
+    cells = [(f"{m}.{k}", f"{d['delta']:+.3f}", fmt_ci(d), f"p={_fmt_p(d['p_value'])}",
+              "B WORSE" if d["worse"] else "B better" if d["better"] else "")
+             for m, mets in data["deltas"].items() for k, d in mets.items()]
+    widths = [max((len(c[i]) for c in cells), default=0) for i in range(4)]  # aligned columns across methods
+    lines += ["  ".join(c[i].rjust(w) if i in (1, 2) else c[i].ljust(w) for i, w in enumerate(widths)).rstrip()
+              + (f"  {c[4]}" if c[4] else "") for c in cells]
     for m, st in data["agreement"].items():
         lines.append(f"agreement {m}: Spearman {fmt(st['spearman'].get('mean'))}, CC {fmt(st['cc'].get('mean'))}, "
                      f"top-k {fmt(st['top_k_overlap'].get('mean'))}")
