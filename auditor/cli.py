@@ -16,7 +16,7 @@ from .cli_options import (SpaceSeparated, _carries_arch, _data, _existing_file, 
                           _overrides, _Progress, _report_out, _results_json, batch_size_option, check_model,
                           checkpoint_option, colormap_option, device_option, few_shot_options, image_size_option,
                           methods_option, model_options, multi_attention_options, option, out_option,
-                          outside_root_option, plural, trust_option)
+                          outside_root_option, trust_option)
 from .errors import EXIT_INTERNAL, AuditorError
 
 

@@ -186,7 +186,7 @@ def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[st
                                + ", with 95% confidence intervals; centre baseline dark grey, random light grey "
                                  "hatched."})
     for metric, png in plots.per_layer(data.get("per_layer") or {}, data["summary"]):
-        out.append({"title": f"{metric} per layer: which layer's attention agrees best with the annotation",
+        out.append({"title": f"Which layer's attention agrees best with the annotation: {metric} per layer",
                     "img": sink.add(png, "png"), "wide": False,
                     "alt": f"Line chart of {metric} per layer (block index), with 95% confidence bands and the "
                            "centre baseline as a dashed line."})
