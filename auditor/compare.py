@@ -188,7 +188,7 @@ def format_comparison(data: Mapping[str, Any], *, top: int = 5) -> str:
     from .report.common import fmt_ci
 
     c = data["counts"]
-    lines = [f"{c['paired']} image(s) scored by both; {c['only_a']} only by A, {c['only_b']} only by B. "
+    lines = [f"{_images(c['paired'])} scored by both; {c['only_a']} only by A, {c['only_b']} only by B. "
              "delta = B - A, paired over the images both scored"]
     rows = [(f"{m}.{k}", fmt(d["mean_a"]), fmt(d["mean_b"]), f"{d['delta']:+.3f} {fmt_ci(d)}", str(d["n"]),
              _fmt_p(d["p_value"]), "B worse" if d["worse"] else "B better" if d["better"] else "")
@@ -211,6 +211,10 @@ def format_comparison(data: Mapping[str, Any], *, top: int = 5) -> str:
         lines.append(f"{'PASS' if v['passed'] else 'FAIL'}  {v['name']}  ({v['reason']})")
     lines.append("PASSED" if data["passed"] else "FAILED")
     return "\n".join(lines)
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'' if n == 1 else 's'}"
 
 
 def _fmt_p(p: float | None) -> str:

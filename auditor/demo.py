@@ -10,7 +10,7 @@ audit shows that the shortcut model looks at the corner mark instead of the obje
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from .datasets.synthetic import SyntheticConfig, write_dataset
 
@@ -21,20 +21,44 @@ DEMO_GATE = ("rollout.pointing_game=0.1", "input_gradient.pointing_game=0.1")
 
 def run_demo(out: str | Path = "demo-audit", *, n: int = 100, methods: Sequence[str] | None = None,
              max_drop: Sequence[str] = DEMO_GATE, batch_size: int = 32, device: str = "cpu",
-             log: Callable[[str], None] = print):
+             log: Callable[[str], None] = print, cmap: str = "jet"):
     """Generate the demo set in ``out/data``, audit both bundled models, compare them in ``out``.
 
-    Returns the :class:`~auditor.compare.Comparison` (``passed`` is the gate's verdict
-    for the shortcut model).
+    The device is checked before anything is written. Returns the
+    :class:`~auditor.compare.Comparison` (``passed`` is the gate's verdict for the shortcut
+    model).
     """
     from .compare import compare_models
+    from .models import resolve_device
 
+    resolve_device(device)  # a bad --device fails before the data set is written
     out = Path(out)
     log(f"[1/3] Writing {n} held-out images with boxes and gaze to {out / 'data'} ...")
     manifest = write_dataset(out / "data", n, seed=DEMO_SEED, cfg=SyntheticConfig(shortcut="consistent"))
     log("[2/3] Auditing demo:clean (A) and demo:shortcut (B) with every method ...")
     comp = compare_models(manifest, out=out, model_a={"checkpoint": "demo:clean"},
                           model_b={"checkpoint": "demo:shortcut"}, max_drop=max_drop, methods=methods,
-                          batch_size=batch_size, device=device, overwrite=True)
+                          batch_size=batch_size, device=device, overwrite=True, cmap=cmap)
     log("[3/3] Comparison written.")
     return comp
+
+
+def gate_line(comp: Any) -> str:
+    """The demo's last word: each gated score for A and B, the drop, and the drop allowed.
+
+    e.g. ``The shortcut model FAILS the gate: rollout pointing game 0.82 (clean) -> 0.31
+    (shortcut), a drop of 0.51 where at most 0.10 is allowed; ...``
+    """
+    parts = []
+    for v in comp.data["verdicts"]:
+        d = (comp.data["deltas"].get(v["method"]) or {}).get(v["metric"]) or {}
+        if d.get("mean_a") is None or d.get("mean_b") is None:
+            parts.append(f"{v['method']} {v['metric'].replace('_', ' ')}: no score ({v.get('reason', '')})")
+            continue
+        drop = d["mean_a"] - d["mean_b"]
+        change = f"a drop of {drop:.2f}" if drop > 0 else f"a gain of {-drop:.2f}"
+        parts.append(f"{v['method']} {v['metric'].replace('_', ' ')} {d['mean_a']:.2f} (clean) -> {d['mean_b']:.2f} "
+                     f"(shortcut), {change} where at most {float(v['threshold']):.2f} is allowed"
+                     f"{'' if v['passed'] else ' [FAIL]'}")
+    verdict = "passes" if comp.passed else "FAILS"
+    return f"The shortcut model {verdict} the gate: " + "; ".join(parts) + "."

@@ -58,10 +58,12 @@ def patch_edges(n: int, length: int) -> np.ndarray:
 
 def patch_grid(image: np.ndarray, token_map: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet",
                line: tuple[int, int, int] = (255, 255, 255), top_k: int = 5) -> np.ndarray:
-    """The image cut into the model's patch grid, each patch tinted by its value.
+    """The image cut into the model's patch grid, each patch tinted by its value (the same
+    colour map and normalisation as the overlays).
 
-    ``token_map`` ``[h, w]`` in ``[0, 1]`` (one value per patch); the ``top_k`` patches get a
-    thick black-and-white frame. Returns uint8 ``[H, W, 3]`` at the image's size.
+    ``token_map`` ``[h, w]`` in ``[0, 1]`` (one value per patch); thin white lines are the
+    patch borders; the ``top_k`` patches (highest values) get a thick black-and-white frame
+    (:data:`PATCH_GRID_LEGEND`). Returns uint8 ``[H, W, 3]`` at the image's size.
     """
     height, width = image.shape[:2]
     gh, gw = token_map.shape
@@ -80,6 +82,12 @@ def patch_grid(image: np.ndarray, token_map: np.ndarray, *, alpha: float = 0.5, 
             i, j = divmod(int(flat), gw)
             _frame(out, rows[i], rows[i + 1], cols[j], cols[j + 1], frame)
     return out
+
+
+def patch_grid_legend(top_k: int, grid: tuple[int, int]) -> str:
+    """What :func:`patch_grid`'s lines and frames mean, for the figure's legend."""
+    return (f"Each cell is one of the model's {grid[0]}x{grid[1]} patches, tinted by its attention (thin white "
+            f"lines: patch borders). Black-and-white frames: the {top_k} patches with the highest attention.")
 
 
 def _frame(img: np.ndarray, r0: int, r1: int, c0: int, c1: int, width: int) -> None:
@@ -102,6 +110,86 @@ def side_by_side(images: list[np.ndarray], *, height: int | None = None, gap: in
         out[:, x:x + im.shape[1]] = im
         x += im.shape[1] + gap
     return out
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def text_size(width: int) -> int:
+    """Caption font size for a figure ``width`` pixels wide (12 to 28 px)."""
+    return int(min(28, max(12, round(width / 34))))
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _text_band(text: str, width: int, size: int, *, bold: bool = False) -> np.ndarray:
+    """White band ``[h, width, 3]`` with ``text`` wrapped to the width, dark grey."""
+    from PIL import ImageDraw
+
+    font = _font(size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lines = _wrap(probe, text, font, width - size) or [""]
+    line_h = int(size * 1.3)
+    im = Image.new("RGB", (width, line_h * len(lines) + size // 2), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    for i, line in enumerate(lines):
+        draw.text((size // 2, size // 4 + i * line_h), line, fill=(20, 20, 20), font=font,
+                  stroke_width=1 if bold else 0, stroke_fill=(20, 20, 20))
+    return np.asarray(im)
+
+
+def colour_bar(width: int, cmap: str = "jet", *, size: int | None = None) -> np.ndarray:
+    """A horizontal colour bar ``[h, width, 3]``: 'low' | the colormap from 0 to 1 | 'high'."""
+    from PIL import ImageDraw
+
+    size = size or text_size(width)
+    font = _font(size)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    lw, hw = (int(probe.textlength(t, font=font)) for t in ("low", "high"))
+    pad = size // 2
+    bar_w = max(16, width - lw - hw - 4 * pad)
+    im = Image.new("RGB", (width, int(size * 1.6)), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    top, bar_h = int(size * 0.3), size
+    draw.text((pad, top), "low", fill=(20, 20, 20), font=font)
+    x0 = lw + 2 * pad
+    ramp = colorize(np.broadcast_to(np.linspace(0.0, 1.0, bar_w, dtype=np.float32), (bar_h, bar_w)), cmap)
+    im.paste(Image.fromarray(np.ascontiguousarray(ramp)), (x0, top))
+    draw.rectangle((x0 - 1, top - 1, x0 + bar_w, top + bar_h), outline=(60, 60, 60))
+    draw.text((x0 + bar_w + pad, top), "high", fill=(20, 20, 20), font=font)
+    return np.asarray(im)
+
+
+def figure(image: np.ndarray, title: str, *, cmap: str | None = "jet", legend: str = "") -> np.ndarray:
+    """``image`` ``[H, W, 3]`` with a title band above and, below, a colour bar (``cmap``) and a
+    legend line. The image's own pixels are unchanged, at rows ``title_height(title, W)`` on."""
+    width = image.shape[1]
+    size = text_size(width)
+    parts = [_text_band(title, width, size, bold=True), image]
+    if cmap:
+        parts.append(colour_bar(width, cmap, size=size))
+    if legend:
+        parts.append(_text_band(legend, width, max(11, size - 3)))
+    return np.concatenate(parts, axis=0)
+
+
+def title_height(title: str, width: int) -> int:
+    """Height of :func:`figure`'s title band (where the image starts)."""
+    return _text_band(title, width, text_size(width), bold=True).shape[0]
 
 
 def save_png(array: np.ndarray, path: str | Path, *, compress_level: int = 1) -> Path:

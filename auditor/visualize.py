@@ -44,11 +44,53 @@ def input_preprocess(model: Any, image_size: int | tuple[int, int] | None,
                       std=tuple(std or cfg.get("std", IMAGENET_STD)))
 
 
+def check_choices(model: Any, *, layer: int, head: int | None, target_class: int | None,
+                  gradcam_layer: str | None) -> None:
+    """``--layer`` / ``--head`` / ``--target-class`` / ``--gradcam-layer`` must exist in ``model``
+    (UsageError naming the valid range), checked before the pass."""
+    from .errors import UsageError
+    from .methods.base import attention_modules
+
+    attn = attention_modules(model)
+    if attn and not -len(attn) <= layer < len(attn):
+        raise UsageError(f"--layer {layer} does not exist: the model has {len(attn)} attention layer{'s' if len(attn) != 1 else ''} "
+                         f"(use 0..{len(attn) - 1}, or -1 for the last)")
+    if head is not None and attn:
+        heads = getattr(model.get_submodule(attn[layer][0].rsplit(".", 1)[0]), "num_heads", None)
+        if heads is not None and not -heads <= head < heads:
+            raise UsageError(f"--head {head} does not exist: layer {layer} has {heads} heads (use 0..{heads - 1}, "
+                             "or leave --head out for their mean)")
+    if (layer != -1 or head is not None) and not attn:
+        raise UsageError(f"--layer / --head choose an attention layer, but {type(model).__name__} has no readable "
+                         "attention (a CNN, or fused attention): leave them out")
+    classes = getattr(model, "num_classes", None)
+    if target_class is not None and isinstance(classes, int):
+        if classes == 0:
+            raise UsageError(f"--target-class {target_class}: this backbone has no class head (headless), so it has "
+                             "no classes to explain; leave --target-class out")
+        if target_class >= classes:
+            raise UsageError(f"--target-class {target_class} does not exist: the model has {classes} classes "
+                             f"(use 0..{classes - 1})")
+    if gradcam_layer is not None:
+        names = [n for n, _ in model.named_modules() if n]
+        if gradcam_layer not in names:
+            import difflib
+
+            close = difflib.get_close_matches(gradcam_layer, names, n=3)
+            raise UsageError(f"--gradcam-layer {gradcam_layer} is not a module of the model"
+                             + (f"; close names: {', '.join(close)}" if close else f"; e.g. {names[-1]}"))
+
+
 #: file written for each method's map (an overlay on the image)
 FIGURES = {"gradcam": "gradcam_overlay.png", "cls_attention": "patch_attention_overlay.png",
            "window_attention": "window_attention_overlay.png", "channel_attention": "channel_attention.png",
            "input_gradient": "input_gradient_overlay.png", "ocab_attention": "ocab_attention_overlay.png",
            "reconstruction_attention": "reconstruction_attention_overlay.png"}
+#: figure titles (what the map shows, in words)
+TITLES = {"gradcam": "Grad-CAM", "cls_attention": "Patch attention (CLS token, {layer}, {head})",
+          "window_attention": "Window attention received", "channel_attention": "Channel attention",
+          "input_gradient": "Input gradient x input", "ocab_attention": "Overlapping cross-attention received",
+          "reconstruction_attention": "Reconstruction attention: mass received from the support images"}
 MULTI_ATTENTION_METHODS = ("window_attention", "ocab_attention", "channel_attention", "input_gradient",
                            "reconstruction_attention")
 
@@ -85,7 +127,7 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     height, width = image.shape[:2]
     log(f"   Image size: ({width}, {height})")
 
-    log(f"\n[2/4] Loading model: {factory or arch}")
+    log(f"\n[2/4] Loading model: {factory or arch or checkpoint}")
     if checkpoint is not None:
         log(f"   Loading checkpoint: {checkpoint}")
     loaded = build_model(arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
@@ -97,6 +139,7 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     model = loaded.model
     for note in getattr(model, "notes", []):
         log(f"   Note: {note}")
+    check_choices(model, layer=layer, head=head, target_class=target_class, gradcam_layer=gradcam_layer)
     log(f"   {ok} Model loaded successfully")
     pre = input_preprocess(model, image_size)
     x = pre(image).to(next(model.parameters()).device)
@@ -105,24 +148,36 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
 
     log("\n[3/4] Computing Grad-CAM...")
     methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
-    if hasattr(model, "cls_bypasses_blocks") or support:
+    if hasattr(model, "cls_bypasses_blocks"):  # the multi-attention fork (support alone is a prototype target)
         methods += [create_method(name) for name in MULTI_ATTENTION_METHODS]
-    target = None if target_class is None else [target_class]
+    if support and target_class is not None:
+        from .errors import UsageError
+
+        raise UsageError(f"--target-class {target_class} explains a class, --support the similarity with the support "
+                         "images' prototype: give one of them")
+    target = "prototype" if support else None if target_class is None else [target_class]
     res = compute_maps(model, x, methods, target=target, support=support_x)
     if res.target_kind == "cls-norm":
         log("   Target: the norm of the CLS output (headless backbone: it has no classes)")
+        target_text = "target: CLS-output norm"
     elif res.target_kind in ("patch-norm", "prototype"):
         what = ("cosine similarity of the mean patch token with the support prototype" if res.target_kind == "prototype"
                 else "the norm of the mean patch token")
         log(f"   Target: {what} (the CLS token is not used: it is the same for every image)")
+        target_text = "target: support prototype" if res.target_kind == "prototype" else "target: mean patch-token norm"
     else:
         log(f"   Target: class {res.targets[0]} ({'given' if target_class is not None else 'predicted'})")
+        names = getattr(model, "class_names", None) or []
+        cls = int(res.targets[0])
+        label = f"{names[cls]} ({cls})" if cls < len(names) else f"class {cls}"
+        target_text = f"target: {label}, {'given' if target_class is not None else 'predicted'}"
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     saved: dict[str, np.ndarray] = {}
 
-    def save(name: str, array: np.ndarray) -> None:
-        written[name] = render.save_png(array, out / name)
+    def save(name: str, array: np.ndarray, title: str, legend: str = "") -> None:
+        fig = render.figure(array, f"{title} · {image_path.name} · {target_text}", cmap=colormap, legend=legend)
+        written[name] = render.save_png(fig, out / name)
         log(f"{ok} Saved: {written[name]}")
 
     for method in methods:
@@ -140,18 +195,23 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
         if problem:
             log(f"   Warning: {name}: {problem}")
         heat = post(raw, (height, width))
-        save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap))
+        title = TITLES[name].format(layer="last layer" if layer == -1 else f"layer {layer}",
+                                    head="mean of heads" if head is None else f"head {head}")
+        save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap), title)
         if name == "cls_attention":
-            save("patch_grid.png", render.patch_grid(image, post.token_map(raw), alpha=alpha, cmap=colormap))
+            grid = post.token_map(raw)  # the overlay's post-processing and colours, one tint per patch
+            save("patch_grid.png", render.patch_grid(image, grid, alpha=alpha, cmap=colormap, top_k=5),
+                 f"{title}, per patch", render.patch_grid_legend(5, tuple(grid.shape)))
         if name == "reconstruction_attention" and not problem:
             extras = res.maps[name].extras
             save("reconstruction_best_match_overlay.png",
                  render.overlay(image, maplib.to_image(extras["best_match"][0], (height, width)), alpha=alpha,
-                                cmap=colormap))
+                                cmap=colormap), "Reconstruction: each query token's best-match weight")
             panels = [render.overlay(image, heat, alpha=alpha, cmap=colormap)] + [
                 render.overlay(im, maplib.to_image(m, im.shape[:2]), alpha=alpha, cmap=colormap)
                 for im, m in zip(support_images, extras["support_maps"][0])]
-            save("reconstruction_pairs.png", render.side_by_side(panels))
+            save("reconstruction_pairs.png", render.side_by_side(panels),
+                 "Reconstruction: query (left) and each support image, mass received from the other side")
     if save_maps:
         from .io import atomic_path
 

@@ -41,8 +41,8 @@ def test_seed_command_writes_three_pngs_at_the_photo_size(chelsea_png, headless_
     assert lines[-1] == "[4/4] Visualization complete!"
     for name in ("gradcam_overlay.png", "patch_attention_overlay.png", "patch_grid.png"):
         assert f"Saved: {out / name}" in r.output
-        with Image.open(out / name) as im:
-            assert im.size == (451, 300)
+        with Image.open(out / name) as im:  # the photo at its size, a title above, a colour bar below
+            assert im.size[0] == 451 and im.size[1] > 300
 
 
 def test_save_maps_holds_float32_maps_at_image_resolution(chelsea_png, tmp_path):
@@ -66,7 +66,7 @@ def test_unknown_arch_exits_2_with_the_list_and_no_traceback(chelsea_png, tmp_pa
 def test_missing_checkpoint_exits_2(chelsea_png, tmp_path):
     r = CliRunner().invoke(main, ["visualize", "--image_path", str(chelsea_png), "--model_path", "nope.pth"])
     assert r.exit_code == 2
-    assert "Checkpoint not found: nope.pth" in r.output and "Traceback" not in r.output
+    assert "Checkpoint not found: 'nope.pth'" in r.output and "Traceback" not in r.output
 
 
 def test_missing_image_exits_2(tmp_path):
@@ -107,3 +107,55 @@ def test_cnn_via_factory_skips_patch_attention_with_a_reason(chelsea_png, tmp_pa
     assert "cls_attention: not applicable" in r.output
     assert (tmp_path / "viz" / "gradcam_overlay.png").is_file()
     assert not (tmp_path / "viz" / "patch_grid.png").exists()
+
+
+def test_pngs_are_titled_with_a_colour_bar_and_the_photo_unchanged_inside(chelsea_png, tmp_path):
+    """Each PNG: a title band, the overlay at the photo's size, a jet colour bar (low blue, high
+    red); patch_grid.png adds a legend for its frames and uses the overlays' colours."""
+    from auditor import render
+
+    out = tmp_path / "o"
+    r = invoke("visualize", "--image-path", chelsea_png, "--checkpoint", "demo:clean", "--out", out)
+    assert r.exit_code == 0, r.output
+    for name in ("gradcam_overlay.png", "patch_grid.png"):
+        png = np.asarray(Image.open(out / name).convert("RGB"))
+        title = next(line.split("Saved: ")[1] for line in r.output.splitlines() if name in line)
+        assert title.endswith(name)
+        top = render.title_height("x", 451)  # one line of title at least
+        assert png.shape[1] == 451 and png.shape[0] > 300 + top
+        band = png[:top]
+        assert (band < 100).any() and (band == 255).mean() > 0.5  # dark text on white
+        bar = png[-render.colour_bar(451).shape[0]:] if name == "gradcam_overlay.png" else png[300 + top:]
+        lut = render.colormap_lut("jet")
+        reds = np.all(np.abs(bar.astype(int) - lut[-1].astype(int)) < 8, axis=-1)
+        blues = np.all(np.abs(bar.astype(int) - lut[0].astype(int)) < 8, axis=-1)
+        assert reds.any() and blues.any()
+        assert np.argwhere(blues)[:, 1].mean() < np.argwhere(reds)[:, 1].mean()  # low on the left, high on the right
+    grid = np.asarray(Image.open(out / "patch_grid.png").convert("RGB"))
+    gradcam = np.asarray(Image.open(out / "gradcam_overlay.png").convert("RGB"))
+    assert grid.shape[0] > gradcam.shape[0]  # the legend line
+
+
+def test_figure_keeps_the_image_pixels():
+    from auditor import render
+
+    img = np.random.default_rng(0).integers(0, 255, (50, 120, 3), dtype=np.uint8)
+    fig = render.figure(img, "a title", cmap="cividis", legend="a legend")
+    top = render.title_height("a title", 120)
+    np.testing.assert_array_equal(fig[top:top + 50], img)
+    assert fig.shape[1] == 120
+
+
+def test_support_on_a_plain_vit_adds_no_multi_attention_figure(chelsea_png, tmp_path):
+    out = tmp_path / "o"
+    r = invoke("visualize", "--image-path", chelsea_png, "--arch", "vit_tiny", "--depth", 1, "--out", out,
+               "--support", chelsea_png)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["gradcam_overlay.png", "patch_attention_overlay.png",
+                                                     "patch_grid.png"]
+    assert "support prototype" in r.output
+
+
+def test_loading_line_names_the_bundled_checkpoint(chelsea_png, tmp_path):
+    r = invoke("visualize", "--image-path", chelsea_png, "--checkpoint", "demo:clean", "--out", tmp_path / "o")
+    assert "[2/4] Loading model: demo:clean" in r.output and "None" not in r.output

@@ -307,7 +307,7 @@ def test_compare_refuses_different_data_unless_allowed(tmp_path):
     assert r.exit_code == 2 and "differ in the data (6 vs 7 records" in r.output and "--allow-different-data" in r.output
     r = CliRunner().invoke(main, args + ["--allow-different-data"])
     assert r.exit_code == 0, r.output
-    assert "6 image(s) scored by both; 0 only by A, 1 only by B" in r.output
+    assert "6 images scored by both; 0 only by A, 1 only by B" in r.output
 
 
 def test_compare_console_shows_n_and_the_interval(tmp_path):

@@ -320,10 +320,10 @@ def test_cli_visualize_with_the_three_flags_and_support(chelsea_png, tmp_path, m
     assert calls == [3]  # one forward for the query and its two support images
     for name in ("gradcam_overlay.png", "window_attention_overlay.png", "channel_attention.png",
                  "reconstruction_attention_overlay.png"):
-        assert Image.open(out / name).size == (451, 300)
-    assert Image.open(out / "reconstruction_best_match_overlay.png").size == (451, 300)
+        assert Image.open(out / name).size[0] == 451  # the photo's width; title and colour bar around it
+    assert Image.open(out / "reconstruction_best_match_overlay.png").size[0] == 451
     # query | support 0 (300 x 250 -> 360 x 300) | support 1 (351 x 260 -> 405 x 300), 8 px apart
-    assert Image.open(out / "reconstruction_pairs.png").size == (451 + 8 + 360 + 8 + 405, 300)
+    assert Image.open(out / "reconstruction_pairs.png").size[0] == 451 + 8 + 360 + 8 + 405
     assert "no OCAB blocks" in result.output
     assert "cls_attention: not applicable (the CLS token bypasses every block" in result.output
     assert not (out / "patch_attention_overlay.png").exists()

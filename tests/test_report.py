@@ -276,7 +276,9 @@ def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch)
     assert r.exit_code == 0, r.output
     page = (tmp_path / "with" / "report.html").read_text(encoding="utf-8")
     assert "✓ PASS" in page and "img005.png" in page and "gradcam.pointing_game &gt;= 0.9" in page
-    assert len(_srcs(page)) == 2 + 6 * 2  # two plots, then per image: original + gradcam overlay
+    srcs = _srcs(page)  # plots (PNG: one per metric, then per class), then per image: original + gradcam overlay
+    assert sum(src.startswith("data:image/jpeg") for src in srcs) == 6 * 2
+    assert sum(src.startswith("data:image/png") for src in srcs) >= 2
     r = CliRunner().invoke(main, args + ["--out", "without", "--no-report"])
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "without" / "report.html").exists() and (tmp_path / "without" / "results.json").exists()

@@ -235,8 +235,8 @@ class AttentionMethod(Method):
     def check(self, model: nn.Module) -> None:
         if not attention_modules(model):
             raise NotApplicableError(
-                "the model has no readable attention: it needs timm/DINO-style blocks whose attention "
-                "probabilities pass through an `attn.attn_drop` module (not a fused kernel)"
+                f"the model has no readable attention ({type(model).__name__} is a CNN, or its attention runs in one "
+                "fused kernel): attention maps need transformer blocks that expose their attention weights"
             )
         if int(getattr(model, "num_prefix_tokens", 1)) < 1:
             raise NotApplicableError("the model has no CLS token to read attention from")

@@ -150,14 +150,18 @@ def annotate(pic: Picture, mask: np.ndarray | None = None, points: np.ndarray | 
     return out
 
 
-def _edge(mask: np.ndarray) -> np.ndarray:
+def _erode(mask: np.ndarray) -> np.ndarray:
     inner = mask.copy()
     inner[1:] &= mask[:-1]
     inner[:-1] &= mask[1:]
     inner[:, 1:] &= mask[:, :-1]
     inner[:, :-1] &= mask[:, 1:]
-    edge = mask & ~inner
-    return edge | np.roll(edge, 1, 0) & mask | np.roll(edge, 1, 1) & mask  # 2 px inside the region
+    return inner
+
+
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """The region's outline, 2 px wide on every side, inside the region."""
+    return mask & ~_erode(_erode(mask))
 
 
 def _grow(mask: np.ndarray) -> np.ndarray:

@@ -17,8 +17,8 @@ from ..errors import AuditorError, UsageError
 from ..results import BASELINES, AuditResult
 from . import plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css, load_picture
-from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, primary_metrics,
-                     sort_options, summary_table, worst_first)
+from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, prediction_name,
+                     primary_metrics, sort_options, summary_table, worst_first)
 from .gallery import References, draw_cards, side_of
 from .faithfulness import faithfulness_context
 from .templating import render_page
@@ -73,6 +73,48 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
     return render_page("report.html.j2", path, **context)
 
 
+def is_comparison(path: str | Path) -> bool:
+    """Whether ``path`` is a compare's ``comparison.json`` (not an audit's ``results.json``)."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            head = json.load(f)
+    except (OSError, ValueError):
+        return False  # render_report names the problem
+    return isinstance(head, dict) and head.get("kind") == "attention-auditor comparison"
+
+
+def rerender_comparison(path: str | Path, *, out: str | Path | None = None, cmap: str = "jet") -> Path:
+    """Re-render a comparison's ``report.html`` from its ``comparison.json`` and A's / B's saved runs.
+
+    ``out``: an ``.html`` file or a folder [default: ``report.html`` beside ``comparison.json``].
+    """
+    import json
+
+    from ..compare import Comparison
+    from .compare import render_comparison
+
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    runs = []
+    for side in ("a", "b"):
+        rel = Path(str((data.get(side) or {}).get("results", "")))
+        found = next((p for p in (rel, path.parent / side / "results.json") if p.is_file()), None)
+        if found is None:
+            raise UsageError(f"{path}: run {side.upper()}'s results ({rel}) are gone; the comparison's report "
+                             "redraws from both runs' results.json and token_maps.npz")
+        runs.append(as_result(found))
+    target = Path(out) if out is not None else path.parent / "report.html"
+    if target.suffix.lower() not in (".html", ".htm"):
+        target = target / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = render_comparison(Comparison(data, target.parent), *runs, cmap=cmap)
+    if written.name != target.name:
+        written.replace(target)
+    return target
+
+
 def few_shot_context(fs: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The few-shot section: accuracy over the episodes, and one line per episode."""
     if not fs:
@@ -124,26 +166,31 @@ def metric_values(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], met
 
 
 def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str], sink: AssetSink) -> list[dict]:
+    """The plots, each ``{title, img, alt, wide}``: one small figure per metric, the per-class chart
+    (``wide``: scrolls sideways on a phone), then one figure per metric per layer."""
     every = [*methods, *[b for b in BASELINES if b in data["summary"]]]
     ok = [r for r in data["rows"] if not r.get("error")]
     out = []
-    png = plots.distributions(metric_values(ok, every, metrics), every, metrics)
-    if png:
-        out.append({"title": "Per-image distribution of each metric", "img": sink.add(png, "png"),
-                    "alt": "Box plots of the per-image values of " + ", ".join(metrics) + " for "
-                           + ", ".join(every) + "; baselines in grey."})
+    for metric, binary, png in plots.metric_panels(metric_values(ok, every, metrics), every, metrics, data["summary"]):
+        what = ("the proportion of images where the map's peak is inside the reference, with its 95% CI"
+                if binary else "box plots of the per-image values")
+        out.append({"title": f"{metric} per method ({'proportion of hits' if binary else 'per-image values'})",
+                    "img": sink.add(png, "png"), "wide": False,
+                    "alt": f"{metric} for " + ", ".join(every) + f": {what}; the centre baseline dark grey, "
+                           "the random baseline light grey."})
     metric = next((k for k in ("pointing_game", *primary_metrics(metrics)) if k in metrics), None)
     if metric and len(data.get("per_class") or {}) > 0:
         png = plots.class_hit_rates(data["per_class"], every, metric)
         if png:
-            out.append({"title": f"{metric} per class", "img": sink.add(png, "png"),
+            out.append({"title": f"{metric} per class", "img": sink.add(png, "png"), "wide": True,
                         "alt": f"Bar chart of the mean {metric} per class for " + ", ".join(every)
-                               + ", with 95% confidence intervals."})
-    png = plots.per_layer(data.get("per_layer") or {}, data["summary"])
-    if png:
-        out.append({"title": "Which layer's attention agrees best with the annotation", "img": sink.add(png, "png"),
-                    "alt": "Line charts of pointing game and relevance mass per layer, with 95% confidence bands "
-                           "and the centre baseline as a dashed line."})
+                               + ", with 95% confidence intervals; centre baseline dark grey, random light grey "
+                                 "hatched."})
+    for metric, png in plots.per_layer(data.get("per_layer") or {}, data["summary"]):
+        out.append({"title": f"Which layer's attention agrees best with the annotation: {metric} per layer",
+                    "img": sink.add(png, "png"), "wide": False,
+                    "alt": f"Line chart of {metric} per layer (block index), with 95% confidence bands and the "
+                           "centre baseline as a dashed line."})
     return out
 
 
@@ -219,7 +266,7 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
     if pred is not None:
         cosine = row.get("episode") is not None and (data.get("few_shot") or {}).get("decision") == "nearest prototype"
         score = f"{'cosine ' if cosine else ''}{fmt(row.get('prediction_score'), 2)}"
-        caption.append(f"predicted: {class_name(data, pred)} ({score})")
+        caption.append(f"predicted: {prediction_name(data, pred)} ({score})")
         right = pred == target
         badges.append({"text": "prediction = target" if right else "prediction ≠ target", "css": "pass" if right else "fail"})
     row_mets = row.get("metrics") or {}
@@ -257,4 +304,4 @@ class SupportThumbs:
 
 def _storage(sink: AssetSink) -> str:
     where = "embedded in this file" if sink.inline else f"in the folder {sink.folder.name}/ beside this file"
-    return f"{sink.count} images ({sink.total_bytes / 2**20:.1f} MiB) {where}"
+    return f"{sink.count} image{'' if sink.count == 1 else 's'} ({sink.total_bytes / 2**20:.1f} MiB) {where}"

@@ -78,6 +78,16 @@ def worst_first(values: Sequence[Sequence[float | None]], metrics: Sequence[str]
     return sorted(range(len(values)), key=key)
 
 
+def prediction_name(data: Mapping[str, Any], index: Any, model: int = 0) -> str:
+    """A predicted class: the model's own class name when results.json records the model's
+    classes (``settings.models[i].classes``), else as :func:`class_name`."""
+    models = data["settings"].get("models") or []
+    classes = (models[model].get("classes") if model < len(models) and isinstance(models[model], Mapping) else None) or []
+    if isinstance(index, int) and 0 <= index < len(classes):
+        return f"{classes[index]} ({index})"
+    return class_name(data, index)
+
+
 def class_name(data: Mapping[str, Any], index: Any) -> str:
     if index is None:
         return DASH
@@ -99,7 +109,9 @@ def model_rows(models: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     for m in models:
         ck = m.get("checkpoint") or {}
         kwargs = ", ".join(f"{k}={v}" for k, v in (m.get("kwargs") or {}).items())
-        out.append({"name": str(m.get("name")), "kwargs": kwargs, "checkpoint": str(ck.get("path") or "(none: built-in weights)"),
+        none = ("(none: the factory's own weights)" if ":" in str(m.get("name")) and "(" not in str(m.get("name"))
+                else "(none: untrained, randomly initialised weights)")
+        out.append({"name": str(m.get("name")), "kwargs": kwargs, "checkpoint": str(ck.get("path") or none),
                     "sha": (ck.get("sha256") or "")[:12], "sha_full": ck.get("sha256") or ""})
     return out
 

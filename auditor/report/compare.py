@@ -150,5 +150,3 @@ def _delta_cell(v: float | None, metric: str) -> dict[str, str]:
         return {"text": fmt(v), "css": ""}
     bad = (v < 0) == higher_is_better(metric)
     return {"text": f"{v:+.3f}", "css": "delta worse" if bad else "delta better"}
-
-

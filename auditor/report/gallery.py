@@ -20,7 +20,7 @@ import numpy as np
 from .. import maps as maplib
 from ..errors import AuditorError
 from ..render import encode
-from .assets import JPEG_QUALITY, AssetSink, annotate, heat_overlay, load_picture
+from .assets import JPEG_QUALITY, AssetSink, Picture, annotate, heat_overlay, load_picture
 from .common import resolve_image
 
 CHUNK = 32
@@ -144,8 +144,9 @@ def _draw(job: Job, refs: References, cmap: str, style: str) -> tuple[bytes | No
     for _, _, norm, token_map in job.maps:
         # a constant / non-finite map has nothing to show (normalising would magnify rounding noise)
         ok = token_map is not None and maplib.map_problem(token_map, norm) is None
-        panels.append(encode(heat_overlay(pic, token_map, norm, cmap=cmap, style=style), "JPEG",
-                             quality=JPEG_QUALITY) if ok else None)
+        # the reference box / mask outline on every overlay too, so a reader judges each map against it
+        panels.append(encode(annotate(Picture(heat_overlay(pic, token_map, norm, cmap=cmap, style=style),
+                                              pic.full_shape), mask), "JPEG", quality=JPEG_QUALITY) if ok else None)
     return original, panels, ""
 
 

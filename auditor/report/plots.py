@@ -1,6 +1,8 @@
 """Report plots, drawn once to PNG bytes with matplotlib's Agg canvas (no pyplot state).
 
-Colours are the Okabe-Ito palette (safe for colour-blind readers); baselines are grey.
+Colours are the Okabe-Ito palette (safe for colour-blind readers); the baselines are two greys
+(centre dark, random light and hatched). Figures are small single panels (about 420 px wide) so
+they stay readable on a phone; the page lays them out side by side on a wide screen.
 """
 
 from __future__ import annotations
@@ -15,6 +17,13 @@ from ..results import BASELINES
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 BASELINE_COLOUR = "#999999"
+#: the two baselines told apart: centre dark grey, random light grey (hatched in bar charts)
+BASELINE_COLOURS = {"centre": "#5F5F5F", "random": "#BBBBBB"}
+BASELINE_HATCH = {"random": "///"}
+#: metrics whose per-image value is 0 or 1: drawn as a proportion with its interval, not a box plot
+BINARY_METRICS = ("pointing_game",)
+#: one panel's size in inches at 100 dpi: 420 x 300 px, readable on a 400 px wide phone screen
+PANEL = (4.2, 3.0)
 
 
 def _figure(width: float, height: float):
@@ -36,40 +45,74 @@ def colours(methods: Sequence[str]) -> list[str]:
     out, i = [], 0
     for m in methods:
         if m in BASELINES:
-            out.append(BASELINE_COLOUR)
+            out.append(BASELINE_COLOURS.get(m, BASELINE_COLOUR))
         else:
             out.append(OKABE_ITO[i % len(OKABE_ITO)])
             i += 1
     return out
 
 
-def distributions(values: Mapping[str, Mapping[str, Sequence[float]]], methods: Sequence[str],
-                  metrics: Sequence[str]) -> bytes | None:
-    """Box plots of the per-image values: one panel per metric, one box per method.
+def is_binary(metric: str, values: Mapping[str, Sequence[float]]) -> bool:
+    """A 0/1 metric: named in :data:`BINARY_METRICS`, or every value is 0 or 1."""
+    if metric in BINARY_METRICS:
+        return True
+    every = [v for vs in values.values() for v in vs]
+    return bool(every) and all(v in (0.0, 1.0) for v in every)
 
-    ``values[method][metric]`` = finite per-image values.
+
+def metric_panels(values: Mapping[str, Mapping[str, Sequence[float]]], methods: Sequence[str],
+                  metrics: Sequence[str], summary: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+                  ) -> list[tuple[str, bool, bytes]]:
+    """One small figure per metric: ``[(metric, binary, png)]``.
+
+    ``values[method][metric]`` = finite per-image values. A binary metric (pointing game) is
+    the proportion of hits per method with the summary's 95% CI as an error bar (a box plot
+    of 0s and 1s shows nothing); any other metric is a box plot of the per-image values.
     """
-    metrics = [k for k in metrics if any(len(values.get(m, {}).get(k, ())) for m in methods)]
-    if not metrics:
-        return None
-    cols = min(4, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    fig = _figure(3.2 * cols, 2.6 * rows)
-    cs = colours(methods)
-    for i, metric in enumerate(metrics):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        data = [np.asarray(values.get(m, {}).get(metric, ()), dtype=float) for m in methods]
-        pos = [j for j, d in enumerate(data) if len(d)]
-        bp = ax.boxplot([data[j] for j in pos], positions=pos, widths=0.6, patch_artist=True, showfliers=True,
-                        flierprops={"markersize": 2})
-        for patch, j in zip(bp["boxes"], pos):
-            patch.set_facecolor(cs[j])
-            patch.set_alpha(0.75)
-        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=8)
-        ax.set_title(metric, fontsize=10)
-        ax.tick_params(axis="y", labelsize=8)
+    out = []
+    summary = summary or {}
+    for metric in metrics:
+        per_method = {m: values.get(m, {}).get(metric, ()) for m in methods}
+        if not any(len(v) for v in per_method.values()):
+            continue
+        binary = is_binary(metric, per_method)
+        fig = _figure(*PANEL)
+        ax = fig.add_subplot(1, 1, 1)
+        (_proportions if binary else _boxes)(ax, per_method, methods, metric, summary)
+        ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right", fontsize=9)
+        ax.tick_params(axis="y", labelsize=9)
         ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+        ax.set_title(f"{metric}: proportion of hits, 95% CI" if binary else f"{metric}: per-image values", fontsize=10)
+        out.append((metric, binary, _png(fig)))
+    return out
+
+
+def _boxes(ax, per_method, methods, metric, summary) -> None:
+    cs = colours(methods)
+    pos = [j for j, m in enumerate(methods) if len(per_method[m])]
+    bp = ax.boxplot([np.asarray(per_method[methods[j]], dtype=float) for j in pos], positions=pos, widths=0.6,
+                    patch_artist=True, showfliers=True, flierprops={"markersize": 2})
+    for patch, j in zip(bp["boxes"], pos):
+        patch.set_facecolor(cs[j])
+        patch.set_alpha(0.75)
+        patch.set_hatch(BASELINE_HATCH.get(methods[j], ""))
+
+
+def _proportions(ax, per_method, methods, metric, summary) -> None:
+    """Each method's hit rate (a dot) with its 95% CI (summary's, else none), on 0..1."""
+    for j, (m, c) in enumerate(zip(methods, colours(methods))):
+        vals = np.asarray(per_method[m], dtype=float)
+        if not len(vals):
+            continue
+        st = (summary.get(m) or {}).get(metric) or {}
+        mean = float(st["mean"]) if st.get("mean") is not None else float(vals.mean())
+        lo, hi = st.get("ci_low"), st.get("ci_high")
+        err = None if lo is None or hi is None else [[max(0.0, mean - lo)], [max(0.0, hi - mean)]]
+        ax.errorbar([j], [mean], yerr=err, fmt="o", color=c, ms=7, capsize=4, elinewidth=1.5)
+        ax.annotate(f"{mean:.2f}", (j, mean), textcoords="offset points", xytext=(7, -3), fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlim(-0.6, len(methods) - 0.4)
+    ax.set_ylabel("proportion of images", fontsize=9)
 
 
 def class_hit_rates(per_class: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], methods: Sequence[str],
@@ -78,7 +121,7 @@ def class_hit_rates(per_class: Mapping[str, Mapping[str, Mapping[str, Mapping[st
     classes = [c for c in per_class if any(metric in per_class[c].get(m, {}) for m in methods)]
     if not classes:
         return None
-    fig = _figure(min(12.0, 2.0 + 0.9 * len(classes) * max(1, len(methods)) / 2), 3.2)
+    fig = _figure(min(9.0, max(PANEL[0], 1.5 + 0.35 * len(classes) * max(1, len(methods)))), 3.4)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / len(methods)
     x = np.arange(len(classes))
@@ -89,7 +132,8 @@ def class_hit_rates(per_class: Mapping[str, Mapping[str, Mapping[str, Mapping[st
         hi = np.array([np.nan if s.get("ci_high") is None else s["ci_high"] for s in st], dtype=float)
         err = np.nan_to_num(np.vstack([mean - lo, hi - mean]).clip(min=0))
         ax.bar(x + (j - (len(methods) - 1) / 2) * width, np.nan_to_num(mean), width, yerr=err, color=c, label=m,
-               capsize=2, error_kw={"elinewidth": 0.8})
+               capsize=2, error_kw={"elinewidth": 0.8}, hatch=BASELINE_HATCH.get(m), edgecolor="white" if m not in
+               BASELINE_HATCH else "#555555", linewidth=0.5)
     ax.set_xticks(x, classes, rotation=30 if len(classes) > 6 else 0, ha="right" if len(classes) > 6 else "center")
     ax.set_ylabel(f"{metric} (mean)")
     ax.set_ylim(0, 1.05 if metric == "pointing_game" else None)
@@ -104,9 +148,11 @@ def paired_scatter(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[fl
     methods = [m for m in a if len(a[m])]
     if not methods:
         return None
-    fig = _figure(3.0 * len(methods), 3.0)
+    cols = min(3, len(methods))
+    rows = math.ceil(len(methods) / cols)
+    fig = _figure(3.0 * cols, 3.0 * rows)
     for i, (m, c) in enumerate(zip(methods, colours(methods))):
-        ax = fig.add_subplot(1, len(methods), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         xa, yb = np.asarray(a[m], dtype=float), np.asarray(b[m], dtype=float)
         jitter = np.random.default_rng(0).uniform(-0.02, 0.02, (2, len(xa))) if len(np.unique(xa)) <= 2 else 0
         ax.scatter(xa + (jitter[0] if np.ndim(jitter) else 0), yb + (jitter[1] if np.ndim(jitter) else 0), s=8,
@@ -127,26 +173,28 @@ def band(ax, x: Sequence[float], stats: Mapping[str, Sequence[Any]], colour: str
 
 
 def per_layer(layers: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
-              summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> bytes | None:
-    """One panel per metric: each method's mean per layer with its 95% CI band; the centre
-    baseline dashed. ``layers`` is results.json's ``per_layer``."""
+              summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[tuple[str, bytes]]:
+    """One small figure per metric: each method's mean per layer (integer ticks: block index) with
+    its 95% CI band; the centre baseline dashed. ``layers`` is results.json's ``per_layer``."""
+    from matplotlib.ticker import MaxNLocator
+
     metrics = sorted({k for mets in layers.values() for k in mets})
-    if not metrics:
-        return None
     methods = list(layers)
-    fig = _figure(3.4 * len(metrics), 2.6)
-    for i, metric in enumerate(metrics):
-        ax = fig.add_subplot(1, len(metrics), i + 1)
+    out = []
+    for metric in metrics:
+        fig = _figure(*PANEL)
+        ax = fig.add_subplot(1, 1, 1)
         for m, c in zip(methods, colours(methods)):
             stats = layers[m].get(metric) or []
             columns = {k: [s.get(k) for s in stats] for k in ("mean", "ci_low", "ci_high")}
             band(ax, list(range(len(stats))), columns, c, m, marker="o", ms=3)
         centre = (summary.get("centre") or {}).get(metric, {}).get("mean")
         if centre is not None:
-            ax.axhline(centre, color="grey", ls="--", lw=1, label="centre baseline")
-        ax.set_title(metric, fontsize=9)
-        ax.set_xlabel("layer (block index)", fontsize=8)
+            ax.axhline(centre, color=BASELINE_COLOURS["centre"], ls="--", lw=1, label="centre baseline")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("layer (block index)", fontsize=9)
         ax.set_ylim(0, 1)
-        if i == 0:
-            ax.legend(fontsize=7)
-    return _png(fig)
+        ax.legend(fontsize=8)
+        out.append((metric, _png(fig)))
+    return out

@@ -1,0 +1,82 @@
+"""What ``auditor models`` and ``auditor methods`` print: a described table, not bare names.
+
+Families and needs are stated here in plain words, once; a name registered later (a user's
+plug-in) still gets a row from its docstring.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Sequence
+
+#: method -> (family, what it shows, what it needs)
+METHODS = {
+    "gradcam": ("gradient", "Grad-CAM: a layer's activations weighted by the target's gradient",
+                "any model (a ViT's last block, a CNN's last conv layer)"),
+    "input_gradient": ("gradient", "gradient x input at every pixel", "any model"),
+    "cls_attention": ("attention", "how much the CLS token attends to each patch (one layer)",
+                      "a ViT whose attention weights can be read, with a CLS token"),
+    "rollout": ("attention", "attention rollout: attention multiplied through every layer",
+                "a ViT whose attention weights can be read, with a CLS token"),
+    "window_attention": ("attention", "mass each token receives inside its shifted window",
+                         "the multi-attention backbone (--use-mab)"),
+    "ocab_attention": ("attention", "overlapping cross-attention received per token",
+                       "the multi-attention backbone (--use-ocab)"),
+    "channel_attention": ("attention", "channel-attention weights of the mixed attention blocks",
+                          "the multi-attention backbone (--use-mab)"),
+    "reconstruction_attention": ("few-shot", "mass each query token receives from the support images",
+                                 "dual reconstruction (--use-drff) and support images (--episodes / --support)"),
+    "centre": ("baseline", "a centred Gaussian: what 'looks at the middle' scores", "nothing (no model)"),
+    "random": ("baseline", "uniform noise: what chance scores", "nothing (no model)"),
+}
+
+#: name prefix -> (family, what it needs)
+MODEL_FAMILIES = (
+    ("vit_", "ViT", "patch size (checkpoint, else 16) divides the image size; --use-mab etc. for the fork"),
+    ("efficientnet", "CNN", "no attention: Grad-CAM and input gradient apply"),
+)
+
+
+def _first_line(obj: object) -> str:
+    return (inspect.getdoc(obj) or "").strip().splitlines()[0] if inspect.getdoc(obj) else ""
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; the last column is left unpadded."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    lines = []
+    for r in [head, *rows]:
+        lines.append("  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+def models_table() -> str:
+    """Built-in architectures: name, family, what it is, what it needs; then the bundled checkpoints."""
+    from .models import list_models
+    from .models._registry import _REGISTRY
+    from .resources import bundled_models
+
+    rows = []
+    for name in list_models():
+        family, needs = next(((f, n) for prefix, f, n in MODEL_FAMILIES if name.startswith(prefix)), ("other", ""))
+        rows.append((name, family, _first_line(_REGISTRY[name]), needs))
+    out = _table(("NAME", "FAMILY", "WHAT IT IS", "NEEDS"), rows)
+    bundled = ", ".join(f"demo:{n}" for n in bundled_models())
+    return (out + "\n\nMulti-attention fork (FewTURE): a ViT with --use-mab / --use-ocab / --use-drff (read from "
+            "its checkpoint when not given)."
+            + f"\nBundled checkpoints (carry their architecture, no --arch needed): {bundled}."
+            "\nYour own model: --model package.module:factory, or --arch NAME defined in ./models/__init__.py.")
+
+
+def methods_table() -> str:
+    """Methods: name, family, what the map shows, what the model needs for it."""
+    from .methods import list_methods
+    from .methods.registry import _METHODS
+
+    rows = []
+    for name in list_methods():
+        family, shows, needs = METHODS.get(name, ("other", _first_line(_METHODS[name]), ""))
+        rows.append((name, family, shows, needs))
+    return (_table(("NAME", "FAMILY", "SHOWS", "NEEDS"), rows)
+            + "\n\nA method that does not fit the model is skipped with the reason in the report; "
+              "choose with --methods a,b.")
