@@ -17,7 +17,7 @@ from ..errors import AuditorError, UsageError
 from ..results import BASELINES, AuditResult
 from . import plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css, load_picture
-from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, prediction_name,
+from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, row_class,
                      primary_metrics, sort_options, summary_table, worst_first)
 from .gallery import References, draw_cards, side_of
 from .faithfulness import faithfulness_context
@@ -259,14 +259,14 @@ def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:
     rid = str(row["id"])
     target, pred = row.get("target"), row.get("prediction")
     caption = [f"label: {row.get('label_name') if row.get('label_name') is not None else class_name(data, row.get('label'))}",
-               f"target: {class_name(data, target)}"]
+               f"target: {row_class(data, row, 'target')}"]
     if row.get("episode") is not None:
         caption.append(f"episode {row['episode']}, support: {', '.join(map(str, row.get('support') or [])) or DASH}")
     badges = []
     if pred is not None:
         cosine = row.get("episode") is not None and (data.get("few_shot") or {}).get("decision") == "nearest prototype"
         score = f"{'cosine ' if cosine else ''}{fmt(row.get('prediction_score'), 2)}"
-        caption.append(f"predicted: {prediction_name(data, pred)} ({score})")
+        caption.append(f"predicted: {row_class(data, row, 'prediction')} ({score})")
         right = pred == target
         badges.append({"text": "prediction = target" if right else "prediction ≠ target", "css": "pass" if right else "fail"})
     row_mets = row.get("metrics") or {}

@@ -88,6 +88,15 @@ def prediction_name(data: Mapping[str, Any], index: Any, model: int = 0) -> str:
     return class_name(data, index)
 
 
+def row_class(data: Mapping[str, Any], row: Mapping[str, Any], key: str, model: int = 0) -> str:
+    """A row's ``target`` or ``prediction`` with its name: the row's own ``<key>_name`` (the
+    model's class name; a few-shot episode's data-set class), else :func:`prediction_name`."""
+    index, name = row.get(key), row.get(f"{key}_name")
+    if name is not None:
+        return f"{name} ({index})"
+    return prediction_name(data, index, model)
+
+
 def class_name(data: Mapping[str, Any], index: Any) -> str:
     if index is None:
         return DASH

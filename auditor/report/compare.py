@@ -11,7 +11,7 @@ from typing import Any
 from ..results import AuditResult
 from . import paired, plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
-from .common import DASH, fmt, fmt_ci, header, primary_metrics, sort_options, verdict_rows, worst_first
+from .common import DASH, row_class, fmt, fmt_ci, header, primary_metrics, sort_options, verdict_rows, worst_first
 from .gallery import References, draw_cards, side_of
 from .templating import render_page
 
@@ -114,7 +114,8 @@ def _gallery(data, a: AuditResult, b: AuditResult, sink: AssetSink, cmap: str) -
         drawn = draw_cards(rows, [side_a, side_b], sink, refs=References(a.data["settings"]), base=a.out,
                            cmap=cmap, map_note=status)
         for i, (img, row, pics) in enumerate(zip(images, rows, drawn)):
-            cards.append({**pics, **_card_text(img, row, rows_b[img["id"]], methods, metrics), "index": i})
+            cards.append({**pics, **_card_text(img, row, rows_b[img["id"]], methods, metrics, (a.data, b.data)),
+                          "index": i})
     finally:
         side_a.maps.close()
         side_b.maps.close()
@@ -126,7 +127,8 @@ def _data_order(a: AuditResult, images) -> list[int]:
     return sorted(range(len(images)), key=lambda i: pos.get(images[i]["id"], i))
 
 
-def _card_text(img, ra, rb, methods, metrics) -> dict[str, Any]:
+def _card_text(img, ra, rb, methods, metrics, datas) -> dict[str, Any]:
+    data_a, data_b = datas
     rows = []
     for m in methods:
         for label, r in (("A", ra), ("B", rb)):
@@ -136,7 +138,8 @@ def _card_text(img, ra, rb, methods, metrics) -> dict[str, Any]:
     agree = "; ".join(f"{m}: Spearman {fmt(img['agreement'][m]['spearman'], 2)}, CC {fmt(img['agreement'][m]['cc'], 2)}, "
                       f"top-k {fmt(img['agreement'][m]['top_k_overlap'], 2)}" for m in methods)
     caption = [f"label: {ra.get('label_name') if ra.get('label_name') is not None else ra.get('label')}",
-               f"predicted A: {ra.get('prediction')}, B: {rb.get('prediction')}", f"map agreement: {agree}"]
+               f"predicted A: {row_class(data_a, ra, 'prediction')}, B: {row_class(data_b, rb, 'prediction')}",
+               f"map agreement: {agree}"]
     d = img["disagreement"]
     badges = [{"text": f"disagreement {fmt(d, 2)}", "css": "fail" if math.isfinite(d) and d > 1 else "note"}]
     return {"id": img["id"], "caption": caption, "badges": badges, "path": str(ra.get("image") or DASH),
