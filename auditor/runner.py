@@ -25,7 +25,8 @@ import torch
 
 from .batches import Ready, chunks, local_units, start_batch
 from .data import load_dataset
-from .episodes import EpisodeOptions, check_model, few_shot_summary, plan_episodes, process_episode
+from .episodes import (EpisodeOptions, check_model, episode_summaries, few_shot_summary, plan_episodes,
+                       process_episode)
 from .errors import AuditorError, DataError, UsageError
 from .layers import summarise_layers
 from .methods import create_method, list_methods
@@ -102,15 +103,16 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     them); the mean curves and the randomisation cascade go to ``results.json``'s ``faithfulness``.
 
     ``episodes``: few-shot episodes (:mod:`auditor.episodes`): the rows are each episode's
-    queries, explained against the episode's support set (``target`` ``"prototype"`` by
-    default); ``results.json`` gains ``few_shot`` (nearest-prototype accuracy per episode).
+    queries, explained against the episode's support set (``target`` ``"fewture"`` by
+    default: FewTURE's own classifier decides and is explained); ``results.json`` gains
+    ``few_shot`` (the decision, accuracy per episode); CIs resample episodes and images.
     ``split``: the FewTURE split to read (``train`` / ``val`` / ``test``).
     ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
     ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`: ``workers``
     Ray Data actors, each holding the model; the same rows and maps as a local run).
 
-    ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes``
-    ``"prototype"`` (the default there). Headless backbones outside episodes explain the
+    ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes`` ``"fewture"``
+    (the default there) or ``"prototype"`` (mean-token cosine). Headless backbones outside episodes explain the
     CLS-output norm (the mean patch token's norm where the CLS token bypasses the blocks).
 
     Returns an :class:`~auditor.results.AuditResult` (``passed``, ``summary``, ``rows``).
@@ -128,15 +130,15 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
         from .ray_engine import require_ray
 
         require_ray()
-    target = target or ("prototype" if episodes else "label")
-    if target not in ("label", "predicted", "prototype"):
-        raise UsageError(f"--target must be 'label', 'predicted' or 'prototype', got '{target}'")
-    if target == "prototype" and not episodes:
-        raise UsageError("--target prototype compares each image with its class's support images: "
+    target = target or ("fewture" if episodes else "label")
+    if target not in ("label", "predicted", "prototype", "fewture"):
+        raise UsageError(f"--target must be 'label', 'predicted', 'fewture' or 'prototype', got '{target}'")
+    if target in ("prototype", "fewture") and not episodes:
+        raise UsageError(f"--target {target} compares each image with its episode's support images: "
                          "it needs few-shot episodes (--episodes N)")
     if episodes and target == "predicted":
         raise UsageError("--target predicted is not available with --episodes: the head's prediction over all "
-                         "its classes is not the episode's N-way decision; use --target prototype (the default) "
+                         "its classes is not the episode's N-way decision; use --target fewture (the default) "
                          "or --target label (the logit of the query's true class)")
     if episodes and faithfulness:
         raise UsageError("--faithfulness does not run with --episodes yet: its checks re-run the model without "
@@ -151,7 +153,8 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     base_summary = AuditResult.load(baseline).data["summary"] if baseline else None
     out = Path(out)
     dataset = load_dataset(data, allow_outside_root=allow_outside_root, split=split)
-    plan = plan_episodes(dataset, episodes) if episodes else None
+    plan = plan_episodes(dataset, episodes, target=target, checkpoint=checkpoint, trust=trust_checkpoint) \
+        if episodes else None
     if model is not None:  # an nn.Module from the caller (the pytest fixture, notebooks)
         loaded = LoadedModel(model.to(resolve_device(device)).eval(), type(model).__name__, None, {})
     else:
@@ -164,9 +167,9 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     pre = input_preprocess(model, image_size, mean, std)
     headless = getattr(model, "num_classes", None) == 0
     if plan is not None:
-        if headless and target != "prototype":
+        if headless and target not in ("prototype", "fewture"):
             raise UsageError(f"--target {target} needs class logits, but this backbone has no class head; "
-                             "in episodes use --target prototype (the default)")
+                             "in episodes use --target fewture (the default)")
         check_model(model, target)
     resuming = _prepare_out(out, overwrite, resume)
     dev = next(model.parameters()).device
@@ -178,7 +181,7 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     if amp:  # a resumed run must use the same precision
         fp["amp"] = True
     if plan is not None:  # a resumed run must draw the same episodes
-        fp["episodes"] = episodes.to_dict()
+        fp["episodes"] = plan.settings(target)
     if faith is not None:  # a resumed run must run the same checks
         fp["faithfulness"] = faith.to_dict()
     faith_dir = out / FAITH_PARTS
@@ -226,8 +229,11 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     for r in rows:
         n_rows, n_ok = n_rows + 1, n_ok + (not r["error"])
     skipped = _skipped(model, method_objs, episodes=plan is not None)
-    summary = summarise((r for r in rows if not r["error"]), seed=seed)
-    per_class = summarise_per_class(rows, seed)
+    if plan is None:
+        summary = summarise((r for r in rows if not r["error"]), seed=seed)
+        per_class = summarise_per_class(rows, seed)
+    else:  # episode rows are not independent: CIs resample episodes and images
+        summary, per_class = episode_summaries(rows, seed=seed), episode_summaries(rows, seed=seed, by_class=True)
     per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
     verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
     data_out = {
@@ -300,7 +306,8 @@ class UnitWork:
         """Run unit ``i``'s model passes now; the returned function finishes it (the scoring)."""
         if self.plan is not None:
             return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
-                                         target=self.target, device=self.device, writer=part, amp=self.amp))
+                                         target=self.target, device=self.device, writer=part, amp=self.amp,
+                                         classifier=self.plan.classifier))
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)

@@ -79,7 +79,7 @@ def test_each_query_uses_its_episodes_support_set(colours, tmp_path):
         np.testing.assert_allclose(maps[f"reconstruction_attention/{r['id']}"],
                                    direct.maps["reconstruction_attention"].maps[0].numpy(), atol=1e-6)
     data = res.data
-    assert data["settings"]["target"] == "prototype"
+    assert data["settings"]["target"] == "fewture"
     assert "reconstruction_attention" not in data["settings"]["skipped_methods"]
     assert "reconstruction_attention" in data["summary"]
     jsonschema.validate(json.loads((tmp_path / "out" / "results.json").read_text()),
@@ -87,7 +87,8 @@ def test_each_query_uses_its_episodes_support_set(colours, tmp_path):
 
 
 def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
-    fs = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, report=True).data["few_shot"]
+    fs = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, report=True,
+                   target="prototype").data["few_shot"]
     assert fs["accuracy"]["mean"] == 1.0 and fs["accuracy"]["n"] == 3
     html = (tmp_path / "out" / "report.html").read_text()
     assert "3-way 2-shot, 2 queries per class, seed 0: accuracy (nearest prototype) 1.000" in html
@@ -101,7 +102,7 @@ def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
     model = colour_backbone()
     with torch.no_grad():
         model.patch_embed.proj.weight.zero_()
-    fs = run_audit(colours, out=tmp_path / "blind", model=model, episodes=OPTS).data["few_shot"]
+    fs = run_audit(colours, out=tmp_path / "blind", model=model, episodes=OPTS, target="prototype").data["few_shot"]
     assert [e["accuracy"] for e in fs["per_episode"]] == pytest.approx([1 / 3] * 3)
 
 
@@ -227,7 +228,7 @@ def test_cli_episodes_on_a_checkpoint(colours, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, args + ["--out", "o", "--episodes", "3", "--n-way", "3", "--k-shot", "2",
                                          "--n-query", "2", "--seed", "0"])
     assert r.exit_code == 0, r.output
-    assert "3-way 2-shot accuracy (nearest prototype) over 3 episode(s): 1.000" in r.output
+    assert "3-way 2-shot accuracy (fewture) over 3 episode(s): 1.000" in r.output
     assert json.loads((tmp_path / "o" / "results.json").read_text())["counts"]["images"] == 18
     r = CliRunner().invoke(main, args + ["--out", "o2", "--episodes", "1", "--n-way", "3", "--n-query", "12"])
     assert r.exit_code == 2 and "need 17 images per class" in r.output and "--n-query" in r.output and "Traceback" not in r.output
@@ -265,7 +266,8 @@ def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colour
 
     html = render_report(res).read_text()
     assert "the prediction is the head's, among the episode's classes" in html and "nearest prototype among" not in html
-    fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS).data["few_shot"]
+    assert run_audit(colours, out=tmp_path / "fewture", model=model, episodes=OPTS).data["few_shot"]["decision"] == "fewture"
+    fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS, target="prototype").data["few_shot"]
     assert fs["decision"] == "nearest prototype"
 
 
