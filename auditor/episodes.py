@@ -268,26 +268,38 @@ def support_tokens(model: nn.Module, support: torch.Tensor, *, amp: bool = False
     return rec.captured[FINAL_TOKENS].float()[:, int(getattr(model, "num_prefix_tokens", 1)):]
 
 
-def _clusters(rows: Iterable[dict[str, Any]]) -> tuple[list[int], list[str]]:
-    rows = list(rows)
+def _clusters(rows: Sequence[dict[str, Any]]) -> tuple[list[int], list[str]]:
     return [r["episode"] for r in rows], [str(r.get("record_id")) for r in rows]
 
 
-def episode_summaries(rows: Iterable[dict[str, Any]], *, seed: int = 0, by_class: bool = False) -> dict[str, Any]:
-    """``summary[method][metric]`` of episode rows (``by_class``: per class name first), each CI a
-    bootstrap of whole episodes and query images (:data:`CI_METHOD`), never of rows as independent."""
-    groups: dict[str, dict[str, dict[str, list]]] = {}
+def episode_summaries(rows: Iterable[dict[str, Any]], *, seed: int = 0, by: str | None = None,
+                      layers: bool = False) -> dict[str, Any]:
+    """The summaries of episode rows, each CI a bootstrap of whole episodes and query images
+    (:data:`CI_METHOD`), never of rows as independent: ``summary[method][metric]`` (``by=
+    "label_name"``: per class name first, as ``per_class``; ``layers``: ``per_layer[method][metric]``,
+    a list with one summary per layer)."""
+    groups: dict[str, dict[str, dict[str, list[list]]]] = {}
     for r in rows:
-        if r.get("error") or (by_class and r.get("label_name") is None):
+        if r.get("error") or (by and r.get(by) is None):
             continue
-        g = groups.setdefault(str(r["label_name"]) if by_class else "", {})
-        for method, mets in (r.get("metrics") or {}).items():
+        g = groups.setdefault(str(r[by]) if by else "", {})
+        for method, mets in (r.get("per_layer" if layers else "metrics") or {}).items():
             for metric, v in mets.items():
-                g.setdefault(method, {}).setdefault(metric, []).append((np.nan if v is None else float(v), r))
-    out = {name: {m: {k: cluster_bootstrap_ci([v for v, _ in pairs], *_clusters(r for _, r in pairs), seed=seed).to_dict()
-                      for k, pairs in sorted(mets.items())} for m, mets in g.items()}
-           for name, g in sorted(groups.items())}
-    return out if by_class else out.get("", {})
+                vs = v if layers else [v]
+                cols = g.setdefault(method, {}).setdefault(metric, [[] for _ in vs])
+                for col, x in zip(cols, vs):
+                    col.append((np.nan if x is None else float(x), r["episode"], str(r.get("record_id"))))
+
+    def ci(col: list) -> dict[str, Any]:
+        values, episodes, images = zip(*col)
+        return cluster_bootstrap_ci(values, episodes, images, seed=seed).to_dict()
+
+    out = {name: {m: {k: [ci(c) for c in cols] if layers else ci(cols[0]) for k, cols in sorted(mets.items())
+                      if not layers or any(np.isfinite([v for v, _, _ in c]).any() for c in cols)}
+                  for m, mets in g.items()} for name, g in sorted(groups.items())}
+    if layers:
+        out = {name: {m: mets for m, mets in g.items() if mets} for name, g in out.items()}
+    return out if by else out.get("", {})
 
 
 def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, class_names: Sequence[str], *,

@@ -232,9 +232,10 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     if plan is None:
         summary = summarise((r for r in rows if not r["error"]), seed=seed)
         per_class = summarise_per_class(rows, seed)
+        per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
     else:  # episode rows are not independent: CIs resample episodes and images
-        summary, per_class = episode_summaries(rows, seed=seed), episode_summaries(rows, seed=seed, by_class=True)
-    per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
+        summary, per_class, per_layer = (episode_summaries(rows, seed=seed, **kw)
+                                         for kw in ({}, {"by": "label_name"}, {"layers": True}))
     verdicts = [v.to_dict() for v in evaluate(checks, summary, per_class, base_summary, HIGHER_IS_BETTER)]
     data_out = {
         "schema_version": SCHEMA_VERSION,

@@ -339,7 +339,8 @@ def test_bad_fewture_options_are_explained(colours, tmp_path, extra, fragment):
 def test_episode_summaries_resample_episodes_and_images(colours, tmp_path):
     from auditor.metrics.stats import cluster_bootstrap_ci
 
-    res = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, methods=["gradcam"])
+    res = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS,
+                    methods=["gradcam"])
     rows = [r for r in res.rows if not r["error"]]
     values = [r["metrics"]["gradcam"]["pointing_game"] for r in rows]
     expected = cluster_bootstrap_ci(values, [r["episode"] for r in rows], [r["record_id"] for r in rows]).to_dict()
@@ -348,3 +349,18 @@ def test_episode_summaries_resample_episodes_and_images(colours, tmp_path):
     assert res.data["per_class"]["red"]["gradcam"]["pointing_game"] == pytest.approx(cluster_bootstrap_ci(
         [r["metrics"]["gradcam"]["pointing_game"] for r in red], [r["episode"] for r in red],
         [r["record_id"] for r in red]).to_dict(), nan_ok=True)
+
+def test_per_layer_summaries_of_episode_rows_resample_episodes_and_images():
+    from auditor.episodes import episode_summaries
+    from auditor.metrics.stats import cluster_bootstrap_ci
+
+    rows = [{"episode": e, "record_id": f"img{i}", "error": None, "label_name": "a",
+             "per_layer": {"m": {"hit": [float(i % 2), float(e)], "never": [None, None]}}}
+            for e in range(3) for i in range(e, e + 3)]
+    got = episode_summaries(rows, seed=0, layers=True)
+    assert list(got) == ["m"] and list(got["m"]) == ["hit"]  # a metric undefined at every layer is left out
+    for layer in (0, 1):
+        values = [r["per_layer"]["m"]["hit"][layer] for r in rows]
+        assert got["m"]["hit"][layer] == cluster_bootstrap_ci(values, [r["episode"] for r in rows],
+                                                              [r["record_id"] for r in rows]).to_dict()
+    assert got["m"]["hit"][1]["mean"] == 1.0 and got["m"]["hit"][1]["ci_low"] < 1.0 < got["m"]["hit"][1]["ci_high"]

@@ -37,7 +37,9 @@ class PassResult:
     the CLS-token norm); ``target_kind`` says which kind of target was used. With a token
     target (``"patch-norm"``, ``"prototype"``), ``info["mean_patch_tokens"]`` is the mean
     final patch token ``[B + S, C]`` of the queries then the support images (few-shot
-    prototypes and nearest-prototype predictions come from it, at no extra cost).
+    prototypes and nearest-prototype predictions come from it, at no extra cost). With a
+    classifier target (``token_scores``, :mod:`auditor.few_shot`), ``info["patch_tokens"]`` is
+    the queries' final patch tokens ``[B, N, C]`` too (the episode's decision reads them).
     """
 
     maps: dict[str, MapResult]
