@@ -308,7 +308,8 @@ def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, cl
     says whose predictions they are), and accuracy per episode (scored queries only) with
     its mean over the episodes (as FewTURE reports it) and a 95% CI of a bootstrap over
     episodes x query images (:data:`CI_METHOD`)."""
-    scored = [r for r in rows if r.get("episode") is not None and not r.get("error") and r.get("prediction") is not None]
+    scored = [r for r in rows
+              if r.get("episode") is not None and not r.get("error") and r.get("prediction") is not None]
     hits: dict[int, list[bool]] = {}
     for r in scored:
         hits.setdefault(r["episode"], []).append(r["prediction"] == r["label"])

@@ -12,7 +12,8 @@ does -- github.com/dinhmanhhai/FewTURE-HaiDM, ``eval_FewTURE.py`` at commit
    token, l. 205); ``v = 0`` without the online step.
 3. Divide by the temperature ``tau`` (l. 213: ``exp(log tau)`` with a float64 ``log tau``, so
    the logits are float64, as here), then ``logsumexp`` over all (support token of class
-   ``c``, query token) pairs (l. 206-215): the logit of class ``c`` is ``logsumexp_{s in c, q}((C[s, q] + v[s]) / tau)``.
+   ``c``, query token) pairs (l. 206-215): the logit of class ``c`` is
+   ``logsumexp_{s in c, q}((C[s, q] + v[s]) / tau)``.
 
 ``tau`` is the checkpoint's ``temp_sim`` (saved by ``train_metatrain_FewTURE.py`` l. 612-614
 beside ``params``, read by ``eval_FewTURE.py`` l. 290-293), else the fork's default
@@ -32,6 +33,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -77,16 +79,11 @@ def aggregate(sim: torch.Tensor, counts: Sequence[int], num_queries: int, temper
     ``i`` is the ``logsumexp`` of ``sim / tau`` over class ``c``'s rows and query ``i``'s
     columns (l. 206-215; with equal counts the same reshapes as the fork's).
     """
-    n_tokens = sim.shape[0] // sum(counts)
-    per_row = sim.view(sim.shape[0], num_queries, -1).transpose(1, 2).reshape(sim.shape[0] * sim.shape[1] // num_queries,
-                                                                              num_queries)
-    scaled = per_row / _tau(temperature).to(sim.device)
-    logits, start = [], 0
-    for k in counts:  # rows of one support token: M consecutive entries of per_row
-        stop = start + k * n_tokens * (sim.shape[1] // num_queries)
-        logits.append(torch.logsumexp(scaled[start:stop], dim=0))
-        start = stop
-    return torch.stack(logits, dim=1)
+    n_tokens, m = sim.shape[0] // sum(counts), sim.shape[1] // num_queries
+    pairs = sim.view(-1, num_queries, m).transpose(1, 2).reshape(-1, num_queries)  # [S * N * M, Q]
+    scaled = pairs / _tau(temperature).to(sim.device)
+    bounds = np.cumsum([0] + [k * n_tokens * m for k in counts])  # class c: its support tokens' M rows each
+    return torch.stack([torch.logsumexp(scaled[a:b], dim=0) for a, b in zip(bounds[:-1], bounds[1:])], dim=1)
 
 
 def block_mask(counts: Sequence[int], n_tokens: int, width: int) -> torch.Tensor:

@@ -112,8 +112,9 @@ def run_audit(data: str | Path, *, out: str | Path, arch: str | None = None, fac
     Ray Data actors, each holding the model; the same rows and maps as a local run).
 
     ``target``: ``"label"`` (default), ``"predicted"``, or with ``episodes`` ``"fewture"``
-    (the default there) or ``"prototype"`` (mean-token cosine). Headless backbones outside episodes explain the
-    CLS-output norm (the mean patch token's norm where the CLS token bypasses the blocks).
+    (the default there) or ``"prototype"`` (mean-token cosine). Headless backbones outside
+    episodes explain the CLS-output norm (the mean patch token's norm where the CLS token
+    bypasses the blocks).
 
     Returns an :class:`~auditor.results.AuditResult` (``passed``, ``summary``, ``rows``).
     Raises :class:`~auditor.errors.DataError` (after writing the results) when no image

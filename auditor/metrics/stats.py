@@ -293,7 +293,8 @@ def cluster_bootstrap_ci(values: Any, *factors: Any, weights: Any = None, n_boot
     if confidence >= 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
     if not factors:
-        raise ValueError("cluster_bootstrap_ci needs at least one array of cluster labels (e.g. the episode of each row)")
+        raise ValueError("cluster_bootstrap_ci needs at least one array of cluster labels "
+                         "(e.g. the episode of each row)")
     x = _vector(values, "values")
     w = np.ones_like(x) if weights is None else _vector(weights, "weights")
     codes = []

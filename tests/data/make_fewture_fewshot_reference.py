@@ -113,7 +113,8 @@ def main(ref_dir: str) -> None:
 
     fork = fork_classifier(ref_dir)
     model = ref.VisionTransformer(img_size=[112], mlp_ratio=4, qkv_bias=True, return_all_tokens=True, **KWARGS)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(OUT / "fewture_all_flags.safetensors")).items()}
+    stored = load_file(str(OUT / "fewture_all_flags.safetensors"))
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in stored.items()}
     print(model.load_state_dict(sd, strict=False))
     model.eval()
     for p in model.parameters():
