@@ -41,6 +41,7 @@ FORK = "github.com/dinhmanhhai/FewTURE-HaiDM@3e1c78e1856df172b3c26bf6871152a00c3
 #: ``--similarity_temp``'s default in the fork (eval_FewTURE.py l. 72)
 DEFAULT_TEMPERATURE = 0.051031036307982884
 DECISIONS = ("fewture", "prototype")
+_CHUNK = 1 << 24  # similarities computed at once (64 MiB of float32): queries go through in chunks
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,15 @@ def aggregate(sim: torch.Tensor, counts: Sequence[int], num_queries: int, temper
 
     ``counts``: support images per class, in the rows' order. Class ``c``'s logit of query
     ``i`` is the ``logsumexp`` of ``sim / tau`` over class ``c``'s rows and query ``i``'s
-    columns (l. 206-215; with equal counts the same reshapes as the fork's).
+    columns (l. 206-215; the fork reshapes them into one axis first, which changes nothing but
+    the float64 summation order).
     """
-    n_tokens, m = sim.shape[0] // sum(counts), sim.shape[1] // num_queries
-    pairs = sim.view(-1, num_queries, m).transpose(1, 2).reshape(-1, num_queries)  # [S * N * M, Q]
-    scaled = pairs / _tau(temperature).to(sim.device)
-    bounds = np.cumsum([0] + [k * n_tokens * m for k in counts])  # class c: its support tokens' M rows each
-    return torch.stack([torch.logsumexp(scaled[a:b], dim=0) for a, b in zip(bounds[:-1], bounds[1:])], dim=1)
+    n_tokens = sim.shape[0] // sum(counts)
+    per_query = sim.view(sim.shape[0], num_queries, -1)  # [S * N, Q, M]
+    tau = _tau(temperature).to(sim.device)
+    bounds = np.cumsum([0] + [k * n_tokens for k in counts])  # class c: rows bounds[c]:bounds[c + 1]
+    return torch.stack([torch.logsumexp(per_query[a:b] / tau, dim=(0, 2)) for a, b in zip(bounds[:-1], bounds[1:])],
+                       dim=1)
 
 
 def block_mask(counts: Sequence[int], n_tokens: int, width: int) -> torch.Tensor:
@@ -170,11 +173,16 @@ class FittedSupport:
         if self.classifier.decision == "prototype":
             protos = torch.stack([self._class_rows(self.tokens, c).mean((0, 1)) for c in idx])
             return F.cosine_similarity(query.mean(1)[:, None], protos.to(query)[None], dim=-1)
-        sim = patch_cosine(torch.cat([self._class_rows(self.tokens, c) for c in idx]).to(query), query)
-        if self.v is not None:
-            per_image = self.v.view(self.tokens.shape[0], -1)
-            sim = sim + torch.cat([self._class_rows(per_image, c) for c in idx]).reshape(-1, 1).to(query)
-        return aggregate(sim, [self.counts[c] for c in idx], query.shape[0], self.classifier.temperature)
+        support = torch.cat([self._class_rows(self.tokens, c) for c in idx]).to(query)
+        v = None if self.v is None else torch.cat([self._class_rows(self.v.view(self.tokens.shape[0], -1), c)
+                                                   for c in idx]).reshape(-1, 1).to(query)
+        step = max(1, _CHUNK // (support.shape[0] * support.shape[1] * query.shape[1]))  # queries at a time
+        out = []
+        for chunk in query.split(step):
+            sim = patch_cosine(support, chunk)
+            out.append(aggregate(sim if v is None else sim + v, [self.counts[c] for c in idx], chunk.shape[0],
+                                 self.classifier.temperature))
+        return torch.cat(out)
 
     def _class_rows(self, per_image: torch.Tensor, c: int) -> torch.Tensor:
         start = sum(self.counts[:c])
