@@ -190,13 +190,19 @@ def few_shot_options(f):
     return _apply(f, [
         option("--split", type=click.Choice(["train", "val", "test"]), default=None,
                help="Split of a root/{train,val,test} folder [default: test, else val, else train]."),
-        option("--target", type=click.Choice(["label", "predicted", "prototype"]), default=None,
-               help="What to explain per image [default: label; prototype with --episodes]. Headless "
-                    "backbones outside episodes explain the CLS-output norm."),
+        option("--target", type=click.Choice(["label", "predicted", "fewture", "prototype"]), default=None,
+               help="What to explain per image [default: label, the record's class mapped to the model's by name; "
+                    "fewture with --episodes: FewTURE's logit of the true class; prototype: mean-token cosine]. "
+                    "Headless backbones outside episodes explain the CLS-output norm."),
         option("--episodes", type=click.IntRange(min=1), default=None, metavar="N",
                help="Few-shot mode: N episodes; each query is explained against its episode's support set "
-                    "(reconstruction maps, prototype target) and classified by the nearest prototype "
-                    "(with --target label: by the class head, among the episode's classes)."),
+                    "and classified by the model's own few-shot classifier (FewTURE: patch-token cosine, "
+                    "temperature, logsumexp; --target prototype: nearest prototype; --target label: the class "
+                    "head, among the episode's classes)."),
+        option("--peiv", is_flag=True, default=False, expose_value=False,
+               callback=lambda ctx, _p, v: ctx.meta.__setitem__("auditor.peiv", v),
+               help="With --episodes: FewTURE's online patch-importance step (15 SGD steps, lr 0.1: the "
+                    "fork's defaults, as its option disable_peiv_optimisation=False)."),
         option("--n-way", type=click.IntRange(min=1), default=5, show_default=True, help="Classes per episode."),
         option("--k-shot", type=click.IntRange(min=1), default=5, show_default=True, help="Support images per class."),
         option("--n-query", type=click.IntRange(min=1), default=15, show_default=True, help="Queries per class."),
@@ -249,12 +255,13 @@ def _few_shot(episodes: int | None, n_way: int, k_shot: int, n_query: int, seed:
     """The episode options, or None; episode sizes given without ``--episodes`` are refused, not ignored."""
     from .episodes import EpisodeOptions
 
+    peiv = bool(click.get_current_context().meta.get("auditor.peiv"))  # --peiv (few_shot_options)
     if episodes is None:
-        given = _given("n_way", "k_shot", "n_query")
+        given = _given("n_way", "k_shot", "n_query") + (["--peiv"] if peiv else [])
         if given:
             raise click.UsageError(f"{', '.join(given)} only apply to few-shot episodes: add --episodes N")
         return None
-    return EpisodeOptions(n_way, k_shot, n_query, episodes, seed)
+    return EpisodeOptions(n_way, k_shot, n_query, episodes, seed, peiv=peiv)
 
 
 def _carries_arch(checkpoint: str | None) -> bool:

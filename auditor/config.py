@@ -138,7 +138,8 @@ def validate(cfg: AuditConfig) -> Setup:
     gate = GateOptions(max_nan=cfg.max_nan, max_errors=max_errors, gate_on=cfg.gate_on)
     baseline = AuditResult.load(cfg.baseline) if cfg.baseline else None
     dataset = load_dataset(cfg.data, allow_outside_root=cfg.allow_outside_root, split=cfg.split)
-    plan = plan_episodes(dataset, cfg.episodes) if cfg.episodes else None
+    plan = plan_episodes(dataset, cfg.episodes, target=cfg.target or "fewture", checkpoint=cfg.checkpoint,
+                         trust=cfg.trust_checkpoint) if cfg.episodes else None
     if cfg.model is not None:  # an nn.Module from the caller (the pytest fixture, notebooks)
         loaded = LoadedModel(cfg.model.to(resolve_device(cfg.device)).eval(), type(cfg.model).__name__, None, {})
     else:

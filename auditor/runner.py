@@ -26,7 +26,7 @@ import torch
 from . import maps as maplib
 from .batches import Ready, chunks, local_units, start_batch
 from .config import AuditConfig, Setup, validate
-from .episodes import few_shot_summary, process_episode
+from .episodes import episode_summaries, few_shot_summary, process_episode
 from .errors import AuditorError, DataError, UsageError
 from .gate import evaluate
 from .identity import dataset_identity
@@ -89,8 +89,9 @@ def run_audit(data: str | Path | AuditConfig, **options: Any) -> AuditResult:
     them); the mean curves and the randomisation cascade go to ``results.json``'s ``faithfulness``.
 
     ``episodes``: few-shot episodes (:mod:`auditor.episodes`): the rows are each episode's
-    queries, explained against the episode's support set (``target`` ``"prototype"`` by
-    default); ``results.json`` gains ``few_shot``. ``split``: the FewTURE split to read.
+    queries, explained against the episode's support set (``target`` ``"fewture"`` by
+    default: FewTURE's own classifier decides and is explained); ``results.json`` gains
+    ``few_shot``; CIs resample episodes and images. ``split``: the FewTURE split to read.
     ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
     ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`).
 
@@ -99,7 +100,8 @@ def run_audit(data: str | Path | AuditConfig, **options: Any) -> AuditResult:
     :func:`auditor.data.annotations.mask_boxes`).
 
     ``target``: ``"label"`` (default; mapped to the model's classes by name, ``class_map``),
-    ``"predicted"``, or with ``episodes`` ``"prototype"`` (:mod:`auditor.target`).
+    ``"predicted"``, or with ``episodes`` ``"fewture"`` (the default there) or ``"prototype"``
+    (mean-token cosine) (:mod:`auditor.target`).
 
     The gate (:mod:`auditor.gate`): thresholds, ``max_nan``, ``max_errors``, ``gate_on``.
 
@@ -148,7 +150,7 @@ def _plan(cfg: AuditConfig, s: Setup) -> _Run:
     if cfg.amp:  # a resumed run must use the same precision
         fp["amp"] = True
     if plan is not None:  # a resumed run must draw the same episodes
-        fp["episodes"] = cfg.episodes.to_dict()
+        fp["episodes"] = plan.settings(s.target.kind)
     if s.faith is not None:  # a resumed run must run the same checks
         fp["faithfulness"] = s.faith.to_dict()
     out = Path(cfg.out)
@@ -242,12 +244,17 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
             "versions": package_versions(),
             **({"faithfulness": s.faith.to_dict()} if s.faith is not None else {}),
         },
-        "summary": summarise((r for r in rows if not r["error"]), seed=seed),
-        "per_class": summarise_per_class(rows, seed),
+        "summary": {}, "per_class": {},  # filled below, kept in this place in the file
         "rows": rows, "verdicts": [], "passed": False,
         "counts": {"images": n_rows, "ok": n_rows - n_errors, "errors": n_errors},
     }
-    per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
+    if s.plan is None:
+        data_out["summary"] = summarise((r for r in rows if not r["error"]), seed=seed)
+        data_out["per_class"] = summarise_per_class(rows, seed)
+        per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
+    else:  # episode rows are not independent: CIs resample episodes and images
+        data_out["summary"], data_out["per_class"], per_layer = (
+            episode_summaries(rows, seed=seed, **kw) for kw in ({}, {"by": "label_name"}, {"layers": True}))
     if per_layer:
         data_out["per_layer"] = per_layer
     if s.faith is not None:
@@ -318,7 +325,8 @@ class UnitWork:
             it.error = it.error or self.target.record_problem(it.record)
         if self.plan is not None:
             return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
-                                         target=self.target, device=self.device, writer=part, amp=self.amp))
+                                         target=self.target, device=self.device, writer=part, amp=self.amp,
+                                         classifier=self.plan.classifier))
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,9 @@ The target of an audit is one of
 * ``"predicted"``: the model's top class for each image.
 * ``"cls-norm"`` / ``"patch-norm"``: a headless backbone's output norm (CLS token, or the mean
   patch token where the CLS token bypasses the blocks).
-* ``"prototype"``: few-shot: cosine of a query's mean patch token with its class's support mean.
+* ``"fewture"``: few-shot: the FewTURE classifier's logit of the query's class (the default
+  with episodes, :mod:`auditor.few_shot`); ``"prototype"``: the cosine of a query's mean patch
+  token with its class's support mean.
 
 Predictions and targets are shown with the **model's** class names (``Target.model_name``).
 """
@@ -42,7 +44,7 @@ import torch.nn as nn
 
 from .errors import UsageError
 
-TARGETS = ("label", "predicted", "prototype")
+TARGETS = ("label", "predicted", "fewture", "prototype")
 _IMAGENET_FILE = Path(__file__).parent / "models" / "imagenet_classes.txt"
 
 
@@ -295,21 +297,21 @@ def resolve_target(requested: str | None, model: nn.Module, records: Sequence[An
     from .methods.base import cls_bypass_reason
     from .methods.engine import is_headless
 
-    kind = requested or ("prototype" if episodes else "label")
+    kind = requested or ("fewture" if episodes else "label")
     if kind not in TARGETS:
         raise UsageError(f"--target must be one of {', '.join(TARGETS)}, got {kind!r}")
-    if kind == "prototype" and not episodes:
-        raise UsageError("--target prototype compares each image with its class's support images: "
+    if kind in ("prototype", "fewture") and not episodes:
+        raise UsageError(f"--target {kind} compares each image with its episode's support images: "
                          "it needs few-shot episodes (--episodes N)")
     if episodes and kind == "predicted":
         raise UsageError("--target predicted is not available with --episodes: the head's prediction over all "
-                         "its classes is not the episode's N-way decision; use --target prototype (the default) "
+                         "its classes is not the episode's N-way decision; use --target fewture (the default) "
                          "or --target label (the logit of the query's true class)")
     headless = is_headless(model)
     if headless and kind in ("label", "predicted"):
         if requested is not None or episodes:
             raise UsageError(f"--target {kind} needs class logits, but this backbone has no class head; "
-                             + ("in episodes use --target prototype (the default)" if episodes else
+                             + ("in episodes use --target fewture (the default)" if episodes else
                                 "leave --target out to explain the norm of its output"))
         bypass = cls_bypass_reason(model)
         norm = "patch-norm" if bypass else "cls-norm"
@@ -320,6 +322,10 @@ def resolve_target(requested: str | None, model: nn.Module, records: Sequence[An
     if kind == "prototype":
         return Target(kind, "few-shot: the cosine of each query's mean patch token with its class's support mean",
                       model=classes, dataset_classes=tuple(dataset_classes))
+    if kind == "fewture":
+        return Target(kind, "few-shot: the FewTURE classifier's logit of each query's class (patch-token cosine "
+                      "with the episode's support, temperature, logsumexp)", model=classes,
+                      dataset_classes=tuple(dataset_classes))
     if kind == "predicted":
         return Target(kind, "each image's predicted class (the model's top logit)", model=classes,
                       dataset_classes=tuple(dataset_classes))

@@ -79,7 +79,7 @@ def test_each_query_uses_its_episodes_support_set(colours, tmp_path):
         np.testing.assert_allclose(maps[f"reconstruction_attention/{r['id']}"],
                                    direct.maps["reconstruction_attention"].maps[0].numpy(), atol=1e-6)
     data = res.data
-    assert data["settings"]["target"] == "prototype"
+    assert data["settings"]["target"] == "fewture"
     assert "reconstruction_attention" not in data["settings"]["skipped_methods"]
     assert "reconstruction_attention" in data["summary"]
     jsonschema.validate(json.loads((tmp_path / "out" / "results.json").read_text()),
@@ -87,7 +87,8 @@ def test_each_query_uses_its_episodes_support_set(colours, tmp_path):
 
 
 def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
-    fs = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, report=True).data["few_shot"]
+    fs = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS, report=True,
+                   target="prototype").data["few_shot"]
     assert fs["accuracy"]["mean"] == 1.0 and fs["accuracy"]["n"] == 3
     html = (tmp_path / "out" / "report.html").read_text()
     assert "3-way 2-shot, 2 queries per class, seed 0: accuracy (nearest prototype) 1.000" in html
@@ -101,7 +102,7 @@ def test_nearest_prototype_accuracy_is_known_by_construction(colours, tmp_path):
     model = colour_backbone()
     with torch.no_grad():
         model.patch_embed.proj.weight.zero_()
-    fs = run_audit(colours, out=tmp_path / "blind", model=model, episodes=OPTS).data["few_shot"]
+    fs = run_audit(colours, out=tmp_path / "blind", model=model, episodes=OPTS, target="prototype").data["few_shot"]
     assert [e["accuracy"] for e in fs["per_episode"]] == pytest.approx([1 / 3] * 3)
 
 
@@ -227,7 +228,7 @@ def test_cli_episodes_on_a_checkpoint(colours, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, args + ["--out", "o", "--episodes", "3", "--n-way", "3", "--k-shot", "2",
                                          "--n-query", "2", "--seed", "0"])
     assert r.exit_code == 0, r.output
-    assert "3-way 2-shot accuracy (nearest prototype) over 3 episode(s): 1.000" in r.output
+    assert "3-way 2-shot accuracy (fewture) over 3 episode(s): 1.000" in r.output
     assert json.loads((tmp_path / "o" / "results.json").read_text())["counts"]["images"] == 18
     r = CliRunner().invoke(main, args + ["--out", "o2", "--episodes", "1", "--n-way", "3", "--n-query", "12"])
     assert r.exit_code == 2 and "need 17 images per class" in r.output and "--n-query" in r.output and "Traceback" not in r.output
@@ -265,7 +266,8 @@ def test_a_model_with_a_class_head_can_explain_its_logits_within_episodes(colour
 
     html = render_report(res).read_text()
     assert "the prediction is the head's, among the episode's classes" in html and "nearest prototype among" not in html
-    fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS).data["few_shot"]
+    assert run_audit(colours, out=tmp_path / "fewture", model=model, episodes=OPTS).data["few_shot"]["decision"] == "fewture"
+    fs = run_audit(colours, out=tmp_path / "proto", model=model, episodes=OPTS, target="prototype").data["few_shot"]
     assert fs["decision"] == "nearest prototype"
 
 
@@ -289,3 +291,76 @@ def test_compare_two_few_shot_backbones_on_the_same_episodes(colours, tmp_path, 
     r = CliRunner().invoke(main, ["compare", "--results-a", "cmp/a/results.json", "--results-b", "cmp/b/results.json",
                                   "--out", "cmp2", "--episodes", "3"])
     assert r.exit_code == 2 and "not to finished results" in r.output
+
+
+def test_fewture_decides_by_default_with_the_checkpoints_temperature(colours, tmp_path, monkeypatch):
+    """--episodes: FewTURE's classifier decides and is explained; temp_sim comes from the checkpoint
+    (as the fork's training saves it); --peiv is recorded and part of the resume fingerprint."""
+    torch.save({"params": colour_backbone().state_dict(), "temp_sim": np.float64(0.2)}, tmp_path / "meta_best.pth")
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--data", str(colours), "--checkpoint", "meta_best.pth", "--arch", "vit_small", "--embed-dim", "4",
+            "--depth", "1", "--num-heads", "1", "--image-size", "32", "--patch-size", "8", "--mean", "0,0,0",
+            "--std", "1,1,1", "--no-report", "--methods", "gradcam", "--episodes", "3", "--n-way", "3", "--k-shot", "2",
+            "--n-query", "2"]
+    r = CliRunner().invoke(main, args + ["--out", "o"])
+    assert r.exit_code == 0, r.output
+    d = json.loads((tmp_path / "o" / "results.json").read_text())
+    fs = d["few_shot"]
+    assert d["settings"]["target"] == "fewture" and fs["decision"] == "fewture" and fs["peiv"] is False
+    assert fs["classifier"]["temperature"] == fs["temperature"] == 0.2
+    assert fs["classifier"]["temperature_source"] == "checkpoint temp_sim" and fs["classifier"]["peiv"] is None
+    assert fs["accuracy"]["mean"] == 1.0 and fs["accuracy"]["ci_method"].startswith("pigeonhole bootstrap")
+    assert all(r["target"] == r["label"] and r["prediction"] == r["label"] and 1 / 3 < r["prediction_score"] <= 1
+               for r in d["rows"])  # a probability over the episode's 3 classes
+    jsonschema.validate(d, json.loads(schema_path().read_text()))
+
+    (tmp_path / "o" / "results.json").unlink()  # as if interrupted: resuming it with --peiv is another run
+    r = CliRunner().invoke(main, args + ["--out", "o", "--resume", "--peiv"])
+    assert r.exit_code == 2 and "settings differ from this run's: episodes" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, args + ["--out", "p", "--peiv"])
+    assert r.exit_code == 0, r.output
+    fs = json.loads((tmp_path / "p" / "results.json").read_text())["few_shot"]
+    assert fs["peiv"] is True and fs["classifier"]["peiv"] == {"steps": 15, "lr": 0.1, "block_mask_1shot": 5}
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--peiv"], "--peiv only apply to few-shot episodes"),
+    (["--episodes", "1", "--n-way", "3", "--k-shot", "2", "--n-query", "2", "--peiv", "--target", "prototype"],
+     "it applies to --target fewture"),
+    (["--target", "fewture"], "it needs few-shot episodes"),
+])
+def test_bad_fewture_options_are_explained(colours, tmp_path, extra, fragment):
+    r = CliRunner().invoke(main, ["run", "--data", str(colours), "--arch", "vit_small", "--embed-dim", "4", "--depth",
+                                  "1", "--num-heads", "1", "--image-size", "32", "--patch-size", "8", "--no-report",
+                                  "--out", str(tmp_path / "o")] + extra)
+    assert r.exit_code == 2 and fragment in r.output and "Traceback" not in r.output
+
+
+def test_episode_summaries_resample_episodes_and_images(colours, tmp_path):
+    from auditor.metrics.stats import cluster_bootstrap_ci
+
+    res = run_audit(colours, out=tmp_path / "out", model=colour_backbone(), episodes=OPTS,
+                    methods=["gradcam"])
+    rows = [r for r in res.rows if not r["error"]]
+    values = [r["metrics"]["gradcam"]["pointing_game"] for r in rows]
+    expected = cluster_bootstrap_ci(values, [r["episode"] for r in rows], [r["record_id"] for r in rows]).to_dict()
+    assert res.data["summary"]["gradcam"]["pointing_game"] == pytest.approx(expected, nan_ok=True)
+    red = [r for r in rows if r["label_name"] == "red"]
+    assert res.data["per_class"]["red"]["gradcam"]["pointing_game"] == pytest.approx(cluster_bootstrap_ci(
+        [r["metrics"]["gradcam"]["pointing_game"] for r in red], [r["episode"] for r in red],
+        [r["record_id"] for r in red]).to_dict(), nan_ok=True)
+
+def test_per_layer_summaries_of_episode_rows_resample_episodes_and_images():
+    from auditor.episodes import episode_summaries
+    from auditor.metrics.stats import cluster_bootstrap_ci
+
+    rows = [{"episode": e, "record_id": f"img{i}", "error": None, "label_name": "a",
+             "per_layer": {"m": {"hit": [float(i % 2), float(e)], "never": [None, None]}}}
+            for e in range(3) for i in range(e, e + 3)]
+    got = episode_summaries(rows, seed=0, layers=True)
+    assert list(got) == ["m"] and list(got["m"]) == ["hit"]  # a metric undefined at every layer is left out
+    for layer in (0, 1):
+        values = [r["per_layer"]["m"]["hit"][layer] for r in rows]
+        assert got["m"]["hit"][layer] == cluster_bootstrap_ci(values, [r["episode"] for r in rows],
+                                                              [r["record_id"] for r in rows]).to_dict()
+    assert got["m"]["hit"][1]["mean"] == 1.0 and got["m"]["hit"][1]["ci_low"] < 1.0 < got["m"]["hit"][1]["ci_high"]

@@ -23,6 +23,12 @@ FINAL_TOKENS = "norm"
 TOKEN_TARGETS = ("patch-norm", "prototype")
 
 
+def _is_token_target(target: Any) -> bool:
+    """A named token target, or an object with ``token_scores(tokens, num_queries, prefix)`` and
+    ``kind`` (a few-shot classifier's logit, :class:`auditor.few_shot.ClassLogitTarget`)."""
+    return (isinstance(target, str) and target in TOKEN_TARGETS) or hasattr(target, "token_scores")
+
+
 @dataclass
 class PassResult:
     """Maps of every method that applied, reasons for those that did not, and the output.
@@ -31,7 +37,9 @@ class PassResult:
     the CLS-token norm); ``target_kind`` says which kind of target was used. With a token
     target (``"patch-norm"``, ``"prototype"``), ``info["mean_patch_tokens"]`` is the mean
     final patch token ``[B + S, C]`` of the queries then the support images (few-shot
-    prototypes and nearest-prototype predictions come from it, at no extra cost).
+    prototypes and nearest-prototype predictions come from it, at no extra cost). With a
+    classifier target (``token_scores``, :mod:`auditor.few_shot`), ``info["patch_tokens"]`` is
+    the queries' final patch tokens ``[B, N, C]`` too (the episode's decision reads them).
     """
 
     maps: dict[str, MapResult]
@@ -111,7 +119,7 @@ def _pass_target(model: nn.Module, target: TargetSpec, has_support: bool) -> Tar
         return target
     if target is None:
         return "prototype" if has_support else "patch-norm"
-    if isinstance(target, str) and target in TOKEN_TARGETS:
+    if _is_token_target(target):
         return target
     raise UsageError(f"target {target!r} reads the CLS token, but {reason}; use target 'patch-norm' or 'prototype' "
                      "(with support images)")
@@ -158,7 +166,7 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         except NotApplicableError as e:
             skipped[m.name] = str(e)
     target = _pass_target(model, target, support is not None)
-    token_target = isinstance(target, str) and target in TOKEN_TARGETS
+    token_target = _is_token_target(target)
     need_attn = any(m.needs_attention for m in active)
     need_input_grad = any(m.needs_input_gradient for m in active)
     grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient]
@@ -179,7 +187,11 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         if token_target:
             prefix = int(getattr(model, "num_prefix_tokens", 1))
             tokens = rec.captured[FINAL_TOKENS].float()
-            scores, targets, kind = token_target_scores(tokens, target, b, prefix=prefix)
+            if hasattr(target, "token_scores"):  # a few-shot classifier's logit; its decision needs the tokens
+                scores, targets, kind = target.token_scores(tokens, b, prefix), [None] * b, target.kind
+                info["patch_tokens"] = tokens[:b, prefix:].detach().cpu()
+            else:
+                scores, targets, kind = token_target_scores(tokens, target, b, prefix=prefix)
             info["mean_patch_tokens"] = mean_patch_tokens(tokens.detach(), prefix).cpu()
         else:
             scores, targets, kind = target_scores(model, output[:b], target)
