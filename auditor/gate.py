@@ -185,7 +185,7 @@ def _paired_values(checks: Sequence[Check], rows, baseline_rows) -> dict[tuple, 
         raise UsageError("a max_drop check needs a baseline run: pass --baseline old/results.json")
     keys = {(c.method, c.metric, c.cls) for c in checks}
     base: dict[str, Mapping[str, Any]] = {str(r["id"]): r for r in baseline_rows if not r.get("error")}
-    vals: dict[tuple, tuple[list, list]] = {k: ([], []) for k in keys}
+    vals: dict[tuple, tuple[list, list, list]] = {k: ([], [], []) for k in keys}
     for r in rows:
         b = base.get(str(r["id"]))
         if b is None or r.get("error"):
@@ -198,7 +198,20 @@ def _paired_values(checks: Sequence[Check], rows, baseline_rows) -> dict[tuple, 
                 continue
             vals[(m, k, cls)][0].append(np.nan if va is None else va)
             vals[(m, k, cls)][1].append(np.nan if vb is None else vb)
-    return {k: (np.array(a, dtype=float), np.array(b, dtype=float)) for k, (a, b) in vals.items()}
+            vals[(m, k, cls)][2].append(pair_clusters(r))
+    return {k: (np.array(a, dtype=float), np.array(b, dtype=float), c) for k, (a, b, c) in vals.items()}
+
+
+def pair_clusters(row: Mapping[str, Any]) -> tuple[Any, Any] | None:
+    """A few-shot row's clusters for a paired bootstrap, ``(episode, image)``; None for independent rows."""
+    return None if row.get("episode") is None else (row["episode"], row.get("record_id"))
+
+
+def clusters_of(labels: Sequence[tuple[Any, Any] | None]) -> tuple[list, ...]:
+    """The cluster factors of paired rows (episodes, images), or ``()`` when rows are independent."""
+    if not labels or any(c is None for c in labels):
+        return ()
+    return tuple(list(f) for f in zip(*labels))
 
 
 def _value(row: Mapping[str, Any], method: str, metric: str) -> float | None:
@@ -206,7 +219,8 @@ def _value(row: Mapping[str, Any], method: str, metric: str) -> float | None:
     return float(v) if _finite(v) else None
 
 
-def _drop_verdict(c: Check, base: np.ndarray, now: np.ndarray, options: GateOptions, seed: int) -> Verdict:
+def _drop_verdict(c: Check, base: np.ndarray, now: np.ndarray, labels: list, options: GateOptions,
+                  seed: int) -> Verdict:
     from .metrics import paired_bootstrap_ci
 
     where = f" for class '{c.cls}'" if c.cls else ""
@@ -217,7 +231,8 @@ def _drop_verdict(c: Check, base: np.ndarray, now: np.ndarray, options: GateOpti
         return Verdict(c, None, False, f"no image with a valid {c.method}.{c.metric}{where} in both runs (fails closed)")
     sign = 1.0 if HIGHER_IS_BETTER.get(c.metric, True) else -1.0
     drop = sign * float((base[keep] - now[keep]).mean())
-    ci = paired_bootstrap_ci(now[keep], base[keep], seed=seed)  # of base - now
+    kept = [x for x, k in zip(labels, keep) if k]
+    ci = paired_bootstrap_ci(now[keep], base[keep], seed=seed, clusters=clusters_of(kept))  # of base - now
     lo, hi = sorted((sign * ci.ci_low, sign * ci.ci_high))
     text = (f"paired over n={n} image(s): baseline {_fmt(base[keep].mean())} -> now {_fmt(now[keep].mean())}, "
             f"drop {_fmt(drop)} (95% CI {_fmt(lo)}-{_fmt(hi)})")

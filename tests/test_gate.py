@@ -331,3 +331,21 @@ def test_baseline_on_other_data_is_refused(tmp_path):
                                   "--max-drop", "gradcam.pointing_game=0.1"])
     assert r.exit_code == 2 and "differ in the data (3 vs 4 records" in r.output
     assert not (tmp_path / "b").exists()
+
+
+def test_few_shot_paired_drops_resample_episodes_and_images_not_rows():
+    from auditor.metrics.stats import cluster_bootstrap_ci, paired_bootstrap_ci
+
+    # 3 episodes of 4 queries; within an episode B loses the same amount: rows are not independent
+    loss = {0: 0.0, 1: 0.5, 2: 1.0}
+    base = [{"id": f"ep{e}/q{i}", "episode": e, "record_id": f"q{e}{i}", "error": None,
+             "metrics": {"m": {"relevance_mass": 1.0}}} for e in range(3) for i in range(4)]
+    now = [{**r, "metrics": {"m": {"relevance_mass": 1.0 - loss[r["episode"]]}}} for r in base]
+    check = parse_assignment("m.relevance_mass=0.9", "max_drop")
+    (v, _) = evaluate([check], {}, None, options=GateOptions(), rows=now, baseline_rows=base)
+    drops = np.array([loss[r["episode"]] for r in base])
+    clustered = cluster_bootstrap_ci(drops, [r["episode"] for r in base], [r["record_id"] for r in base])
+    by_row = paired_bootstrap_ci(np.zeros(12), drops)
+    assert v.value == pytest.approx(0.5)
+    assert f"95% CI {clustered.ci_low:.4f}-{clustered.ci_high:.4f}" in v.reason
+    assert clustered.ci_high - clustered.ci_low > 1.5 * (by_row.ci_high - by_row.ci_low)  # the episode spread shows

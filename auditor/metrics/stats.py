@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -118,11 +118,14 @@ def _paired_differences(a: Any, b: Any) -> np.ndarray:
     return np.where(keep, y - x, np.nan)
 
 
-def paired_bootstrap_ci(a: Any, b: Any, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
+def paired_bootstrap_ci(a: Any, b: Any, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0,
+                        clusters: Sequence[Any] = ()) -> Summary:
     """Mean paired difference ``b - a`` with a percentile-bootstrap CI.
 
     Pairs where either value is non-finite are dropped (counted in ``n_nan``); the
-    remaining differences go through :func:`bootstrap_ci` (resampling pairs).
+    remaining differences go through :func:`bootstrap_ci` (resampling pairs), or with
+    ``clusters`` through :func:`cluster_bootstrap_ci` (resampling the clusters: few-shot
+    pairs share their episode, and an image recurs across episodes).
 
     Parameters
     ----------
@@ -130,6 +133,8 @@ def paired_bootstrap_ci(a: Any, b: Any, *, n_boot: int = 2000, confidence: float
         The same images' values under two conditions (run A and run B), in the same order.
     n_boot, confidence, seed
         As in :func:`bootstrap_ci`.
+    clusters : sequence of array_like, shape (N,) each
+        Cluster labels of each pair (e.g. episodes, images); none: pairs are independent.
 
     Returns
     -------
@@ -140,7 +145,10 @@ def paired_bootstrap_ci(a: Any, b: Any, *, n_boot: int = 2000, confidence: float
     ----------
     Efron & Tibshirani 1993 (as :func:`bootstrap_ci`).
     """
-    return bootstrap_ci(_paired_differences(a, b), n_boot=n_boot, confidence=confidence, seed=seed)
+    diff = _paired_differences(a, b)
+    if clusters:
+        return cluster_bootstrap_ci(diff, *clusters, n_boot=n_boot, confidence=confidence, seed=seed)
+    return bootstrap_ci(diff, n_boot=n_boot, confidence=confidence, seed=seed)
 
 
 def paired_permutation_test(a: Any, b: Any, *, n_permutations: int = 10000, seed: int = 0) -> float:

@@ -1,7 +1,8 @@
 """Statistics of two runs over the same images: paired metric deltas and map agreement.
 
 Images are paired by id (both runs scored them). A delta is ``B - A`` per image; its mean
-has a paired bootstrap 95% CI and a two-sided paired permutation test p-value. "Worse"
+has a paired bootstrap 95% CI (few-shot rows: resampling episodes and images, not rows) and a
+two-sided paired permutation test p-value. "Worse"
 means the CI excludes zero on the bad side of the metric (direction from
 ``auditor.metrics.HIGHER_IS_BETTER``). Map agreement compares A's and B's token maps after
 each went through its method's :class:`auditor.maps.PostProcess` to the image's size (the
@@ -41,6 +42,7 @@ def _value(row: Mapping[str, Any], method: str, metric: str) -> float:
 def metric_deltas(pairs, methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0
                   ) -> dict[str, dict[str, dict[str, Any]]]:
     """``deltas[method][metric]``: means of A and B, mean delta B - A with 95% CI, p-value, verdict."""
+    from ..gate import clusters_of, pair_clusters
     from ..metrics import paired_bootstrap_ci, paired_permutation_test
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -52,7 +54,8 @@ def metric_deltas(pairs, methods: Sequence[str], metrics: Sequence[str], *, seed
             if not keep.any():
                 continue
             a, b = a[keep], b[keep]
-            ci = _as_dict(paired_bootstrap_ci(a, b, seed=seed))
+            clusters = clusters_of([pair_clusters(rb) for (_, rb), kept in zip(pairs, keep) if kept])
+            ci = _as_dict(paired_bootstrap_ci(a, b, seed=seed, clusters=clusters))
             p = _p_value(paired_permutation_test(a, b, seed=seed))
             lo, hi = ci.get("ci_low"), ci.get("ci_high")
             worse = better = False
