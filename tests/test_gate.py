@@ -97,8 +97,12 @@ def test_97_constant_maps_of_100_fail_a_min_check_the_3_survivors_meet(tmp_path)
     res = run_audit(data, out=tmp_path / "allowed", max_nan=97, **kw)
     (v, _) = res.verdicts
     assert res.passed and v["passed"] and "97 without a valid map allowed by --max-nan 97" in v["reason"]
-    r = CliRunner().invoke(main, ["report", str(tmp_path / "strict" / "results.json")])
-    assert r.exit_code == 0
+    cli = ["run", "--data", str(data), "--model", "test_gate:RedOnlyCNN", "--methods", "gradcam", "--no-report",
+           "--fail-under", "gradcam.pointing_game=0.8"]
+    r = CliRunner().invoke(main, cli + ["--out", str(tmp_path / "cli")])
+    assert r.exit_code == 1 and "97 of 100 scored image(s) gave no valid pointing_game" in r.output
+    r = CliRunner().invoke(main, cli + ["--out", str(tmp_path / "cli2"), "--max-nan", "97"])
+    assert r.exit_code == 0, r.output
 
 
 def test_gate_on_ci_uses_the_safe_bound():
@@ -297,6 +301,9 @@ def test_a_compare_whose_unpaired_mean_rises_but_paired_delta_drops_fails(tmp_pa
     assert d["n"] == 5 and d["delta"] == pytest.approx(-v["value"])  # the table and the gate agree
     comp = compare_results(a, b, out=tmp_path / "c2", max_drop=["gradcam.pointing_game=0.05"])
     assert "5 image(s) the baseline scored gave no valid pointing_game" in comp.data["verdicts"][0]["reason"]
+    r = CliRunner().invoke(main, ["compare", "--results-a", str(a), "--results-b", str(b), "--out", str(tmp_path / "c3"),
+                                  "--max-drop", "gradcam.pointing_game=0.05", "--max-nan", "5"])
+    assert r.exit_code == 1 and "FAIL  gradcam.pointing_game drop <= 0.05  (paired over n=5" in r.output
 
 
 def test_compare_refuses_different_data_unless_allowed(tmp_path):
