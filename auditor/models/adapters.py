@@ -1,0 +1,239 @@
+"""Model adapters: the one place that knows a model family's layout.
+
+Methods never ``isinstance`` a model class; they ask :func:`adapter_for` (``model -> adapter``):
+
+* ``prefix_tokens()`` -- tokens before the patch tokens (CLS, distillation, registers; 0 for
+  CNNs and global-pool models). The CLS token, when there is one, is token 0; the patch tokens
+  are always the last ``h * w``, so maps read a row's columns ``prefix:``.
+* ``grid(height, width)`` -- the patch grid ``(h, w)`` of an input (non-square allowed), or
+  None when the model has no patch grid.
+* ``attention_modules()`` -- ``(name, module)`` whose forward output is one block's post-softmax
+  attention ``[B, heads, T, T]``; ``fused_attention_modules()`` -- modules whose ``fused_attn``
+  switch the pass turns off (and restores) so that those outputs exist.
+* ``gradcam_layer()`` / ``gradcam_layout`` -- Grad-CAM's default layer (None: the last feature
+  map found during the pass) and how its output is laid out (``"tokens"`` ``B x T x C``,
+  ``"nchw"``, ``"nhwc"``).
+* ``final_tokens()`` -- the module whose output is the final tokens ``[B, P + N, C]``;
+  ``headless()`` -- no class head (outputs are features).
+* ``window_blocks()`` / ``channel_blocks()`` / ``cross_window_blocks()`` -- the windowed-attention
+  (MAB), channel-attention (CAB) and overlapping cross-attention (OCAB) blocks.
+
+Families, tried in order: a model's own ``auditor_adapter`` attribute (an adapter instance: the
+hook for user models), the multi-attention FewTURE backbone, timm Swin (detected by class name
+and module, timm is never imported), ViTs with timm / DINO blocks (the built-in ViT incl.
+DINOv2 / DeiT layouts, timm ``VisionTransformer`` / ``VisionTransformerDistilled``, a DINO-style
+user module), and any other ``nn.Module`` (CNNs such as EfficientNet-Lite0).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, ClassVar
+
+import torch.nn as nn
+
+from ..errors import NotApplicableError
+
+#: module name of the final tokens in timm / DINO ViTs
+FINAL_TOKENS = "norm"
+
+
+def _is_timm(model: nn.Module, *class_names: str) -> bool:
+    cls = type(model)
+    return cls.__module__.startswith("timm.") and cls.__name__ in class_names
+
+
+def last_indexed(model: nn.Module, pattern: str) -> str | None:
+    """Name of the module matching ``(prefix.)blocks.<i>.<pattern>`` with the largest ``i``."""
+    best: tuple[int, str] | None = None  # also found inside a wrapper: ``backbone.blocks.11.norm1``
+    for name, _ in model.named_modules():
+        m = re.fullmatch(rf"(?:.*\.)?blocks\.(\d+)\.{pattern}", name)
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), name)
+    return None if best is None else best[1]
+
+
+class ModelAdapter:
+    """Generic adapter: any ``nn.Module`` (CNNs): no prefix tokens, no readable attention,
+    Grad-CAM on the last feature map ``B x C x h x w`` of the forward."""
+
+    family: ClassVar[str] = "generic"
+    gradcam_layout: ClassVar[str] = "nchw"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        return True
+
+    def modules(self) -> dict[str, nn.Module]:
+        return dict(self.model.named_modules())
+
+    def prefix_tokens(self) -> int:
+        return 0
+
+    def grid(self, height: int, width: int) -> tuple[int, int] | None:
+        return None
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        return []
+
+    def fused_attention_modules(self) -> list[nn.Module]:
+        return [m for m in self.model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+
+    def cls_bypass_reason(self) -> str | None:
+        return None
+
+    def gradcam_layer(self) -> str | None:
+        return None
+
+    def final_tokens(self) -> str | None:
+        return FINAL_TOKENS if FINAL_TOKENS in self.modules() else None
+
+    def headless(self) -> bool:
+        return getattr(self.model, "num_classes", None) == 0
+
+    def window_blocks(self) -> list[tuple[str, nn.Module]]:
+        return []
+
+    def channel_blocks(self) -> list[str]:
+        return []
+
+    def cross_window_blocks(self) -> list[tuple[str, nn.Module]]:
+        return []
+
+    def token_grid(self, height: int, width: int, num_tokens: int) -> tuple[tuple[int, int], int]:
+        """``((h, w), prefix)`` of a token sequence of length ``num_tokens`` for an input ``height x width``.
+
+        Without a patch grid, a square grid after the prefix tokens is assumed; a prefix count
+        that does not fit is corrected to ``num_tokens - h * w`` (patch tokens come last).
+        """
+        prefix = self.prefix_tokens()
+        grid = self.grid(height, width)
+        if grid is None:
+            side = math.isqrt(max(num_tokens - prefix, 0))
+            grid = (side, side)
+        if grid[0] * grid[1] + prefix != num_tokens:
+            prefix = num_tokens - grid[0] * grid[1]
+            if prefix < 0:
+                raise NotApplicableError(f"cannot map {num_tokens} tokens onto a {grid[0]}x{grid[1]} patch grid")
+        return grid, prefix
+
+    def describe(self) -> dict[str, Any]:
+        """What the methods see: family, prefix tokens, attention layers, Grad-CAM layer, head."""
+        return {"family": self.family, "prefix_tokens": self.prefix_tokens(),
+                "attention_layers": len(self.attention_modules()), "gradcam_layer": self.gradcam_layer(),
+                "headless": self.headless()}
+
+
+class ViTAdapter(ModelAdapter):
+    """ViTs with timm / DINO blocks: attention read at ``blocks.N.attn.attn_drop`` (timm's
+    non-fused path, DINO, the built-in ViT); prefix tokens from ``num_prefix_tokens`` (timm and
+    the built-in ViT: CLS + distillation + registers; 1 for DINO-style modules without it)."""
+
+    family = "vit"
+    gradcam_layout = "tokens"
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        return any(n.endswith("attn.attn_drop") for n, _ in model.named_modules())
+
+    def prefix_tokens(self) -> int:
+        return int(getattr(self.model, "num_prefix_tokens", 1))
+
+    def grid(self, height: int, width: int) -> tuple[int, int] | None:
+        if hasattr(self.model, "grid_size_for"):
+            return tuple(self.model.grid_size_for(height, width))
+        p = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        if p is None:
+            return None
+        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        return height // ph, width // pw
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.model.named_modules() if n.endswith("attn.attn_drop")]
+
+    def gradcam_layer(self) -> str | None:
+        return last_indexed(self.model, r"norm1")
+
+
+class MultiAttentionAdapter(ViTAdapter):
+    """The FewTURE fork's multi-attention backbone (:mod:`.multi_attention`): with MAB / OCAB
+    blocks the CLS token bypasses every block, so no CLS-based method applies; Grad-CAM reads
+    the last block's inner ``attn.norm1`` (the window attention's input, patch tokens only)."""
+
+    family = "multi_attention"
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        from .multi_attention import MultiAttentionViT
+
+        return isinstance(model, MultiAttentionViT)
+
+    def _bypass(self) -> bool:
+        return bool(getattr(self.model, "cls_bypasses_blocks", False))
+
+    def cls_bypass_reason(self) -> str | None:
+        if self._bypass():
+            return ("the CLS token bypasses every block of this model (MAB / OCAB blocks pass it through unchanged), "
+                    "so it is the same for every image and says nothing about where the model looks")
+        return None
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        return [] if self._bypass() else super().attention_modules()
+
+    def gradcam_layer(self) -> str | None:
+        return last_indexed(self.model, r"attn\.norm1" if self._bypass() else r"norm1")
+
+    def window_blocks(self) -> list[tuple[str, nn.Module]]:
+        from .multi_attention import MixedAttentionBlock
+
+        return [(n, m) for n, m in self.model.named_modules() if isinstance(m, MixedAttentionBlock)]
+
+    def channel_blocks(self) -> list[str]:
+        from .multi_attention import ChannelAttentionBlock
+
+        return [n for n, m in self.model.named_modules() if isinstance(m, ChannelAttentionBlock)]
+
+    def cross_window_blocks(self) -> list[tuple[str, nn.Module]]:
+        from .multi_attention import OverlappingCrossAttentionBlock
+
+        return [(n, m) for n, m in self.model.named_modules() if isinstance(m, OverlappingCrossAttentionBlock)]
+
+
+class TimmSwinAdapter(ModelAdapter):
+    """timm ``SwinTransformer``: no prefix tokens (global pool), features kept NHWC
+    ``B x H x W x C``; Grad-CAM on ``layers.<last>.blocks.<last>.norm1`` (pytorch-grad-cam's choice)."""
+
+    family = "timm_swin"
+    gradcam_layout = "nhwc"
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        return _is_timm(model, "SwinTransformer")
+
+    def gradcam_layer(self) -> str | None:
+        names = [n for n, _ in self.model.named_modules() if re.fullmatch(r"layers\.\d+\.blocks\.\d+\.norm1", n)]
+        return max(names, key=lambda n: tuple(int(i) for i in re.findall(r"\d+", n)), default=None)
+
+    def final_tokens(self) -> str | None:
+        return None  # NHWC feature maps, no token sequence
+
+
+#: adapter classes, tried in order (the first that matches)
+ADAPTERS: list[type[ModelAdapter]] = [MultiAttentionAdapter, TimmSwinAdapter, ViTAdapter, ModelAdapter]
+
+
+def adapter_for(model: nn.Module) -> ModelAdapter:
+    """The adapter of ``model``: its own ``auditor_adapter`` if it has one, else the first of
+    :data:`ADAPTERS` that matches."""
+    own = getattr(model, "auditor_adapter", None)
+    if isinstance(own, ModelAdapter):
+        return own
+    return next(cls for cls in ADAPTERS if cls.matches(model))(model)
+
+
+__all__ = ["ADAPTERS", "FINAL_TOKENS", "ModelAdapter", "MultiAttentionAdapter", "TimmSwinAdapter", "ViTAdapter",
+           "adapter_for", "last_indexed"]
