@@ -114,7 +114,9 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     if factory is None and arch in list_models() and arch.startswith("vit_"):
         flags = resolve_flags(flags, sd)
         if sd is not None:  # DINOv2 (LayerScale, registers), DeiT (distillation token): from the keys
-            arch_kwargs = {**detect_vit_layout(sd), **arch_kwargs}
+            side = image_size or 224
+            (ih, iw), p = (side, side) if isinstance(side, int) else side, patch_size or 16
+            arch_kwargs = {**detect_vit_layout(sd, (ih // p) * (iw // p)), **arch_kwargs}
     arch_kwargs.update({k: v for k, v in flags.items() if v is not None})
     kwargs: dict[str, Any] = {"patch_size": patch_size or 16, "num_classes": num_classes or 0, **arch_kwargs}
     if image_size is not None:

@@ -287,14 +287,15 @@ def _square(n: int) -> bool:
     return n > 0 and math.isqrt(n) ** 2 == n
 
 
-def detect_vit_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+def detect_vit_layout(state_dict: dict[str, torch.Tensor], num_patches: int | None = None) -> dict[str, Any]:
     """The ViT layout options a checkpoint was saved with, read from its keys.
 
     ``blocks.N.ls1.gamma`` -> ``init_values``; ``register_tokens`` (official DINOv2) or
     ``reg_token`` (timm) -> ``reg_tokens`` / ``reg_layout``; ``dist_token`` -> ``distilled``;
-    a ``pos_embed`` whose token count is a square (no prefix slot) -> ``no_embed_class``; an
-    official DINOv2 checkpoint (``mask_token``) without registers -> ``pos_interpolation="dinov2"``.
-    Only options that differ from a plain ViT are returned.
+    an official DINOv2 checkpoint (``mask_token``) without registers -> ``pos_interpolation="dinov2"``.
+    ``no_embed_class`` when ``pos_embed`` has no prefix slots: its token count equals
+    ``num_patches`` (the grid the model is built for), or else the count without slots is not a
+    square but the count is. Only options that differ from a plain ViT are returned.
     """
     out: dict[str, Any] = {}
     if any(re.fullmatch(r"blocks\.\d+\.ls1\.gamma", k) for k in state_dict):
@@ -306,8 +307,11 @@ def detect_vit_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     if "dist_token" in state_dict:
         out["distilled"] = True
     pe = state_dict.get("pos_embed")
-    if pe is not None and pe.ndim == 3 and _square(pe.shape[1]):
-        out["no_embed_class"] = True
+    if pe is not None and pe.ndim == 3:
+        slots = 1 + int("dist_token" in state_dict) + (int(regs.shape[1]) if "reg_token" in state_dict else 0)
+        count = int(pe.shape[1])
+        if count != (num_patches or 0) + slots and (count == num_patches or (_square(count) and not _square(count - slots))):
+            out["no_embed_class"] = True
     if "mask_token" in state_dict and "register_tokens" not in state_dict:
         out["pos_interpolation"] = "dinov2"
     return out
