@@ -96,7 +96,7 @@ class Recorder:
             if self.attention:
                 adapter = adapter_for(self.model)
                 for name, module in adapter.attention_modules():
-                    self._handles.append(module.register_forward_hook(self._attention_hook(name)))
+                    self._handles.append(module.register_forward_hook(self._attention_hook(name, adapter)))
                 for m in adapter.fused_attention_modules():
                     self._fused.append((m, m.fused_attn))
                     m.fused_attn = False
@@ -130,10 +130,11 @@ class Recorder:
             m.fused_attn = fused
         self._fused.clear()
 
-    def _attention_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if isinstance(output, torch.Tensor) and output.ndim == 4:
-                self.rec.attentions.append((name, output))
+    def _attention_hook(self, name: str, adapter: Any):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            probs = adapter.attention_probs(output)
+            if probs is not None:
+                self.rec.attentions.append((name, probs))
         return hook
 
     def _feature_map_hook(self, module_name: str):

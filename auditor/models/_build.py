@@ -13,6 +13,7 @@ import torch.nn as nn
 from ..errors import CheckpointError, UsageError
 from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
 from ._registry import list_models, resolve_model
+from .library import is_library_spec, load_library_model
 from .multi_attention import MULTI_ATTENTION_KWARGS, resolve_flags
 from .vit import detect_vit_layout
 
@@ -74,6 +75,9 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
                 **arch_kwargs: Any) -> LoadedModel:
     """Build ``arch`` (or ``factory``), load ``checkpoint`` strictly, move to ``device``, eval.
 
+    ``factory="timm:NAME"`` / ``"hf:PATH"``: a timm model with ``checkpoint`` loaded into it, or a
+    local transformers folder (:mod:`.library`; needs the ``[timm]`` / ``[hf]`` extra).
+
     ``num_classes`` and ``patch_size`` default to what the checkpoint holds (``head.weight``
     and ``patch_embed.proj.weight``), so a headless DINO / FewTURE checkpoint needs no flag.
     ``checkpoint="demo:<name>"`` loads a bundled checkpoint with its own architecture and
@@ -87,6 +91,10 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     (and ``window_size``, ``drff_num_scales``) left as None are read from the checkpoint's
     keys; a flag that contradicts the checkpoint raises CheckpointError naming it.
     """
+    if is_library_spec(factory):  # timm:NAME, hf:PATH
+        model, report = load_library_model(factory, checkpoint, trust=trust_checkpoint)
+        model.to(resolve_device(device)).eval()
+        return LoadedModel(model, factory, report, {})
     sd = report = None
     cfg: dict[str, Any] = {}
     spec = checkpoint if isinstance(checkpoint, str) and ":" in checkpoint else None  # demo:<name>, ...

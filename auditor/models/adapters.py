@@ -19,7 +19,8 @@ Methods never ``isinstance`` a model class; they ask :func:`adapter_for` (``mode
   (MAB), channel-attention (CAB) and overlapping cross-attention (OCAB) blocks.
 
 Families, tried in order: a model's own ``auditor_adapter`` attribute (an adapter instance: the
-hook for user models), the multi-attention FewTURE backbone, timm Swin (detected by class name
+hook for user models), a transformers model loaded by ``--model hf:PATH``
+(:class:`~.library.HFVisionModel`), the multi-attention FewTURE backbone, timm Swin (detected by class name
 and module, timm is never imported), ViTs with timm / DINO blocks (the built-in ViT incl.
 DINOv2 / DeiT layouts, timm ``VisionTransformer`` / ``VisionTransformerDistilled``, a DINO-style
 user module), and any other ``nn.Module`` (CNNs such as EfficientNet-Lite0).
@@ -31,6 +32,7 @@ import math
 import re
 from typing import Any, ClassVar
 
+import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
@@ -44,11 +46,11 @@ def _is_timm(model: nn.Module, *class_names: str) -> bool:
     return cls.__module__.startswith("timm.") and cls.__name__ in class_names
 
 
-def last_indexed(model: nn.Module, pattern: str) -> str | None:
-    """Name of the module matching ``(prefix.)blocks.<i>.<pattern>`` with the largest ``i``."""
+def last_indexed(model: nn.Module, pattern: str, container: str = r"blocks") -> str | None:
+    """Name of the module matching ``(prefix.)<container>.<i>.<pattern>`` with the largest ``i``."""
     best: tuple[int, str] | None = None  # also found inside a wrapper: ``backbone.blocks.11.norm1``
     for name, _ in model.named_modules():
-        m = re.fullmatch(rf"(?:.*\.)?blocks\.(\d+)\.{pattern}", name)
+        m = re.fullmatch(rf"(?:.*\.)?{container}\.(\d+)\.{pattern}", name)
         if m and (best is None or int(m.group(1)) > best[0]):
             best = (int(m.group(1)), name)
     return None if best is None else best[1]
@@ -79,6 +81,10 @@ class ModelAdapter:
 
     def attention_modules(self) -> list[tuple[str, nn.Module]]:
         return []
+
+    def attention_probs(self, output: Any) -> torch.Tensor | None:
+        """The probabilities ``[B, heads, T, T]`` in an attention module's forward output, or None."""
+        return output if isinstance(output, torch.Tensor) and output.ndim == 4 else None
 
     def fused_attention_modules(self) -> list[nn.Module]:
         return [m for m in self.model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
@@ -222,8 +228,59 @@ class TimmSwinAdapter(ModelAdapter):
         return None  # NHWC feature maps, no token sequence
 
 
+class HFAdapter(ModelAdapter):
+    """A transformers model wrapped by :class:`~.library.HFVisionModel` (ViT, DeiT, Dinov2 with or
+    without registers, CLIP vision; Swin: Grad-CAM only). Prefix tokens from the config (DeiT:
+    CLS + distillation; Dinov2WithRegisters: CLS + registers), the grid from ``patch_size``;
+    attention probabilities are the second output of each eager attention module (5.x:
+    ``q_proj`` / ``k_proj``; 4.x: ``query`` / ``key``), read by hooks on the loaded model's names."""
+
+    family = "hf"
+    gradcam_layout = "tokens"
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        from .library import HFVisionModel
+
+        return isinstance(model, HFVisionModel)
+
+    def _config(self) -> Any:
+        return self.model.hf.config
+
+    def prefix_tokens(self) -> int:
+        kind = self.model.model_type
+        if kind == "swin":
+            return 0
+        return {"deit": 2}.get(kind, 1) + int(getattr(self._config(), "num_register_tokens", 0) or 0)
+
+    def grid(self, height: int, width: int) -> tuple[int, int] | None:
+        if self.model.model_type == "swin":
+            return None
+        p = self._config().patch_size
+        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        return height // ph, width // pw
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        if self.model.model_type == "swin":
+            return []  # windows, no CLS token
+        return [(n, m) for n, m in self.model.named_modules() if type(m).__name__.endswith("Attention")
+                and ((hasattr(m, "q_proj") and hasattr(m, "k_proj")) or (hasattr(m, "query") and hasattr(m, "key")))]
+
+    def attention_probs(self, output: Any) -> torch.Tensor | None:
+        if isinstance(output, (tuple, list)) and len(output) > 1:
+            return super().attention_probs(output[1])
+        return None
+
+    def gradcam_layer(self) -> str | None:
+        return last_indexed(self.model, r"(?:layernorm_before|layer_norm1|norm1)", r"layers?")
+
+    def final_tokens(self) -> str | None:
+        names = [n for n, _ in self.model.named_modules() if re.fullmatch(r"hf\.(?:\w+\.)?layernorm", n)]
+        return names[0] if names else None
+
+
 #: adapter classes, tried in order (the first that matches)
-ADAPTERS: list[type[ModelAdapter]] = [MultiAttentionAdapter, TimmSwinAdapter, ViTAdapter, ModelAdapter]
+ADAPTERS: list[type[ModelAdapter]] = [HFAdapter, MultiAttentionAdapter, TimmSwinAdapter, ViTAdapter, ModelAdapter]
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
@@ -235,5 +292,5 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     return next(cls for cls in ADAPTERS if cls.matches(model))(model)
 
 
-__all__ = ["ADAPTERS", "FINAL_TOKENS", "ModelAdapter", "MultiAttentionAdapter", "TimmSwinAdapter", "ViTAdapter",
+__all__ = ["ADAPTERS", "FINAL_TOKENS", "HFAdapter", "ModelAdapter", "MultiAttentionAdapter", "TimmSwinAdapter", "ViTAdapter",
            "adapter_for", "last_indexed"]

@@ -105,13 +105,12 @@ def pattern_levels(shape: tuple[int, ...]) -> np.ndarray:
     return ((h >> np.uint64(5)) % np.uint64(16)).astype(np.uint8)
 
 
-def manual_attention(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def manual_attention(model: nn.Module, x: torch.Tensor, heads: int = SMALL["num_heads"]) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Output and each block's ``softmax(q k^T * scale)`` ``[B, heads, T, T]``, from the input of ``attn.qkv``."""
     seen: list[torch.Tensor] = []
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         b, t, _ = output.shape
-        heads = SMALL["num_heads"]
         qkv = output.reshape(b, t, 3, heads, -1).permute(2, 0, 3, 1, 4)
         q, k = qkv[0], qkv[1]
         seen.append(((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1))
