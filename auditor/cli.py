@@ -85,6 +85,9 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @model_options
 @click.option("--out", required=True, help="Output folder (results.json, results.csv, junit.xml, token_maps.npz).")
 @click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
+@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
+              help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
+                   "`auditor methods` lists them).")
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="Thresholds TOML file.")
 @click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
@@ -123,7 +126,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
               show_default=True, help="What deleted pixels become (insertion starts from it).")
 @multi_attention_options
 def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
-        trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, max_nan, max_errors, gate_on,
+        trust_checkpoint, out, methods, method_options, thresholds, fail_under, max_drop, baseline, max_nan, max_errors, gate_on,
         allow_different_data, class_map, batch_size, save_maps, mean, std,
         split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
         resume, no_report, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab, use_drff,
@@ -139,7 +142,7 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
         raise click.UsageError("--workers is the number of Ray actors: it applies to --engine ray")
     result = run_audit(data, split=split, episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), seed=seed,
                        amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory,
-                       checkpoint=checkpoint, methods=methods,
+                       checkpoint=checkpoint, methods=methods, method_options=method_options,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                        allow_different_data=allow_different_data, class_map=class_map, batch_size=batch_size,
@@ -192,6 +195,9 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Data-set class name -> model class index, for both models (see `auditor run --help`).")
 @click.option("--methods", callback=_methods, default=None, help="Comma-separated [default: every method that applies].")
+@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
+              help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
+                   "`auditor methods` lists them).")
 @click.option("--image-size", "--image_size", "image_size", callback=_image_size, default=None, metavar="N|H,W", help="Model input size for both.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
@@ -201,7 +207,7 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--trust-checkpoint", is_flag=True, help="Allow full unpickling of the checkpoints (trusted files only).")
 @click.option("--cmap", callback=_cmap, default="jet", show_default=True, help="Overlay colormap.")
 def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, thresholds,
-            fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, methods, image_size,
+            fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, methods, method_options, image_size,
             batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root, overwrite,
             trust_checkpoint, cmap) -> None:
     """Two checkpoints on the same images in one report; exit 1 when a check of the gate fails."""
@@ -210,7 +216,7 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
     if results_a or results_b:
         if not (results_a and results_b) or data or model_a or model_b:
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
-        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map")
+        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map", "method_options")
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)} apply when compare runs the audits (--data with "
                                    "--model-a / --model-b), not to finished results")
@@ -224,7 +230,8 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
                               model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, thresholds=thresholds,
                               fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                               class_map=class_map, cmap=cmap,
-                              methods=methods, image_size=image_size, batch_size=batch_size, device=device,
+                              methods=methods, method_options=method_options, image_size=image_size,
+                              batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                               trust_checkpoint=trust_checkpoint, split=split, seed=seed,
                               episodes=_few_shot(episodes, n_way, k_shot, n_query, seed))

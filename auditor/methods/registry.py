@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from ..errors import UsageError
 
@@ -66,6 +66,15 @@ def _convert(method: str, option: str, spec: dict[str, Any], text: str) -> Any:
     return text
 
 
+def _check_option(method: str, option: str) -> dict[str, Any]:
+    """The spec of ``method.option``; UsageError listing the valid options when it does not exist."""
+    options = method_options(method)
+    if option not in options:
+        valid = ", ".join(f"{method}.{o}" for o in options) or f"none: {method} takes no options"
+        raise UsageError(f"Unknown option '{method}.{option}'. Valid options: {valid}.")
+    return options[option]
+
+
 def parse_method_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
     """``["gradcam.layer=blocks.10.norm1", "rollout.head_fusion=max"]`` -> ``{method: {option: value}}``.
 
@@ -78,16 +87,49 @@ def parse_method_options(specs: Sequence[str]) -> dict[str, dict[str, Any]]:
         method, dot, option = key.strip().partition(".")
         if not (eq and dot and option):
             raise UsageError(f"--method-option expects METHOD.OPTION=VALUE (e.g. rollout.head_fusion=max), got {spec!r}")
-        options = method_options(method)
-        if option not in options:
-            valid = ", ".join(f"{method}.{o}" for o in options) or f"none: {method} takes no options"
-            raise UsageError(f"Unknown option '{method}.{option}'. Valid options: {valid}.")
-        out.setdefault(method, {})[option] = _convert(method, option, options[option], text.strip())
+        spec = _check_option(method, option)
+        out.setdefault(method, {})[option] = _convert(method, option, spec, text.strip())
     for method, kwargs in out.items():
         try:
             create_method(method, **kwargs)
         except (ValueError, TypeError) as e:
             raise UsageError(f"--method-option {method}: {e}") from None
+    return out
+
+
+def build_methods(methods: Sequence[Any] | None = None,
+                  options: Sequence[str] | Mapping[str, Mapping[str, Any]] = ()) -> list:
+    """The methods of a run: names (built with their ``options``) or configured method objects.
+
+    ``methods``: names and / or method objects (default: every registered method).
+    ``options``: ``["rollout.head_fusion=max", ...]`` (:func:`parse_method_options`) or
+    ``{"rollout": {"head_fusion": "max"}}``. An option for a method that is not run, or for a
+    method given as an object, is a UsageError (it would be silently ignored otherwise).
+    """
+    if isinstance(options, Mapping):
+        opts = {m: dict(kw) for m, kw in options.items()}
+        for m, kw in opts.items():
+            for k in kw:
+                _check_option(m, k)
+    else:
+        opts = parse_method_options(options)
+    items = list(methods) if methods else list_methods()
+    names = [m if isinstance(m, str) else m.name for m in items]
+    if len(set(names)) != len(names):
+        raise UsageError(f"a method is listed twice: {', '.join(names)}")
+    stray = [m for m in opts if m not in names or not isinstance(items[names.index(m)], str)]
+    if stray:
+        raise UsageError(f"--method-option for {', '.join(stray)}, which is not among the methods built by name "
+                         f"here ({', '.join(n for n, i in zip(names, items) if isinstance(i, str))})")
+    out = []
+    for name, item in zip(names, items):
+        if not isinstance(item, str):
+            out.append(item)
+            continue
+        try:
+            out.append(create_method(name, **opts.get(name, {})))
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"--method-option {name}: {e}") from None
     return out
 
 
