@@ -151,3 +151,56 @@ def test_every_method_and_model_describes_itself():
     assert describe_method("gradcam")["needs"] == ["gradients of the target"]
     for name in list_models():
         assert describe_model(name)["summary"]
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+
+    def forward(self, x):
+        y = self.ln_1(x)
+        return x + self.attn(y, y, y, need_weights=False)[0]  # as OpenCLIP calls it: no probabilities
+
+
+class FakeOpenClipTower(nn.Module):
+    """OpenCLIP's VisionTransformer layout (class name + module): conv patches, a class embedding
+    first, ``transformer.resblocks.N.{ln_1, attn}`` with ``nn.MultiheadAttention``."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.patch_size = (4, 4)
+        self.conv1 = nn.Conv2d(3, dim, 4, 4)
+        self.class_embedding = nn.Parameter(torch.randn(dim))
+        self.transformer = nn.Module()
+        self.transformer.resblocks = nn.ModuleList([_Block(dim), _Block(dim)])
+
+    def forward(self, x):
+        x = self.conv1(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.class_embedding.expand(x.shape[0], 1, -1), x], 1)
+        for blk in self.transformer.resblocks:
+            x = blk(x)
+        return x[:, 0]
+
+
+FakeOpenClipTower.__name__ = "VisionTransformer"
+FakeOpenClipTower.__module__ = "open_clip.transformer"
+
+
+def test_multihead_attention_is_made_to_return_its_per_head_probabilities():
+    model = FakeOpenClipTower().eval()
+    x = torch.randn(2, 3, 8, 12)  # a 2 x 3 grid
+    res = compute_maps(model, x, [create_method("cls_attention", layer=1)])
+    assert res.target_kind == "cls-norm"  # headless: an embedding
+    seen = []  # torch's own probabilities: the same module called with need_weights=True per head
+    blk = model.transformer.resblocks[1]
+    h = blk.ln_1.register_forward_hook(
+        lambda m, a, o: seen.append(blk.attn(o, o, o, need_weights=True, average_attn_weights=False)[1]))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    want = seen[0][:, :, 0, 1:].reshape(2, 2, 2, 3)
+    torch.testing.assert_close(res.maps["cls_attention"].extras["per_head"], want)
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())  # all removed

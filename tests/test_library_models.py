@@ -152,3 +152,24 @@ def test_hf_route_refuses_a_folder_without_config_or_with_missing_weights(tmp_pa
         build_model(factory=f"hf:{folder}")
     with pytest.raises(UsageError, match="drop --checkpoint"):
         build_model(factory=f"hf:{DATA / 'hf_vit'}", checkpoint=DATA / "lib_timm_swin.safetensors")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("open_clip") is None,
+                    reason="open_clip is not installed (pip install open_clip_torch; needs torchvision)")
+def test_openclip_image_tower_through_a_factory(tmp_path, monkeypatch):
+    """OpenCLIP's tower, given as ``--model package.module:factory``: its nn.MultiheadAttention is
+    made to return per-head probabilities; reference: the same modules called with
+    ``need_weights=True, average_attn_weights=False`` (tests/data/make_openclip_reference.py,
+    torch 2.14.1, open_clip_torch 3.3.0, grad-cam 1.5.7)."""
+    (tmp_path / "tower.py").write_text(
+        "from open_clip.transformer import VisionTransformer\n"
+        "def build():\n"
+        "    return VisionTransformer(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=2.0,"
+        " output_dim=16)\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = build_model(factory="tower:build", checkpoint=DATA / "lib_openclip_vit.safetensors")
+    model = loaded.model
+    assert adapter_for(model).family == "open_clip" and adapter_for(model).headless()
+    with np.load(DATA / "openclip_reference.npz") as f:
+        ref = {f"openclip/{k}": f[k] for k in f.files}
+    _check_maps(model, pattern_input(ref["openclip/shape"]), ref, "openclip", 1, (4, 4), False)

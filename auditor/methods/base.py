@@ -95,8 +95,12 @@ class Recorder:
         try:
             if self.attention:
                 adapter = adapter_for(self.model)
+                forced = adapter.attention_call_kwargs()
                 for name, module in adapter.attention_modules():
                     self._handles.append(module.register_forward_hook(self._attention_hook(name, adapter)))
+                    if forced:  # e.g. need_weights=True: the probabilities are returned, not dropped
+                        self._handles.append(module.register_forward_pre_hook(
+                            lambda m, args, kwargs: (args, {**kwargs, **forced}), with_kwargs=True))
                 for m in adapter.fused_attention_modules():
                     self._fused.append((m, m.fused_attn))
                     m.fused_attn = False

@@ -20,7 +20,8 @@ Methods never ``isinstance`` a model class; they ask :func:`adapter_for` (``mode
 
 Families, tried in order: a model's own ``auditor_adapter`` attribute (an adapter instance: the
 hook for user models), a transformers model loaded by ``--model hf:PATH``
-(:class:`~.library.HFVisionModel`), the multi-attention FewTURE backbone, timm Swin (detected by class name
+(:class:`~.library.HFVisionModel`), OpenCLIP's image tower (detected by class name and module),
+the multi-attention FewTURE backbone, timm Swin (detected by class name
 and module, timm is never imported), ViTs with timm / DINO blocks (the built-in ViT incl.
 DINOv2 / DeiT layouts, timm ``VisionTransformer`` / ``VisionTransformerDistilled``, a DINO-style
 user module), and any other ``nn.Module`` (CNNs such as EfficientNet-Lite0).
@@ -85,6 +86,11 @@ class ModelAdapter:
     def attention_probs(self, output: Any) -> torch.Tensor | None:
         """The probabilities ``[B, heads, T, T]`` in an attention module's forward output, or None."""
         return output if isinstance(output, torch.Tensor) and output.ndim == 4 else None
+
+    def attention_call_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the pass forces on each attention module's call (forward pre-hook),
+        e.g. ``need_weights=True`` for ``nn.MultiheadAttention``; empty: none."""
+        return {}
 
     def fused_attention_modules(self) -> list[nn.Module]:
         return [m for m in self.model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
@@ -279,8 +285,51 @@ class HFAdapter(ModelAdapter):
         return names[0] if names else None
 
 
+class OpenClipAdapter(ModelAdapter):
+    """OpenCLIP's image tower ``open_clip.transformer.VisionTransformer`` (also OpenAI CLIP weights
+    loaded through OpenCLIP), given by ``--model package.module:factory``: CLS token first, the
+    grid from ``patch_size``; its ``nn.MultiheadAttention`` modules are called with
+    ``need_weights=False``, so the pass forces ``need_weights=True, average_attn_weights=False``
+    and reads the per-head probabilities from their second output. Headless (an embedding)."""
+
+    family = "open_clip"
+    gradcam_layout = "tokens"
+
+    @staticmethod
+    def matches(model: nn.Module) -> bool:
+        return type(model).__module__.startswith("open_clip.") and type(model).__name__ == "VisionTransformer"
+
+    def prefix_tokens(self) -> int:
+        return 1
+
+    def grid(self, height: int, width: int) -> tuple[int, int] | None:
+        p = self.model.patch_size
+        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        return height // ph, width // pw
+
+    def attention_modules(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+
+    def attention_call_kwargs(self) -> dict[str, Any]:
+        return {"need_weights": True, "average_attn_weights": False}
+
+    def attention_probs(self, output: Any) -> torch.Tensor | None:
+        return super().attention_probs(output[1]) if isinstance(output, tuple) and len(output) > 1 else None
+
+    def gradcam_layer(self) -> str | None:
+        return last_indexed(self.model, r"ln_1", r"resblocks")
+
+    def final_tokens(self) -> str | None:
+        m = self.model
+        return "ln_post" if getattr(m, "attn_pool", None) is None and not getattr(m, "final_ln_after_pool", False) else None
+
+    def headless(self) -> bool:
+        return True
+
+
 #: adapter classes, tried in order (the first that matches)
-ADAPTERS: list[type[ModelAdapter]] = [HFAdapter, MultiAttentionAdapter, TimmSwinAdapter, ViTAdapter, ModelAdapter]
+ADAPTERS: list[type[ModelAdapter]] = [HFAdapter, OpenClipAdapter, MultiAttentionAdapter, TimmSwinAdapter, ViTAdapter,
+                                      ModelAdapter]
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
@@ -292,5 +341,5 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
     return next(cls for cls in ADAPTERS if cls.matches(model))(model)
 
 
-__all__ = ["ADAPTERS", "FINAL_TOKENS", "HFAdapter", "ModelAdapter", "MultiAttentionAdapter", "TimmSwinAdapter", "ViTAdapter",
-           "adapter_for", "last_indexed"]
+__all__ = ["ADAPTERS", "FINAL_TOKENS", "HFAdapter", "ModelAdapter", "MultiAttentionAdapter", "OpenClipAdapter",
+           "TimmSwinAdapter", "ViTAdapter", "adapter_for", "last_indexed"]

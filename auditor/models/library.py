@@ -90,6 +90,7 @@ class HFVisionModel(nn.Module):
         if getattr(hf.config, "model_type", "") == "clip":  # a whole CLIP: its image tower
             hf = hf.vision_model
         self.hf = hf
+        self.config = hf.config  # its id2label names the classes (auditor.target.model_classes)
         self.model_type = str(getattr(hf.config, "model_type", ""))
         self.num_classes = int(hf.config.num_labels) if classify else 0
         self._interpolate = "interpolate_pos_encoding" in inspect.signature(hf.forward).parameters
