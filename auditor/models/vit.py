@@ -342,11 +342,17 @@ def vit_tiny(**kwargs: Any) -> VisionTransformer:
 
 @register_model
 def vit_small(**kwargs: Any) -> VisionTransformer:
-    """ViT-Small: width 384, depth 12, 6 heads (DINO ViT-S)."""
+    """ViT-Small: width 384, depth 12, 6 heads (DINO ViT-S; DINOv2 ViT-S/14, DeiT-S with their checkpoints)."""
     return _create_vit(384, 12, 6, **kwargs)
 
 
 @register_model
 def vit_base(**kwargs: Any) -> VisionTransformer:
-    """ViT-Base: width 768, depth 12, 12 heads."""
+    """ViT-Base: width 768, depth 12, 12 heads (DINOv2 ViT-B/14, DeiT-B with their checkpoints)."""
     return _create_vit(768, 12, 12, **kwargs)
+
+
+@register_model
+def vit_large(**kwargs: Any) -> VisionTransformer:
+    """ViT-Large: width 1024, depth 24, 16 heads (DINOv2 ViT-L/14 with its checkpoint)."""
+    return _create_vit(1024, 24, 16, **kwargs)
