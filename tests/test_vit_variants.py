@@ -167,3 +167,16 @@ def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_keys(tmp_path):
     save_file(sd, str(tmp_path / "broken.safetensors"))
     with pytest.raises(CheckpointError, match=r"missing 1 key\(s\): blocks\.1\.ls2\.gamma"):
         build_model("vit_small", checkpoint=tmp_path / "broken.safetensors", image_size=56, **SMALL)
+
+
+@pytest.mark.parametrize("name", ["official_dinov2", "official_dinov2_reg"])
+def test_official_dinov2_built_for_another_size_resizes_from_the_checkpoint_grid(name, ref):
+    """Built for 224 x 224 (a 16 x 16 grid), an official DINOv2 model keeps the checkpoint's 4 x 4
+    position grid and resizes from it at every forward, as the official code does: the library's
+    logits at 56 x 56 and at the 30 x 20 grid come out unchanged. (Resizing once at load, as
+    timm does for its own layouts, then again per forward missed them by up to 0.92.)"""
+    model = build_model("vit_small", checkpoint=DATA / f"vit_{name}.safetensors", image_size=224, **SMALL).model
+    assert model.pos_grid == (4, 4) and model.patch_embed.grid_size == (16, 16)
+    for tag in ("native", "big"):
+        with torch.no_grad():
+            assert max_diff(model(inputs(ref, name, tag)), ref[f"{name}/{tag}/logits"]) <= 1e-5, tag

@@ -265,9 +265,10 @@ class VisionTransformer(nn.Module):
     def checkpoint_filter(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Adapt a checkpoint to this model's grid.
 
-        ``"timm"`` interpolation: ``pos_embed`` is resampled to this grid once, at load (as timm
-        does). ``"dinov2"``: the checkpoint's own (square) grid is kept and every forward resizes
-        from it, as the official code does -- two resizes would not give the official values.
+        timm layouts: ``pos_embed`` is resampled to this grid once, at load (as timm does).
+        Official DINOv2 layouts (``pos_interpolation="dinov2"`` or ``register_tokens``): the
+        checkpoint's own (square) grid is kept and every forward resizes from it, as the official
+        code does -- a resize at load and another per forward would not give the official values.
         """
         pe = state_dict.get("pos_embed")
         if pe is None or pe.ndim != 3 or pe.shape[1] == self.pos_embed.shape[1]:
@@ -276,7 +277,7 @@ class VisionTransformer(nn.Module):
         side = math.isqrt(pe.shape[1] - slots)
         if side * side != pe.shape[1] - slots:
             return state_dict  # leave it: the shape check reports the mismatch
-        if self.pos_interpolation == "dinov2":
+        if self.pos_interpolation == "dinov2" or (self.num_reg_tokens and self.reg_layout == "dinov2"):
             self.pos_embed = nn.Parameter(torch.zeros_like(pe, dtype=self.pos_embed.dtype, device=self.pos_embed.device))
             self.pos_grid = (side, side)
             return state_dict
