@@ -21,10 +21,13 @@ def data(tmp_path_factory):
     return write_square_set(tmp_path_factory.mktemp("data"), n=4)
 
 
-def test_options_and_objects_are_recorded_in_the_settings(data, tmp_path):
+def test_options_objects_and_the_adapter_are_recorded_in_the_settings(data, tmp_path):
     res = run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam", create_method("rollout", head_fusion="max")],
                     method_options=["gradcam.layer=blocks.0.norm1"])
-    methods = json.loads((tmp_path / "o" / "results.json").read_text())["settings"]["methods"]
+    settings = json.loads((tmp_path / "o" / "results.json").read_text())["settings"]
+    methods = settings["methods"]
+    assert settings["models"][0]["adapter"] == {"family": "vit", "prefix_tokens": 1, "attention_layers": 1,
+                                                "gradcam_layer": "blocks.0.norm1", "headless": False}  # 1 block
     assert methods["gradcam"]["layer"] == "blocks.0.norm1"
     assert methods["rollout"]["head_fusion"] == "max" and methods["rollout"]["discard_ratio"] == 0.0
     assert res.data["settings"]["methods"] == methods

@@ -13,6 +13,7 @@ import torch.nn as nn
 from ..errors import CheckpointError, UsageError
 from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
 from ._registry import list_models, resolve_model
+from .adapters import adapter_for
 from .library import is_library_spec, load_library_model
 from .multi_attention import MULTI_ATTENTION_KWARGS, resolve_flags
 from .vit import detect_vit_layout
@@ -53,6 +54,7 @@ class LoadedModel:
         return {
             "name": self.name,
             "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.kwargs.items()},
+            "adapter": adapter_for(self.model).describe(),
             "checkpoint": None if ck is None else {"path": ck.path, "sha256": ck.sha256, "container": ck.container,
                                                    "notices": ck.notices},
         }
