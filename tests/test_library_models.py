@@ -173,3 +173,22 @@ def test_openclip_image_tower_through_a_factory(tmp_path, monkeypatch):
     with np.load(DATA / "openclip_reference.npz") as f:
         ref = {f"openclip/{k}": f[k] for k in f.files}
     _check_maps(model, pattern_input(ref["openclip/shape"]), ref, "openclip", 1, (4, 4), False)
+
+
+@needs_hf
+def test_hf_swin_gradcam_reads_the_last_stage_tokens():
+    """transformers Swin (no CLS token, windows): Grad-CAM on the last block's layernorm_before,
+    tokens on the last stage's 4 x 6 grid of a 32 x 48 input, equal to pytorch-grad-cam's
+    (tests/data/make_hf_swin_reference.py, transformers 5.24.0, grad-cam 1.5.7)."""
+    model = build_model(factory=f"hf:{DATA / 'hf_swin'}").model
+    with np.load(DATA / "hf_swin_reference.npz") as f:
+        ref = {k: f[k] for k in f.files}
+    x = pattern_input(ref["shape"])
+    with torch.no_grad():
+        assert max_diff(model(x), ref["logits"]) <= 1e-5
+    res = compute_maps(model, x, [create_method("gradcam"), create_method("cls_attention")], target=TARGETS)
+    assert res.maps["gradcam"].info["layer"] == "hf.swin.encoder.layers.1.blocks.0.layernorm_before"
+    want = ref["gradcam_raw"]
+    assert res.maps["gradcam"].maps.shape == want.shape == (2, 4, 6)
+    assert max_diff(res.maps["gradcam"].maps, want) <= 1e-4 * np.abs(want).max()
+    assert "cls_attention" in res.skipped  # windows and no CLS token

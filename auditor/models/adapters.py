@@ -236,7 +236,8 @@ class TimmSwinAdapter(ModelAdapter):
 
 class HFAdapter(ModelAdapter):
     """A transformers model wrapped by :class:`~.library.HFVisionModel` (ViT, DeiT, Dinov2 with or
-    without registers, CLIP vision; Swin: Grad-CAM only). Prefix tokens from the config (DeiT:
+    without registers, CLIP vision; Swin: Grad-CAM on the last block's ``layernorm_before``,
+    tokens ``B x (h*w) x C`` of the last stage's grid). Prefix tokens from the config (DeiT:
     CLS + distillation; Dinov2WithRegisters: CLS + registers), the grid from ``patch_size``;
     attention probabilities are the second output of each eager attention module (5.x:
     ``q_proj`` / ``k_proj``; 4.x: ``query`` / ``key``), read by hooks on the loaded model's names."""
@@ -260,10 +261,11 @@ class HFAdapter(ModelAdapter):
         return {"deit": 2}.get(kind, 1) + int(getattr(self._config(), "num_register_tokens", 0) or 0)
 
     def grid(self, height: int, width: int) -> tuple[int, int] | None:
-        if self.model.model_type == "swin":
-            return None
         p = self._config().patch_size
         ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        if self.model.model_type == "swin":  # the last stage's tokens: each stage after the first halves the grid
+            down = 2 ** (len(self._config().depths) - 1)
+            ph, pw = ph * down, pw * down
         return height // ph, width // pw
 
     def attention_modules(self) -> list[tuple[str, nn.Module]]:
@@ -278,6 +280,10 @@ class HFAdapter(ModelAdapter):
         return None
 
     def gradcam_layer(self) -> str | None:
+        if self.model.model_type == "swin":  # the last stage's last block (pytorch-grad-cam's Swin choice)
+            found = [(tuple(map(int, m.groups())), n) for n, _ in self.model.named_modules()
+                     if (m := re.fullmatch(r".*layers\.(\d+)\.blocks\.(\d+)\.layernorm_before", n))]
+            return max(found)[1] if found else None
         return last_indexed(self.model, r"(?:layernorm_before|layer_norm1|norm1)", r"layers?")
 
     def final_tokens(self) -> str | None:
