@@ -239,8 +239,8 @@ class HFAdapter(ModelAdapter):
     without registers, CLIP vision; Swin: Grad-CAM on the last block's ``layernorm_before``,
     tokens ``B x (h*w) x C`` of the last stage's grid). Prefix tokens from the config (DeiT:
     CLS + distillation; Dinov2WithRegisters: CLS + registers), the grid from ``patch_size``;
-    attention probabilities are the second output of each eager attention module (5.x:
-    ``q_proj`` / ``k_proj``; 4.x: ``query`` / ``key``), read by hooks on the loaded model's names."""
+    attention probabilities are the second output of each eager attention module (transformers
+    5.x: ``q_proj`` / ``k_proj``), read by hooks on the loaded model's own module names."""
 
     family = "hf"
     gradcam_layout = "tokens"
@@ -272,7 +272,7 @@ class HFAdapter(ModelAdapter):
         if self.model.model_type == "swin":
             return []  # windows, no CLS token
         return [(n, m) for n, m in self.model.named_modules() if type(m).__name__.endswith("Attention")
-                and ((hasattr(m, "q_proj") and hasattr(m, "k_proj")) or (hasattr(m, "query") and hasattr(m, "key")))]
+                and hasattr(m, "q_proj") and hasattr(m, "k_proj")]
 
     def attention_probs(self, output: Any) -> torch.Tensor | None:
         if isinstance(output, (tuple, list)) and len(output) > 1:
