@@ -58,8 +58,13 @@ class FakeTimmSwin(nn.Module):
         for blk in self.layers[0].blocks:
             blk.norm1 = FakeSwinBlockNorm()
         self.w = torch.arange(4.0)  # one weight per channel
+        self.stem = nn.Conv2d(3, 3, 1)  # the identity (an NCHW layer a user may name)
+        with torch.no_grad():
+            self.stem.weight.copy_(torch.eye(3)[:, :, None, None])
+            self.stem.bias.zero_()
 
     def forward(self, x):  # x: B x 3 x 2 x 3 -> NHWC B x 2 x 3 x 4
+        x = self.stem(x)
         feats = torch.cat([x, x[:, :1]], 1).permute(0, 2, 3, 1)
         feats = self.layers[0].blocks[1].norm1(feats)
         return (feats * self.w).sum((1, 2, 3))[:, None]
@@ -81,6 +86,9 @@ def test_timm_swin_gradcam_reads_nhwc_features():
     want = (torch.arange(4.0)[:, None, None] * feats).sum(0)
     torch.testing.assert_close(res.maps["gradcam"].maps[0], want)
     assert "cls_attention" in res.skipped  # no CLS token, no readable attention
+    # a conv layer named by the user stays NCHW: d score / d stem_c = w_c (+ w_3 for channel 0)
+    res = compute_maps(model, x, [create_method("gradcam", layer="stem")], target=[0])
+    torch.testing.assert_close(res.maps["gradcam"].maps[0], (torch.tensor([3.0, 1.0, 2.0])[:, None, None] * x[0]).sum(0))
 
 
 def test_a_model_may_bring_its_own_adapter():

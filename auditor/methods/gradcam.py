@@ -59,7 +59,8 @@ class GradCAM(Method):
         if grad is None:
             grad = torch.zeros_like(act)  # the target does not depend on this layer: an all-zero map
         act, grad = act.detach().float(), grad.detach().float()
-        if act.ndim == 4 and adapter_for(rec.model).gradcam_layout == "nhwc":  # B x h x w x C -> B x C x h x w
+        if act.ndim == 4 and adapter_for(rec.model).gradcam_layout == "nhwc" and not isinstance(
+                dict(rec.model.named_modules()).get(key), nn.Conv2d):  # B x h x w x C -> B x C x h x w (a conv: NCHW)
             act, grad = act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
         if act.ndim == 3:  # tokens B x T x C -> B x C x h x w
             grid, prefix = token_grid(rec.model, rec.inputs, act.shape[1])
