@@ -97,6 +97,9 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @model_options
 @out_option("Output folder (results.json, results.csv, junit.xml, token_maps.npz, report.html).", required=True)
 @methods_option
+@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
+              help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
+                   "`auditor methods` lists them).")
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="Thresholds TOML file.")
 @click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
@@ -136,7 +139,8 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
               show_default=True, help="What deleted pixels become (insertion starts from it).")
 @multi_attention_options
 def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
-        trust_checkpoint, out, methods, thresholds, fail_under, max_drop, baseline, max_nan, max_errors, gate_on,
+        trust_checkpoint, out, methods, method_options, thresholds, fail_under, max_drop, baseline, max_nan,
+        max_errors, gate_on,
         allow_different_data, class_map, mask_classes, batch_size, save_maps, mean, std,
         split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
         resume, no_report, colormap, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab,
@@ -158,7 +162,7 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                    "the maps show the architecture's prior only.", err=True)
     result = run_audit(data, split=split, episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), seed=seed,
                        amp=amp, engine=engine, workers=workers, out=out, arch=arch, factory=factory,
-                       checkpoint=checkpoint, methods=methods,
+                       checkpoint=checkpoint, methods=methods, method_options=method_options,
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                        allow_different_data=allow_different_data, class_map=class_map, batch_size=batch_size,
@@ -224,6 +228,9 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Data-set class name -> model class index, for both models (see `auditor run --help`).")
 @methods_option
+@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
+              help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
+                   "`auditor methods` lists them).")
 @image_size_option
 @batch_size_option
 @device_option
@@ -235,6 +242,7 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @colormap_option
 def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, thresholds,
             fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, mask_classes, methods,
+            method_options,
             image_size, batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root,
             overwrite, trust_checkpoint, colormap) -> None:
     """Two checkpoints on the same images in one report; exit 1 when a check of the gate fails."""
@@ -243,7 +251,8 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
     if results_a or results_b:
         if not (results_a and results_b) or data or model_a or model_b:
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
-        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map", "mask_classes")
+        ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map", "mask_classes",
+                         "method_options")
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)} apply when compare runs the audits (--data with "
                                    "--model-a / --model-b), not to finished results")
@@ -260,7 +269,8 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
                               model_b=_model_spec(model_b, checkpoint_b), max_drop=max_drop, thresholds=thresholds,
                               fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                               class_map=class_map, cmap=colormap,
-                              methods=methods, image_size=image_size, batch_size=batch_size, device=device,
+                              methods=methods, method_options=method_options, image_size=image_size,
+                              batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                               trust_checkpoint=trust_checkpoint, split=split, seed=seed,
                               episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), mask_classes=mask_classes)

@@ -27,7 +27,9 @@ class AuditConfig:
     """Every option of an audit; the keyword arguments of :func:`auditor.runner.run_audit`.
 
     The model is ``arch`` / ``factory`` (+ ``checkpoint``) as on the command line, or an
-    ``nn.Module`` given as ``model``. Gate options: ``max_nan``, ``max_errors`` (``None``: the
+    ``nn.Module`` given as ``model``. ``methods``: names and / or configured method objects;
+    ``method_options``: ``["rollout.head_fusion=max", ...]`` or ``{"rollout": {...}}`` for methods
+    given by name (:func:`auditor.methods.build_methods`). Gate options: ``max_nan``, ``max_errors`` (``None``: the
     thresholds file's ``[errors] max``, else 0), ``gate_on`` (:mod:`auditor.gate`).
     """
 
@@ -37,7 +39,8 @@ class AuditConfig:
     factory: str | None = None
     model: torch.nn.Module | None = None
     checkpoint: str | Path | None = None
-    methods: Sequence[str] | None = None
+    methods: Sequence[Any] | None = None
+    method_options: Sequence[str] | dict[str, dict[str, Any]] = ()
     thresholds: str | Path | None = None
     fail_under: Sequence[str] = ()
     max_drop: Sequence[str] = ()
@@ -100,7 +103,7 @@ def validate(cfg: AuditConfig) -> Setup:
     """Check every option, threshold and input that can be checked without decoding an image."""
     from .data import check_mask_classes, load_dataset
     from .episodes import check_model, plan_episodes
-    from .methods import create_method, list_methods
+    from .methods import build_methods
     from .models import LoadedModel, build_model, resolve_device
     from .results import AuditResult
     from .visualize import input_preprocess
@@ -147,8 +150,7 @@ def validate(cfg: AuditConfig) -> Setup:
                              image_size=cfg.image_size, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint,
                              **(cfg.model_kwargs or {}))
     model = loaded.model
-    names = list(cfg.methods) if cfg.methods else list_methods()
-    method_objs = [create_method(n) for n in names]
+    method_objs = build_methods(cfg.methods, cfg.method_options)
     pre = input_preprocess(model, cfg.image_size, cfg.mean, cfg.std)
     records = dataset.records if plan is None else [r for ep in plan.episodes for r in (*ep.query, *ep.support)]
     target = resolve_target(cfg.target, model, records, dataset.classes, size=output_size(model, pre),

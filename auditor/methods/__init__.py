@@ -7,11 +7,11 @@
 
 from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
-from .registry import create_method, list_methods, register_method
+from .registry import build_methods, create_method, describe_method, list_methods, method_options, parse_method_options, register_method
 from . import (channel_attention, cls_attention, gradcam, input_gradient, ocab_attention,  # noqa: F401
                reconstruction_attention, rollout, window_attention)  # (register the methods)
 
 __all__ = [
-    "MapResult", "Method", "PassResult", "Recorder", "Recording", "compute_maps", "create_method",
-    "is_headless", "list_methods", "register_method", "target_scores",
+    "MapResult", "Method", "PassResult", "Recorder", "Recording", "build_methods", "compute_maps", "create_method", "describe_method",
+    "is_headless", "list_methods", "method_options", "parse_method_options", "register_method", "target_scores",
 ]

@@ -8,7 +8,6 @@ targets), and each method then turns the :class:`Recording` into raw maps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
+from ..models.adapters import adapter_for
 
 #: Special activation name: the last feature map ``B x C x h x w`` (``h * w > 1``) that the
 #: forward produced, found during the pass (Grad-CAM's default layer for CNNs).
@@ -71,16 +71,17 @@ class Recording:
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules whose output is a block's post-softmax attention (timm / DINO ``attn.attn_drop``)."""
-    return [(n, m) for n, m in model.named_modules() if n.endswith("attn.attn_drop")]
+    """Modules whose output is a block's post-softmax attention, as the model's adapter names them."""
+    return adapter_for(model).attention_modules()
 
 
 class Recorder:
     """Register forward hooks for attention and named activations; always remove them.
 
     Hooks are registered in ``__enter__`` and removed in ``__exit__`` whether or not the
-    model raised; exceptions propagate (never swallowed). timm attention modules with a
-    ``fused_attn`` switch are switched to the explicit path for the pass and restored.
+    model raised; exceptions propagate (never swallowed). The modules the model's adapter
+    names (timm attention with a ``fused_attn`` switch) are switched to the explicit path for
+    the pass and restored.
     """
 
     def __init__(self, model: nn.Module, recording: Recording, *, attention: bool, activations: list[str],
@@ -93,12 +94,16 @@ class Recorder:
     def __enter__(self) -> Recording:
         try:
             if self.attention:
-                for name, module in attention_modules(self.model):
-                    self._handles.append(module.register_forward_hook(self._attention_hook(name)))
-                for m in self.model.modules():
-                    if isinstance(getattr(m, "fused_attn", None), bool):
-                        self._fused.append((m, m.fused_attn))
-                        m.fused_attn = False
+                adapter = adapter_for(self.model)
+                forced = adapter.attention_call_kwargs()
+                for name, module in adapter.attention_modules():
+                    self._handles.append(module.register_forward_hook(self._attention_hook(name, adapter)))
+                    if forced:  # e.g. need_weights=True: the probabilities are returned, not dropped
+                        self._handles.append(module.register_forward_pre_hook(
+                            lambda m, args, kwargs: (args, {**kwargs, **forced}), with_kwargs=True))
+                for m in adapter.fused_attention_modules():
+                    self._fused.append((m, m.fused_attn))
+                    m.fused_attn = False
             modules = dict(self.model.named_modules())
             for name in self.activation_names:
                 if name == AUTO_FEATURE_MAP:
@@ -129,10 +134,11 @@ class Recorder:
             m.fused_attn = fused
         self._fused.clear()
 
-    def _attention_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            if isinstance(output, torch.Tensor) and output.ndim == 4:
-                self.rec.attentions.append((name, output))
+    def _attention_hook(self, name: str, adapter: Any):
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            probs = adapter.attention_probs(output)
+            if probs is not None:
+                self.rec.attentions.append((name, probs))
         return hook
 
     def _feature_map_hook(self, module_name: str):
@@ -158,34 +164,13 @@ class Recorder:
 
 def cls_bypass_reason(model: nn.Module) -> str | None:
     """Why the model's CLS token cannot be read as a map or used as a target, or None."""
-    if getattr(model, "cls_bypasses_blocks", False):
-        return ("the CLS token bypasses every block of this model (MAB / OCAB blocks pass it through unchanged), "
-                "so it is the same for every image and says nothing about where the model looks")
-    return None
+    return adapter_for(model).cls_bypass_reason()
 
 
 def token_grid(model: nn.Module, inputs: torch.Tensor, num_tokens: int) -> tuple[tuple[int, int], int]:
-    """``((h, w), num_prefix_tokens)`` of a token sequence of length ``num_tokens``.
-
-    Uses the model's own ``grid_size_for`` or ``patch_embed.patch_size`` (timm / DINO);
-    falls back to a square grid after the prefix tokens.
-    """
-    prefix = int(getattr(model, "num_prefix_tokens", 1))
-    height, width = inputs.shape[-2:]
-    if hasattr(model, "grid_size_for"):
-        grid = tuple(model.grid_size_for(height, width))
-    elif hasattr(model, "patch_embed") and hasattr(model.patch_embed, "patch_size"):
-        p = model.patch_embed.patch_size
-        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
-        grid = (height // ph, width // pw)
-    else:
-        side = math.isqrt(num_tokens - prefix)
-        grid = (side, side)
-    if grid[0] * grid[1] + prefix != num_tokens:
-        prefix = num_tokens - grid[0] * grid[1]
-        if prefix < 0:
-            raise NotApplicableError(f"cannot map {num_tokens} tokens onto a {grid[0]}x{grid[1]} patch grid")
-    return grid, prefix
+    """``((h, w), num_prefix_tokens)`` of a token sequence of length ``num_tokens`` for ``inputs``
+    ``[B, 3, H, W]``, from the model's adapter (:meth:`~auditor.models.adapters.ModelAdapter.token_grid`)."""
+    return adapter_for(model).token_grid(inputs.shape[-2], inputs.shape[-1], num_tokens)
 
 
 def tokens_to_grid(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -233,16 +218,18 @@ class AttentionMethod(Method):
     needs_attention = True
 
     def check(self, model: nn.Module) -> None:
-        if not attention_modules(model):
-            raise NotApplicableError(
-                f"the model has no readable attention ({type(model).__name__} is a CNN, or its attention runs in one "
-                "fused kernel): attention maps need transformer blocks that expose their attention weights"
-            )
-        if int(getattr(model, "num_prefix_tokens", 1)) < 1:
-            raise NotApplicableError("the model has no CLS token to read attention from")
-        reason = cls_bypass_reason(model)
+        adapter = adapter_for(model)
+        reason = adapter.cls_bypass_reason()
         if reason:
             raise NotApplicableError(reason)
+        if not adapter.attention_modules():
+            raise NotApplicableError(
+                f"the model has no readable attention ({adapter.family} layout: {type(model).__name__} is a CNN, or "
+                "its attention runs in one fused kernel): attention maps need transformer blocks that expose their "
+                "attention weights"
+            )
+        if adapter.prefix_tokens() < 1:
+            raise NotApplicableError("the model has no CLS token to read attention from")
 
     @staticmethod
     def attentions(rec: Recording) -> list[tuple[str, torch.Tensor]]:

@@ -22,20 +22,18 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
-from ..models.drff import MultiScaleChannelAttention
-from ..models.multi_attention import ChannelAttentionBlock
+from ..models.adapters import adapter_for
 from .base import MapResult, Method, Recording
 from .registry import register_method
 
 
 def cab_modules(model: nn.Module) -> list[str]:
-    """Names of the channel attention layers in forward order, each with its weights module
-    (``<name>.sigmoid`` for a CAB, ``<name>.fusion`` for an MS-CAM)."""
-    return [n for n, m in model.named_modules() if isinstance(m, (ChannelAttentionBlock, MultiScaleChannelAttention))]
+    """Names of the channel attention layers in forward order: CABs, then DRFF's MS-CAM (the model's adapter)."""
+    return adapter_for(model).channel_blocks()
 
 
 def _weights_module(model: nn.Module, name: str) -> str:
-    return f"{name}.sigmoid" if isinstance(model.get_submodule(name), ChannelAttentionBlock) else f"{name}.fusion"
+    return adapter_for(model).channel_weights(name)
 
 
 @register_method

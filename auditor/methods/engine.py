@@ -15,11 +15,10 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError, UsageError
+from ..models.adapters import FINAL_TOKENS, adapter_for  # noqa: F401  (FINAL_TOKENS: re-exported)
 from .base import MapResult, Method, Recorder, Recording, cls_bypass_reason
 
 TargetSpec = None | str | Sequence[int] | torch.Tensor
-#: the module whose output is the model's final tokens ``[B, P + N, C]`` (timm / DINO ``norm``)
-FINAL_TOKENS = "norm"
 TOKEN_TARGETS = ("patch-norm", "prototype")
 
 
@@ -51,8 +50,8 @@ class PassResult:
 
 
 def is_headless(model: nn.Module) -> bool:
-    """True for backbones without a class head (timm / DINO convention ``num_classes == 0``)."""
-    return getattr(model, "num_classes", None) == 0
+    """True for backbones without a class head, as the model's adapter says (timm / DINO: ``num_classes == 0``)."""
+    return adapter_for(model).headless()
 
 
 def target_scores(model: nn.Module, output: torch.Tensor, target: TargetSpec) -> tuple[torch.Tensor, list[int | None], str]:
@@ -172,7 +171,12 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient]
     layers = sorted({name for m in grad_methods for name in m.activation_layers(model)})
     captures = {name for m in active for name in m.captured_layers(model)}
-    captures = sorted(captures | {FINAL_TOKENS} if token_target else captures)
+    adapter = adapter_for(model)
+    final_tokens = adapter.final_tokens()
+    if token_target and final_tokens is None:
+        raise UsageError(f"target {target!r} reads the model's final tokens, but {type(model).__name__} "
+                         f"({adapter.family} layout) has no token output")
+    captures = sorted(captures | {final_tokens} if token_target else captures)
     b = inputs.shape[0]
     batch = inputs if support is None else torch.cat([inputs, support.to(inputs.device, inputs.dtype)])
     rec = Recording(model=model, inputs=batch, num_queries=b)
@@ -185,8 +189,8 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         rec.output = output = (output[0] if isinstance(output, (tuple, list)) else output).float()
         info: dict[str, Any] = {}
         if token_target:
-            prefix = int(getattr(model, "num_prefix_tokens", 1))
-            tokens = rec.captured[FINAL_TOKENS].float()
+            prefix = adapter.prefix_tokens()
+            tokens = rec.captured[final_tokens].float()
             if hasattr(target, "token_scores"):  # a few-shot classifier's logit; its decision needs the tokens
                 scores, targets, kind = target.token_scores(tokens, b, prefix), [None] * b, target.kind
                 info["patch_tokens"] = tokens[:b, prefix:].detach().cpu()

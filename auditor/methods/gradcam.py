@@ -5,40 +5,27 @@ With activations ``A`` of the target layer and gradients ``G = d score / d A``:
 ``w_c = mean_{i,j} G_c[i, j]`` and ``cam = sum_c w_c A_c`` -- returned *raw*, before the
 paper's ReLU (applied with normalisation, :func:`auditor.maps.normalize` ``"relu_minmax"``).
 
-Target layer (overridable with ``layer=``): for ViTs the last block's ``norm1`` (tokens
-``B x T x C``, prefix tokens dropped, patches reshaped to the grid, as pytorch-grad-cam
-recommends); for any other model the last module, in execution order, whose output is a
-feature map ``B x C x h x w`` with ``h * w > 1`` (e.g. ResNet's ``layer4``).
+Target layer (overridable with ``layer=``): the model adapter's
+(:mod:`auditor.models.adapters`) -- for ViTs the last block's ``norm1`` (tokens ``B x T x C``,
+prefix tokens (CLS, distillation, registers) dropped, patches reshaped to the grid, as
+pytorch-grad-cam recommends); for timm Swin the last block's ``norm1`` (``B x H x W x C``,
+NHWC); for any other model the last module, in execution order, whose output is a feature
+map ``B x C x h x w`` with ``h * w > 1`` (e.g. ResNet's ``layer4``).
 
-Shapes: activations ``B x C x h x w`` or ``B x T x C`` -> map ``B x h x w``.
+Shapes: activations ``B x C x h x w``, ``B x T x C`` or (NHWC adapters) ``B x h x w x C`` -> map ``B x h x w``.
 """
 
 from __future__ import annotations
 
-import re
 import weakref
 
 import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
+from ..models.adapters import adapter_for
 from .base import AUTO_FEATURE_MAP, MapResult, Method, Recording, token_grid
 from .registry import register_method
-
-
-def vit_target_layer(model: nn.Module) -> str | None:
-    """``blocks.<last>.norm1`` when the model has timm/DINO-style blocks, else None.
-
-    In MAB / OCAB blocks (``cls_bypasses_blocks``) the outer ``norm1`` is unused: the block's
-    own ``blocks.<last>.attn.norm1`` (input of its window attention, patch tokens only) is taken.
-    """
-    inner = r"attn\.norm1" if getattr(model, "cls_bypasses_blocks", False) else r"norm1"
-    best: tuple[int, str] | None = None  # also found inside a wrapper: ``backbone.blocks.11.norm1``
-    for name, _ in model.named_modules():
-        m = re.fullmatch(rf"(?:.*\.)?blocks\.(\d+)\.{inner}", name)
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), name)
-    return None if best is None else best[1]
 
 
 @register_method
@@ -58,7 +45,7 @@ class GradCAM(Method):
         self.__dict__.update(state, _resolved=weakref.WeakKeyDictionary())
 
     def activation_layers(self, model: nn.Module) -> list[str]:
-        name = self.layer or self._resolved.get(model) or vit_target_layer(model)
+        name = self.layer or self._resolved.get(model) or adapter_for(model).gradcam_layer()
         return [name or AUTO_FEATURE_MAP]
 
     def compute(self, rec: Recording) -> MapResult:
@@ -72,6 +59,9 @@ class GradCAM(Method):
         if grad is None:
             grad = torch.zeros_like(act)  # the target does not depend on this layer: an all-zero map
         act, grad = act.detach().float(), grad.detach().float()
+        if act.ndim == 4 and adapter_for(rec.model).gradcam_layout == "nhwc" and not isinstance(
+                dict(rec.model.named_modules()).get(key), nn.Conv2d):  # B x h x w x C -> B x C x h x w (a conv: NCHW)
+            act, grad = act.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
         if act.ndim == 3:  # tokens B x T x C -> B x C x h x w
             grid, prefix = token_grid(rec.model, rec.inputs, act.shape[1])
             act, grad = (t[:, prefix:].transpose(1, 2).reshape(t.shape[0], -1, *grid) for t in (act, grad))

@@ -18,16 +18,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import NotApplicableError
-from ..models.multi_attention import OverlappingCrossAttentionBlock, window_partition
+from ..models.adapters import adapter_for
+from ..models.multi_attention import window_partition
 from .base import MapResult, Method, Recording, tokens_to_grid
 from .registry import register_method
 
 
-def ocab_blocks(model: nn.Module) -> list[tuple[str, OverlappingCrossAttentionBlock]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, OverlappingCrossAttentionBlock)]
+def ocab_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return adapter_for(model).cross_window_blocks()
 
 
-def _layout(block: OverlappingCrossAttentionBlock, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _layout(block: nn.Module, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Grid index (-1: padding / border) of each query slot ``[nW, w^2]`` and key slot ``[nW, W_ov^2]``."""
     ws = block.window_size
     index = torch.arange(grid[0] * grid[1], dtype=torch.float64).view(1, 1, *grid)

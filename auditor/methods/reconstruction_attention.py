@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
+from ..models.adapters import adapter_for
 from .base import MapResult, Method, Recording, token_grid, tokens_to_grid
-from .engine import FINAL_TOKENS
 from .registry import register_method
 
 
@@ -40,16 +40,17 @@ class ReconstructionAttention(Method):
     needs_support = True
 
     def check(self, model: nn.Module) -> None:
-        if FINAL_TOKENS not in dict(model.named_modules()):
-            raise NotApplicableError(f"the model has no final '{FINAL_TOKENS}' layer to read its tokens from")
+        if adapter_for(model).final_tokens() is None:
+            raise NotApplicableError("the model has no final 'norm' layer to read its tokens from")
 
     def captured_layers(self, model: nn.Module) -> list[str]:
-        return [FINAL_TOKENS]
+        return [adapter_for(model).final_tokens()]
 
     def compute(self, rec: Recording) -> MapResult:
-        tokens = rec.captured[FINAL_TOKENS].detach().float()
+        name = adapter_for(rec.model).final_tokens()
+        tokens = rec.captured[name].detach().float()
         if tokens.ndim != 3:
-            raise NotApplicableError(f"'{FINAL_TOKENS}' gives {tuple(tokens.shape)}, not tokens [B, T, C]")
+            raise NotApplicableError(f"'{name}' gives {tuple(tokens.shape)}, not tokens [B, T, C]")
         grid, prefix = token_grid(rec.model, rec.inputs, tokens.shape[1])
         b = rec.num_queries
         query, support = _unit(tokens[:b, prefix:]), _unit(tokens[b:, prefix:])

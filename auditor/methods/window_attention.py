@@ -31,13 +31,13 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
-from ..models.multi_attention import MixedAttentionBlock
+from ..models.adapters import adapter_for
 from .base import MapResult, Method, Recording, tokens_to_grid
 from .registry import register_method
 
 
-def mab_blocks(model: nn.Module) -> list[tuple[str, MixedAttentionBlock]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, MixedAttentionBlock)]
+def mab_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return adapter_for(model).window_blocks()
 
 
 def received_attention(probs: torch.Tensor, windows: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

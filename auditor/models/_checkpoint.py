@@ -166,8 +166,9 @@ def apply_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], report: Load
     if report.ignored:
         report.notices.append(f"ignored {len(report.ignored)} non-backbone keys (e.g. {', '.join(report.ignored[:3])})")
     filt = getattr(model, "checkpoint_filter", None)
-    if callable(filt):
+    if callable(filt):  # it may resize the model's own tensors too (DINOv2 keeps its position grid)
         sd = filt(sd)
+        own = model.state_dict()
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)

@@ -35,6 +35,15 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def describe_model(name: str) -> dict[str, Any]:
+    """A built-in architecture's name, summary (its docstring) and family (its module's first line)."""
+    if name not in _REGISTRY:
+        raise ModelNotFoundError(_not_found_message(name))
+    fn = _REGISTRY[name]
+    family = (sys.modules[fn.__module__].__doc__ or "").strip().split("\n\n")[0]
+    return {"name": name, "summary": " ".join((fn.__doc__ or "").split()), "family": " ".join(family.split())}
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered architecture; an unknown name lists what exists."""
     if name not in _REGISTRY:

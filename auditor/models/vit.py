@@ -5,6 +5,23 @@ Parameter names (``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.N.
 ``norm``, ``head``) and the forward computation follow timm's ``VisionTransformer`` and
 DINO's ``vision_transformer.py``, so their checkpoints load with no key mapping.
 
+The same class holds the layouts built on it (read from a checkpoint's keys by
+:func:`detect_vit_layout`):
+
+* **DINOv2** (Oquab et al., 2023; official ``dinov2/models/vision_transformer.py`` and timm's
+  ``vit_*_patch14_dinov2``): LayerScale ``blocks.N.ls1.gamma`` / ``ls2.gamma``; with registers
+  (Darcet et al., ICLR 2024) either the official ``register_tokens`` (inserted after the CLS
+  token *after* the position embedding, which keeps a CLS slot) or timm's ``reg_token``
+  (``no_embed_class``: ``pos_embed`` has no prefix slots, prefix tokens get no position).
+  Position embeddings of the official models without registers are resized by a scale factor
+  ``(g + 0.1) / M`` without antialias (``pos_interpolation="dinov2"``); everything else by
+  target size with antialias (``"timm"``).
+* **DeiT distilled** (Touvron et al., ICML 2021): ``dist_token`` after the CLS token, a
+  second head ``head_dist`` on it; logits are the mean of the two heads (timm's eval).
+
+Token order is always ``[CLS, (dist), (registers), patches]``: ``num_prefix_tokens`` counts
+the tokens before the patches.
+
 Attention is computed explicitly (never a fused kernel): the post-softmax probabilities
 ``[B, heads, T, T]`` pass through ``blocks.N.attn.attn_drop``, where a forward hook reads
 them (the same place in timm's non-fused path and in DINO).
@@ -13,6 +30,7 @@ them (the same place in timm's non-fused path and in DINO).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -91,49 +109,106 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class LayerScale(nn.Module):
+    """Per-channel scale ``x * gamma`` (CaiT; DINOv2's ``ls1`` / ``ls2``)."""
+
+    def __init__(self, dim: int, init_values: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 init_values: float | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+#: how position embeddings are resized to another grid (see the module docstring)
+POS_INTERPOLATIONS = ("timm", "dinov2")
+
+
+def resample_pos_embed_dinov2(patch_pos: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> torch.Tensor:
+    """The official DINOv2 resize (models without registers): bicubic by scale factor
+    ``(g + 0.1) / M`` per axis, no antialias. ``[1, M_h*M_w, C]`` -> ``[1, h*w, C]``."""
+    c = patch_pos.shape[-1]
+    grid = patch_pos.float().reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
+    scale = ((new_grid[0] + 0.1) / old_grid[0], (new_grid[1] + 0.1) / old_grid[1])
+    grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    if tuple(grid.shape[-2:]) != tuple(new_grid):
+        raise ValueError(f"DINOv2 position resize gave {tuple(grid.shape[-2:])}, expected {new_grid}")
+    return grid.permute(0, 2, 3, 1).reshape(1, -1, c).to(patch_pos.dtype)
 
 
 class VisionTransformer(nn.Module):
-    """ViT with a CLS token; ``num_classes=0`` gives a headless backbone (DINO / iBOT / FewTURE).
+    """ViT with a CLS token; ``num_classes=0`` gives a headless backbone (DINO / iBOT / FewTURE / DINOv2).
 
-    ``forward(x)`` returns logits ``[B, num_classes]`` or, headless, the normalised CLS
+    ``forward(x)`` returns logits ``[B, num_classes]`` (distilled: the mean of ``head`` on the
+    CLS token and ``head_dist`` on the distillation token) or, headless, the normalised CLS
     token ``[B, C]``. ``forward_features(x)`` returns all tokens after the final norm,
-    ``[B, 1 + h*w, C]``. Inputs whose size differs from ``img_size`` get bicubically
-    resampled position embeddings; both sides must be multiples of the patch size.
+    ``[B, P + h*w, C]`` (``P = num_prefix_tokens``). Inputs whose size differs from
+    ``img_size`` get bicubically resampled position embeddings; both sides must be multiples
+    of the patch size.
+
+    Layout options (read from a checkpoint by :func:`detect_vit_layout`): ``init_values``
+    (LayerScale), ``reg_tokens`` with ``reg_layout`` ``"timm"`` (``reg_token``) or
+    ``"dinov2"`` (``register_tokens``), ``no_embed_class``, ``distilled``, ``pos_interpolation``.
     """
 
     num_prefix_tokens = 1
 
     def __init__(self, img_size: int | tuple[int, int] = 224, patch_size: int | tuple[int, int] = 16,
                  in_chans: int = 3, num_classes: int = 0, embed_dim: int = 384, depth: int = 12,
-                 num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+                 num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
+                 reg_tokens: int = 0, reg_layout: str = "timm", no_embed_class: bool = False, distilled: bool = False,
+                 pos_interpolation: str = "timm"):
         super().__init__()
         img_size, patch_size = _pair(img_size), _pair(patch_size)
         if img_size[0] % patch_size[0] or img_size[1] % patch_size[1]:
             raise ValueError(f"image_size {img_size} is not a multiple of patch_size {patch_size}")
         if embed_dim % num_heads:
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        if reg_layout not in ("timm", "dinov2") or pos_interpolation not in POS_INTERPOLATIONS:
+            raise ValueError(f"reg_layout must be timm|dinov2 and pos_interpolation one of {POS_INTERPOLATIONS}")
         self.num_classes, self.embed_dim = num_classes, embed_dim
+        self.num_reg_tokens, self.reg_layout, self.distilled = int(reg_tokens), reg_layout, bool(distilled)
+        self.no_embed_class, self.pos_interpolation = bool(no_embed_class), pos_interpolation
+        self.num_prefix_tokens = 1 + int(self.distilled) + self.num_reg_tokens
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patch_embed.num_patches, embed_dim))
+        if self.distilled:
+            self.dist_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        if self.num_reg_tokens:  # timm's name, or the official DINOv2 one
+            name = "reg_token" if reg_layout == "timm" else "register_tokens"
+            setattr(self, name, nn.Parameter(torch.zeros(1, self.num_reg_tokens, embed_dim)))
+        self.pos_grid = self.patch_embed.grid_size
+        self.pos_embed = nn.Parameter(torch.zeros(1, self._pos_slots() + self.patch_embed.num_patches, embed_dim))
         self.pos_drop = nn.Dropout(0.0)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, init_values) for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if self.distilled:
+            self.head_dist = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.default_cfg = {"input_size": (in_chans, *img_size), "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
         self._init_weights()
+
+    def _pos_slots(self) -> int:
+        """Prefix tokens that have a slot in ``pos_embed`` (0 with ``no_embed_class``)."""
+        if self.no_embed_class:
+            return 0
+        return 1 + int(self.distilled) + (self.num_reg_tokens if self.reg_layout == "timm" else 0)
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -151,10 +226,26 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"input {height}x{width} is not a multiple of the patch size {ph}x{pw}")
         return height // ph, width // pw
 
+    def _resized_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        if tuple(grid) == tuple(self.pos_grid):
+            return self.pos_embed
+        slots = self._pos_slots()
+        if self.pos_interpolation == "dinov2":
+            patches = resample_pos_embed_dinov2(self.pos_embed[:, slots:], grid, self.pos_grid)
+            return torch.cat([self.pos_embed[:, :slots], patches], dim=1)
+        return resample_pos_embed(self.pos_embed, grid, self.pos_grid, num_prefix_tokens=slots)
+
     def _pos_embed(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        pos = resample_pos_embed(self.pos_embed, grid, self.patch_embed.grid_size)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pos_drop(x + pos)
+        b = x.shape[0]
+        pos = self._resized_pos_embed(grid)
+        prefix = [self.cls_token] + ([self.dist_token] if self.distilled else [])
+        if self.num_reg_tokens and self.reg_layout == "timm":
+            prefix.append(self.reg_token)
+        prefix = [t.expand(b, -1, -1) for t in prefix]
+        x = torch.cat(prefix + [x + pos], 1) if self.no_embed_class else torch.cat(prefix + [x], 1) + pos
+        if self.num_reg_tokens and self.reg_layout == "dinov2":  # official: after the position embedding
+            x = torch.cat([x[:, :1], self.register_tokens.expand(b, -1, -1), x[:, 1:]], dim=1)
+        return self.pos_drop(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.grid_size_for(x.shape[-2], x.shape[-1])
@@ -164,20 +255,67 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.distilled:  # timm's eval: the mean of the class and distillation heads
+            return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2
         return self.head(x[:, 0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
     def checkpoint_filter(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Adapt a checkpoint to this model: resample ``pos_embed`` to this grid."""
+        """Adapt a checkpoint to this model's grid.
+
+        timm layouts: ``pos_embed`` is resampled to this grid once, at load (as timm does).
+        Official DINOv2 layouts (``pos_interpolation="dinov2"`` or ``register_tokens``): the
+        checkpoint's own (square) grid is kept and every forward resizes from it, as the official
+        code does -- a resize at load and another per forward would not give the official values.
+        """
         pe = state_dict.get("pos_embed")
-        if pe is not None and pe.ndim == 3 and pe.shape[1] != self.pos_embed.shape[1]:
-            try:
-                state_dict = dict(state_dict, pos_embed=resample_pos_embed(pe, self.patch_embed.grid_size))
-            except ValueError:
-                pass  # leave it: the shape check reports the mismatch
-        return state_dict
+        if pe is None or pe.ndim != 3 or pe.shape[1] == self.pos_embed.shape[1]:
+            return state_dict
+        slots = self._pos_slots()
+        side = math.isqrt(pe.shape[1] - slots)
+        if side * side != pe.shape[1] - slots:
+            return state_dict  # leave it: the shape check reports the mismatch
+        if self.pos_interpolation == "dinov2" or (self.num_reg_tokens and self.reg_layout == "dinov2"):
+            self.pos_embed = nn.Parameter(torch.zeros_like(pe, dtype=self.pos_embed.dtype, device=self.pos_embed.device))
+            self.pos_grid = (side, side)
+            return state_dict
+        return dict(state_dict, pos_embed=resample_pos_embed(pe, self.patch_embed.grid_size, num_prefix_tokens=slots))
+
+
+def _square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def detect_vit_layout(state_dict: dict[str, torch.Tensor], num_patches: int | None = None) -> dict[str, Any]:
+    """The ViT layout options a checkpoint was saved with, read from its keys.
+
+    ``blocks.N.ls1.gamma`` -> ``init_values``; ``register_tokens`` (official DINOv2) or
+    ``reg_token`` (timm) -> ``reg_tokens`` / ``reg_layout``; ``dist_token`` -> ``distilled``;
+    an official DINOv2 checkpoint (``mask_token``) without registers -> ``pos_interpolation="dinov2"``.
+    ``no_embed_class`` when ``pos_embed`` has no prefix slots: its token count equals
+    ``num_patches`` (the grid the model is built for), or else the count without slots is not a
+    square but the count is. Only options that differ from a plain ViT are returned.
+    """
+    out: dict[str, Any] = {}
+    if any(re.fullmatch(r"blocks\.\d+\.ls1\.gamma", k) for k in state_dict):
+        out["init_values"] = 1.0  # the value is the checkpoint's
+    regs = state_dict.get("register_tokens", state_dict.get("reg_token"))
+    if regs is not None and regs.ndim == 3:
+        out["reg_tokens"] = int(regs.shape[1])
+        out["reg_layout"] = "dinov2" if "register_tokens" in state_dict else "timm"
+    if "dist_token" in state_dict:
+        out["distilled"] = True
+    pe = state_dict.get("pos_embed")
+    if pe is not None and pe.ndim == 3:
+        slots = 1 + int("dist_token" in state_dict) + (int(regs.shape[1]) if "reg_token" in state_dict else 0)
+        count = int(pe.shape[1])
+        if count != (num_patches or 0) + slots and (count == num_patches or (_square(count) and not _square(count - slots))):
+            out["no_embed_class"] = True
+    if "mask_token" in state_dict and "register_tokens" not in state_dict:
+        out["pos_interpolation"] = "dinov2"
+    return out
 
 
 def _create_vit(width: int, layers: int, heads: int, /, *, patch_size: int = 16,
@@ -205,11 +343,17 @@ def vit_tiny(**kwargs: Any) -> VisionTransformer:
 
 @register_model
 def vit_small(**kwargs: Any) -> VisionTransformer:
-    """ViT-Small: width 384, depth 12, 6 heads (DINO ViT-S)."""
+    """ViT-Small: width 384, depth 12, 6 heads (DINO ViT-S; DINOv2 ViT-S/14, DeiT-S with their checkpoints)."""
     return _create_vit(384, 12, 6, **kwargs)
 
 
 @register_model
 def vit_base(**kwargs: Any) -> VisionTransformer:
-    """ViT-Base: width 768, depth 12, 12 heads."""
+    """ViT-Base: width 768, depth 12, 12 heads (DINOv2 ViT-B/14, DeiT-B with their checkpoints)."""
     return _create_vit(768, 12, 12, **kwargs)
+
+
+@register_model
+def vit_large(**kwargs: Any) -> VisionTransformer:
+    """ViT-Large: width 1024, depth 24, 16 heads (DINOv2 ViT-L/14 with its checkpoint)."""
+    return _create_vit(1024, 24, 16, **kwargs)
