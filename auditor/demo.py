@@ -49,8 +49,14 @@ def gate_line(comp: Any) -> str:
     e.g. ``The shortcut model FAILS the gate: rollout pointing game 0.82 (clean) -> 0.31
     (shortcut), a drop of 0.51 where at most 0.10 is allowed; ...``
     """
+    from .gate import ERRORS
+
     parts = []
     for v in comp.data["verdicts"]:
+        if v["method"] == ERRORS:  # only worth a word when images could not be audited
+            if not v["passed"]:
+                parts.append(f"{v['reason']} [FAIL]")
+            continue
         d = (comp.data["deltas"].get(v["method"]) or {}).get(v["metric"]) or {}
         if d.get("mean_a") is None or d.get("mean_b") is None:
             parts.append(f"{v['method']} {v['metric'].replace('_', ' ')}: no score ({v.get('reason', '')})")
