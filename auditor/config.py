@@ -10,7 +10,7 @@ set's records (parsed, not decoded), the model and checkpoint, the methods, the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -75,7 +75,6 @@ class AuditConfig:
     gate_on: str = "mean"
     allow_different_data: bool = False
     mask_classes: str = "target"
-    log: Callable[[str], None] | None = field(default=None, repr=False)
 
 
 @dataclass

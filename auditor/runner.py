@@ -27,7 +27,7 @@ from . import maps as maplib
 from .batches import Ready, chunks, local_units, start_batch
 from .config import AuditConfig, Setup, validate
 from .episodes import episode_summaries, few_shot_summary, process_episode
-from .errors import AuditorError, DataError, UsageError
+from .errors import DataError, UsageError
 from .gate import evaluate
 from .identity import dataset_identity
 from .io import write_text
