@@ -8,8 +8,9 @@
 from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
 from .registry import create_method, list_methods, register_method
-from . import (channel_attention, cls_attention, gradcam, input_gradient, ocab_attention,  # noqa: F401
-               reconstruction_attention, rollout, window_attention)  # (register the methods)
+from . import (channel_attention, cls_attention, eigencam, eigengradcam, gradcam, gradcam_plusplus,  # noqa: F401
+               hirescam, input_gradient, layercam, ocab_attention, reconstruction_attention, rollout,
+               window_attention, xgradcam)  # (register the methods)
 
 __all__ = [
     "MapResult", "Method", "PassResult", "Recorder", "Recording", "compute_maps", "create_method",

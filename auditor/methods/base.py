@@ -211,6 +211,8 @@ class Method:
     needs_gradients: ClassVar[bool] = False
     needs_input_gradient: ClassVar[bool] = False
     needs_support: ClassVar[bool] = False
+    #: passes per batch, for ``auditor methods``, ``--help`` and the results' settings
+    cost: ClassVar[str] = "1 forward per batch, shared with every other method"
 
     def check(self, model: nn.Module) -> None:
         """Raise :class:`NotApplicableError` (with the reason) when the method cannot apply."""

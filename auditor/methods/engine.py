@@ -162,7 +162,7 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     need_attn = any(m.needs_attention for m in active)
     need_input_grad = any(m.needs_input_gradient for m in active)
     grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient]
-    layers = sorted({name for m in grad_methods for name in m.activation_layers(model)})
+    layers = sorted({name for m in active for name in m.activation_layers(model)})  # eigencam: no gradient
     captures = {name for m in active for name in m.captured_layers(model)}
     captures = sorted(captures | {FINAL_TOKENS} if token_target else captures)
     b = inputs.shape[0]

@@ -10,73 +10,24 @@ Target layer (overridable with ``layer=``): for ViTs the last block's ``norm1`` 
 recommends); for any other model the last module, in execution order, whose output is a
 feature map ``B x C x h x w`` with ``h * w > 1`` (e.g. ResNet's ``layer4``).
 
+Cost: one forward + one backward per batch, shared with every other gradient method.
+
 Shapes: activations ``B x C x h x w`` or ``B x T x C`` -> map ``B x h x w``.
 """
 
 from __future__ import annotations
 
-import re
-import weakref
-
 import torch
-import torch.nn as nn
 
-from ..errors import NotApplicableError
-from .base import AUTO_FEATURE_MAP, MapResult, Method, Recording, token_grid
+from .cam_base import CamMethod, vit_target_layer, weighted_sum
 from .registry import register_method
 
-
-def vit_target_layer(model: nn.Module) -> str | None:
-    """``blocks.<last>.norm1`` when the model has timm/DINO-style blocks, else None.
-
-    In MAB / OCAB blocks (``cls_bypasses_blocks``) the outer ``norm1`` is unused: the block's
-    own ``blocks.<last>.attn.norm1`` (input of its window attention, patch tokens only) is taken.
-    """
-    inner = r"attn\.norm1" if getattr(model, "cls_bypasses_blocks", False) else r"norm1"
-    best: tuple[int, str] | None = None  # also found inside a wrapper: ``backbone.blocks.11.norm1``
-    for name, _ in model.named_modules():
-        m = re.fullmatch(rf"(?:.*\.)?blocks\.(\d+)\.{inner}", name)
-        if m and (best is None or int(m.group(1)) > best[0]):
-            best = (int(m.group(1)), name)
-    return None if best is None else best[1]
+__all__ = ["GradCAM", "vit_target_layer"]
 
 
 @register_method
-class GradCAM(Method):
+class GradCAM(CamMethod):
     name = "gradcam"
-    normalization = "relu_minmax"  # the paper's ReLU: only positive evidence
-    needs_gradients = True
 
-    def __init__(self, layer: str | None = None):
-        self.layer = layer
-        self._resolved: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
-
-    def __getstate__(self) -> dict:  # picklable (Ray actors): the per-model cache is rebuilt on use
-        return {**self.__dict__, "_resolved": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _resolved=weakref.WeakKeyDictionary())
-
-    def activation_layers(self, model: nn.Module) -> list[str]:
-        name = self.layer or self._resolved.get(model) or vit_target_layer(model)
-        return [name or AUTO_FEATURE_MAP]
-
-    def compute(self, rec: Recording) -> MapResult:
-        key = self.activation_layers(rec.model)[0]
-        act, grad = rec.activations.get(key), rec.gradients.get(key)
-        if act is None:
-            raise NotApplicableError("gradcam: no feature map (B x C x h x w or B x T x C) was recorded; pass a layer name")
-        layer_name = rec.resolved_layers.get(key, key)
-        if key == AUTO_FEATURE_MAP:
-            self._resolved[rec.model] = layer_name
-        if grad is None:
-            grad = torch.zeros_like(act)  # the target does not depend on this layer: an all-zero map
-        act, grad = act.detach().float(), grad.detach().float()
-        if act.ndim == 3:  # tokens B x T x C -> B x C x h x w
-            grid, prefix = token_grid(rec.model, rec.inputs, act.shape[1])
-            act, grad = (t[:, prefix:].transpose(1, 2).reshape(t.shape[0], -1, *grid) for t in (act, grad))
-        if act.ndim != 4:
-            raise NotApplicableError(f"gradcam: layer '{layer_name}' gives {tuple(act.shape)}, not a feature map")
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = (weights * act).sum(1)
-        return MapResult(self.name, cam, info={"layer": layer_name})
+    def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        return weighted_sum(grad.mean(dim=(2, 3)), act)

@@ -1,4 +1,4 @@
-"""Method registry: ``register_method`` (class decorator), ``list_methods``, ``create_method``."""
+"""Method registry: ``register_method`` (class decorator), ``list_methods``, ``method_class``, ``create_method``."""
 
 from __future__ import annotations
 
@@ -19,8 +19,13 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def create_method(name: str, **kwargs: Any):
-    """Instantiate a method by name; an unknown name lists the registered ones."""
+def method_class(name: str) -> type:
+    """The registered class of a method (its ``cost``, ``normalization``, docstring); unknown -> UsageError."""
     if name not in _METHODS:
         raise UsageError(f"Unknown method '{name}'. Available methods: {', '.join(list_methods())}.")
-    return _METHODS[name](**kwargs)
+    return _METHODS[name]
+
+
+def create_method(name: str, **kwargs: Any):
+    """Instantiate a method by name; an unknown name lists the registered ones."""
+    return method_class(name)(**kwargs)
