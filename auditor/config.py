@@ -99,7 +99,7 @@ def validate(cfg: AuditConfig) -> Setup:
     """Check every option, threshold and input that can be checked without decoding an image."""
     from .data import load_dataset
     from .episodes import check_model, plan_episodes
-    from .methods import create_method, list_methods
+    from .methods import create_method, default_methods
     from .models import LoadedModel, build_model, resolve_device
     from .results import AuditResult
     from .visualize import input_preprocess
@@ -144,7 +144,7 @@ def validate(cfg: AuditConfig) -> Setup:
                              image_size=cfg.image_size, device=cfg.device, trust_checkpoint=cfg.trust_checkpoint,
                              **(cfg.model_kwargs or {}))
     model = loaded.model
-    names = list(cfg.methods) if cfg.methods else list_methods()
+    names = list(cfg.methods) if cfg.methods else default_methods()
     method_objs = [create_method(n) for n in names]
     pre = input_preprocess(model, cfg.image_size, cfg.mean, cfg.std)
     records = dataset.records if plan is None else [r for ep in plan.episodes for r in (*ep.query, *ep.support)]

@@ -16,7 +16,8 @@ Tolerance: max |ours - grad-cam| <= 1e-5 x max |grad-cam| per method and model. 
 (torch 2.13 CPU): CNN <= 1.6e-7 (most exactly 0); ViT 3e-7 (eigencam) to 4.5e-6
 (gradcam_plusplus), because timm ran its fused attention kernel there and we run the explicit
 path (logits differ by ~1e-6, see test_reference_values.py); Grad-CAM++'s cube of the
-gradients amplifies that most. EigenCAM's SVD sign is compared as is (no sign fixing on
+gradients amplifies that most. scorecam / ablationcam: ViT 1.3e-6 / 1.2e-6, CNN <= 1.9e-7.
+EigenCAM's SVD sign is compared as is (no sign fixing on
 either side): same numpy (2.4.6) LAPACK routine.
 """
 
@@ -115,3 +116,29 @@ def test_every_method_states_its_cost():
         assert isinstance(cost, str) and "forward" in cost, name
     assert "backward" not in method_class("eigencam").cost
     assert "backward" in method_class("gradcam_plusplus").cost
+
+
+EXTRA_PASSES = ["scorecam", "ablationcam"]
+
+
+@pytest.mark.parametrize("batch_size", [7, 64])
+def test_vit_extra_pass_cams_match_pytorch_grad_cam(vit, ref, batch_size):
+    """Score-CAM and Ablation-CAM (with grad-cam's ViT ablation layer); the internal batch size
+    only changes how the perturbed images are grouped, not the maps."""
+    x = levels_to_input(ref["vit_x_levels"])
+    res = compute_maps(vit, x, [create_method(n, batch_size=batch_size) for n in EXTRA_PASSES],
+                       target=ref["vit_targets"].tolist())
+    for name in EXTRA_PASSES:
+        assert_matches(res.maps[name].maps.numpy(), ref[f"vit/{name}"])
+
+
+@pytest.mark.parametrize("layer", ["features", "features.4"])
+def test_cnn_extra_pass_cams_match_pytorch_grad_cam(cnn, ref, layer):
+    """``features`` ends in a ReLU (ablation value 0); ``features.4`` is a BatchNorm output
+    (negative values: grad-cam's very negative ablation value)."""
+    x = levels_to_input(ref["cnn_x_levels"])
+    methods = [create_method(n, layer=None if layer == "features" else layer, batch_size=10) for n in EXTRA_PASSES]
+    res = compute_maps(cnn, x, methods, target=ref["cnn_targets"].tolist())
+    for name in EXTRA_PASSES:
+        assert res.maps[name].info["layer"] == layer
+        assert_matches(res.maps[name].maps.numpy(), ref[f"cnn/{layer}/{name}"])

@@ -43,6 +43,42 @@ def test_an_audit_runs_one_forward_and_at_most_one_backward_per_batch(tmp_path, 
         assert len(list_methods()) > 4
 
 
+ONE_PASS_CAMS = ["gradcam", "hirescam", "gradcam_plusplus", "xgradcam", "layercam", "eigencam", "eigengradcam"]
+
+
+def test_the_whole_cam_family_shares_one_forward_and_one_backward_per_batch(tmp_path):
+    manifest = write_dataset(tmp_path / "data", 20, gaze_maps=False)
+    model = tiny_vit(num_classes=4, class_names=CLASSES)
+    counts = _count(model)
+    res = run_audit(manifest, out=tmp_path / "out", model=model, methods=ONE_PASS_CAMS + ["input_gradient"],
+                    batch_size=8, image_size=32)
+    assert counts == {"forward": 3, "backward": 3}
+    assert set(ONE_PASS_CAMS) <= set(res.summary)
+    assert res.data["settings"]["methods"]["eigencam"]["cost"] == "1 forward per batch, shared with every other method"
+
+
+def test_methods_with_their_own_passes_run_them_batched_after_the_shared_pass():
+    """Score-CAM's C = 48 masked images per image, 5 images, internal batch 32: ceil(240 / 32) = 8
+    extra forwards, no backward; the gradient methods still share one forward + one backward."""
+    from auditor.methods import compute_maps, create_method
+
+    model = tiny_vit(num_classes=4)
+    counts = _count(model)
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    res = compute_maps(model, x, [create_method("gradcam"), create_method("layercam"),
+                                  create_method("scorecam", batch_size=32)], target=[0, 1, 2, 3, 0])
+    assert counts == {"forward": 1 + 8, "backward": 1}
+    assert res.maps["scorecam"].maps.shape == (5, 4, 4)
+
+
+def test_the_default_method_list_leaves_out_methods_asked_for_by_name():
+    from auditor.methods import default_methods, method_class
+
+    assert {"gradcam", "input_gradient", "cls_attention", "rollout"} <= set(default_methods())
+    assert not {"scorecam", "ablationcam", "hirescam"} & set(default_methods())
+    assert all(not method_class(n).needs_own_passes for n in default_methods())
+
+
 def test_rows_are_streamed_from_rows_jsonl_and_match_results_json(tmp_path):
     manifest = write_dataset(tmp_path / "data", 5, gaze_maps=False)
     res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4, class_names=CLASSES), methods=["gradcam"],

@@ -7,12 +7,12 @@
 
 from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
-from .registry import create_method, list_methods, register_method
-from . import (channel_attention, cls_attention, eigencam, eigengradcam, gradcam, gradcam_plusplus,  # noqa: F401
-               hirescam, input_gradient, layercam, ocab_attention, reconstruction_attention, rollout,
-               window_attention, xgradcam)  # (register the methods)
+from .registry import create_method, default_methods, list_methods, method_class, register_method
+from . import (ablationcam, channel_attention, cls_attention, eigencam, eigengradcam, gradcam,  # noqa: F401
+               gradcam_plusplus, hirescam, input_gradient, layercam, ocab_attention, reconstruction_attention,
+               rollout, scorecam, window_attention, xgradcam)  # (register the methods)
 
 __all__ = [
     "MapResult", "Method", "PassResult", "Recorder", "Recording", "compute_maps", "create_method",
-    "is_headless", "list_methods", "register_method", "target_scores",
+    "default_methods", "is_headless", "list_methods", "method_class", "register_method", "target_scores",
 ]

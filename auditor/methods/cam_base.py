@@ -68,13 +68,11 @@ class CamMethod(Method):
         name = self.layer or self._resolved.get(model) or vit_target_layer(model)
         return [name or AUTO_FEATURE_MAP]
 
-    def layer_tensors(self, rec: Recording) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """``(A, G, layer name)``: float32 activations and gradients ``B x C x h x w``.
-
-        ``G`` is all zeros when the target does not depend on the layer (or the method asked
-        for no gradients).
-        """
+    def recorded(self, rec: Recording) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+        """``(output, gradient or None, layer name)`` of the target layer as recorded (not reshaped)."""
         key = self.activation_layers(rec.model)[0]
+        if key not in rec.activations and self.layer is None:  # resolved on an earlier batch, recorded as auto
+            key = AUTO_FEATURE_MAP if AUTO_FEATURE_MAP in rec.activations else key
         act, grad = rec.activations.get(key), rec.gradients.get(key)
         if act is None:
             raise NotApplicableError(f"{self.name}: no feature map (B x C x h x w or B x T x C) was recorded; "
@@ -82,6 +80,15 @@ class CamMethod(Method):
         layer_name = rec.resolved_layers.get(key, key)
         if key == AUTO_FEATURE_MAP:
             self._resolved[rec.model] = layer_name
+        return act, grad, layer_name
+
+    def layer_tensors(self, rec: Recording) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """``(A, G, layer name)``: float32 activations and gradients ``B x C x h x w``.
+
+        ``G`` is all zeros when the target does not depend on the layer (or the method asked
+        for no gradients).
+        """
+        act, grad, layer_name = self.recorded(rec)
         if grad is None:
             grad = torch.zeros_like(act)
         act, grad = act.detach().float(), grad.detach().float()

@@ -24,6 +24,7 @@ from .registry import register_method
 @register_method
 class EigenCAM(CamMethod):
     name = "eigencam"
+    in_default = False  # asked for by name: --methods
     needs_gradients = False
     cost = SHARED_FORWARD
 

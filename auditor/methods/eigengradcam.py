@@ -19,6 +19,7 @@ from .registry import register_method
 @register_method
 class EigenGradCAM(CamMethod):
     name = "eigengradcam"
+    in_default = False  # asked for by name: --methods
 
     def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return first_component(grad * act)

@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..errors import NotApplicableError, UsageError
 from .base import MapResult, Method, Recorder, Recording, cls_bypass_reason
+from .passes import OwnPasses
 
 TargetSpec = None | str | Sequence[int] | torch.Tensor
 #: the module whose output is the model's final tokens ``[B, P + N, C]`` (timm / DINO ``norm``)
@@ -144,6 +145,9 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     ``target="prototype"``. Models whose CLS token bypasses the blocks (MAB / OCAB) default
     to ``"patch-norm"``, or ``"prototype"`` when support images are given.
 
+    Methods with ``needs_own_passes`` (Score-CAM, integrated gradients, ...) run their own
+    batched passes afterwards (:mod:`.passes`), after the shared one.
+
     ``amp``: run the forward under ``torch.autocast`` (:func:`amp_dtype`); the recorded
     tensors are cast back to float32 before the methods read them.
     """
@@ -197,9 +201,10 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     if amp:
         _upcast(rec)
     maps: dict[str, MapResult] = {}
+    own = OwnPasses(model, batch[:b], targets, kind, amp=amp) if any(m.needs_own_passes for m in active) else None
     for m in active:
         try:
-            res = m.compute(rec)
+            res = m.compute_with_passes(rec, own) if m.needs_own_passes else m.compute(rec)
         except NotApplicableError as e:
             skipped[m.name] = str(e)
             continue

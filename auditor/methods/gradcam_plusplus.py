@@ -25,6 +25,7 @@ EPS = 1e-6
 @register_method
 class GradCAMPlusPlus(CamMethod):
     name = "gradcam_plusplus"
+    in_default = False  # asked for by name: --methods
 
     def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         g2 = grad ** 2

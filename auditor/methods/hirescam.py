@@ -23,6 +23,7 @@ from .registry import register_method
 @register_method
 class HiResCAM(CamMethod):
     name = "hirescam"
+    in_default = False  # asked for by name: --methods
 
     def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return (grad * act).sum(1)

@@ -20,6 +20,7 @@ from .registry import register_method
 @register_method
 class LayerCAM(CamMethod):
     name = "layercam"
+    in_default = False  # asked for by name: --methods
 
     def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         return (grad.clamp(min=0) * act).sum(1)

@@ -19,6 +19,11 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
+def default_methods() -> list[str]:
+    """The methods an audit runs when none are named: all but the costly ones (``in_default``)."""
+    return [n for n in list_methods() if _METHODS[n].in_default]
+
+
 def method_class(name: str) -> type:
     """The registered class of a method (its ``cost``, ``normalization``, docstring); unknown -> UsageError."""
     if name not in _METHODS:

@@ -24,6 +24,7 @@ EPS = 1e-7
 @register_method
 class XGradCAM(CamMethod):
     name = "xgradcam"
+    in_default = False  # asked for by name: --methods
 
     def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         sum_act = act.sum(dim=(2, 3), keepdim=True)
