@@ -59,16 +59,21 @@ def test_the_whole_cam_family_shares_one_forward_and_one_backward_per_batch(tmp_
 
 def test_methods_with_their_own_passes_run_them_batched_after_the_shared_pass():
     """Score-CAM's C = 48 masked images per image, 5 images, internal batch 32: ceil(240 / 32) = 8
-    extra forwards, no backward; the gradient methods still share one forward + one backward."""
+    extra forwards, no backward. Integrated gradients, 6 steps, internal batch 16: ceil(30 / 16) = 2
+    forwards + backwards, and 2 forwards for the image's and the baseline's scores. The gradient
+    methods still share one forward + one backward."""
     from auditor.methods import compute_maps, create_method
 
     model = tiny_vit(num_classes=4)
     counts = _count(model)
     x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     res = compute_maps(model, x, [create_method("gradcam"), create_method("layercam"),
-                                  create_method("scorecam", batch_size=32)], target=[0, 1, 2, 3, 0])
-    assert counts == {"forward": 1 + 8, "backward": 1}
+                                  create_method("scorecam", batch_size=32),
+                                  create_method("integrated_gradients", n_steps=6, batch_size=16)],
+                       target=[0, 1, 2, 3, 0])
+    assert counts == {"forward": 1 + 8 + 2 + 2, "backward": 1 + 2}
     assert res.maps["scorecam"].maps.shape == (5, 4, 4)
+    assert res.maps["integrated_gradients"].maps.shape == (5, 32, 32)
 
 
 def test_the_default_method_list_leaves_out_methods_asked_for_by_name():

@@ -9,8 +9,9 @@ from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
 from .registry import create_method, default_methods, list_methods, method_class, register_method
 from . import (ablationcam, channel_attention, cls_attention, eigencam, eigengradcam, gradcam,  # noqa: F401
-               gradcam_plusplus, hirescam, input_gradient, layercam, ocab_attention, reconstruction_attention,
-               rollout, scorecam, window_attention, xgradcam)  # (register the methods)
+               gradcam_plusplus, hirescam, input_gradient, integrated_gradients, layercam, occlusion,
+               ocab_attention, reconstruction_attention, rollout, scorecam, smoothgrad, window_attention,
+               xgradcam)  # (register the methods)
 
 __all__ = [
     "MapResult", "Method", "PassResult", "Recorder", "Recording", "compute_maps", "create_method",
