@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 
 from .base import MapResult, Recording
-from .cam_base import CamMethod, weighted_sum
-from .passes import OwnPasses, chunks
+from .cam_base import ChannelPassesCam, weighted_sum
+from .passes import OwnPasses
 from .registry import register_method
 
 ABLATION_STEP = 1e7
@@ -45,16 +45,8 @@ def ablation_values(activation: torch.Tensor, channels: int) -> torch.Tensor:
 
 
 @register_method
-class AblationCAM(CamMethod):
+class AblationCAM(ChannelPassesCam):
     name = "ablationcam"
-    in_default = False
-    needs_gradients = False
-    needs_own_passes = True
-    cost = "the shared forward + C forwards per image (C: the target layer's channels), batched; no backward"
-
-    def __init__(self, layer: str | None = None, batch_size: int = 32):
-        super().__init__(layer)
-        self.batch_size = batch_size
 
     def compute_with_passes(self, rec: Recording, passes: OwnPasses) -> MapResult:
         passes.check(self.name)
@@ -64,10 +56,8 @@ class AblationCAM(CamMethod):
         raw = self.recorded(rec)[0][:b].detach().to(x.device)
         tokens = raw.ndim == 3  # B x T x C: channels last
         values = torch.stack([ablation_values(raw[i], c) for i in range(b)]).to(raw.device, raw.dtype)
-        rows, channels = torch.arange(b * c) // c, torch.arange(b * c) % c
         ablated = torch.empty(b * c, device=x.device)
-        for lo, hi in chunks(b * c, self.batch_size):
-            r, ch = rows[lo:hi], channels[lo:hi]
+        for lo, hi, r, ch in self.channel_pairs(b, c):
             out = raw[r].clone()
             k = torch.arange(hi - lo)
             if tokens:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ..errors import NotApplicableError
 from .base import AUTO_FEATURE_MAP, MapResult, Method, Recording, token_grid
+from .passes import chunks
 
 #: ``cost`` of a method that reads the shared pass's one backward
 SHARED_BACKWARD = "1 forward + 1 backward per batch, shared with every other gradient method"
@@ -106,6 +107,26 @@ class CamMethod(Method):
     def cam(self, act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Raw map ``B x h x w`` from activations and gradients ``B x C x h x w`` (float32)."""
         raise NotImplementedError
+
+
+class ChannelPassesCam(CamMethod):
+    """Base of the CAMs that score every channel of the layer in its own forward (Score-CAM,
+    Ablation-CAM): no gradients; ``C`` extra forwards per image, ``batch_size`` at a time."""
+
+    in_default = False
+    needs_gradients = False
+    needs_own_passes = True
+    cost = "the shared forward + C forwards per image (C: the target layer's channels), batched; no backward"
+
+    def __init__(self, layer: str | None = None, batch_size: int = 32):
+        super().__init__(layer)
+        self.batch_size = batch_size
+
+    def channel_pairs(self, b: int, c: int) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """``(start, stop, images, channels)`` of consecutive chunks of the ``b * c`` (image, channel) pairs."""
+        pairs = torch.arange(b * c)
+        for lo, hi in chunks(b * c, self.batch_size):
+            yield lo, hi, pairs[lo:hi] // c, pairs[lo:hi] % c
 
 
 def weighted_sum(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:

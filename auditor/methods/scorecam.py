@@ -19,22 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from .base import MapResult, Recording
-from .cam_base import CamMethod, weighted_sum
-from .passes import OwnPasses, chunks
+from .cam_base import ChannelPassesCam, weighted_sum
+from .passes import OwnPasses
 from .registry import register_method
 
 
 @register_method
-class ScoreCAM(CamMethod):
+class ScoreCAM(ChannelPassesCam):
     name = "scorecam"
-    in_default = False
-    needs_gradients = False
-    needs_own_passes = True
-    cost = "the shared forward + C forwards per image (C: the target layer's channels), batched; no backward"
-
-    def __init__(self, layer: str | None = None, batch_size: int = 32):
-        super().__init__(layer)
-        self.batch_size = batch_size
 
     def compute_with_passes(self, rec: Recording, passes: OwnPasses) -> MapResult:
         passes.check(self.name)
@@ -42,10 +34,8 @@ class ScoreCAM(CamMethod):
         x = passes.inputs
         b, c = x.shape[0], act.shape[1]
         act = act[:b].to(x.device)
-        rows, channels = torch.arange(b * c) // c, torch.arange(b * c) % c
         scores = torch.empty(b * c, device=x.device)
-        for lo, hi in chunks(b * c, self.batch_size):
-            r, ch = rows[lo:hi], channels[lo:hi]
+        for lo, hi, r, ch in self.channel_pairs(b, c):
             up = F.interpolate(act[r, ch][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
             lo_v, hi_v = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
             mask = (up - lo_v) / (hi_v - lo_v + 1e-8)
