@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 from .base import MapResult, Method, Recording
-from .passes import OwnPasses, chunks
+from .passes import OwnPasses, add_rows, chunks
 from .registry import register_method
 
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -117,7 +117,7 @@ class IntegratedGradients(Method):
             r, k = rows[lo:hi], ks[lo:hi].tolist()
             points = torch.stack([base[i] + alphas[j] * (x[i] - base[i]) for i, j in zip(r.tolist(), k)])
             _, grad = passes.gradients(points, r)
-            total.index_add_(0, r, grad * step[k].view(-1, 1, 1, 1))
+            add_rows(total, r, grad * step[k].view(-1, 1, 1, 1))
         attributions = total * (x - base)
         index = torch.arange(b, device=x.device)
         delta = attributions.reshape(b, -1).sum(1) - (passes.scores(x, index) - passes.scores(base, index))

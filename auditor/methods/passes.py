@@ -36,6 +36,13 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield lo, min(n, lo + size)
 
 
+def add_rows(total: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """``total[rows[i]] += values[i]`` in a fixed order on every device (``index_add_`` uses
+    atomics on CUDA); ``rows`` sorted, as :func:`chunks` of image-major pairs are."""
+    for i in torch.unique_consecutive(rows).tolist():
+        total[i] += values[rows == i].sum(0)
+
+
 class OwnPasses:
     """Forward (and backward) passes of perturbed copies of a batch's query images.
 

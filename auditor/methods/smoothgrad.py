@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UsageError
 from .base import MapResult, Method, Recording
-from .passes import OwnPasses, chunks
+from .passes import OwnPasses, add_rows, chunks
 from .registry import register_method
 
 
@@ -55,6 +55,6 @@ class SmoothGrad(Method):
             noise = torch.randn((hi - lo, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype) * self.stdev
             _, grad = passes.gradients(x[r] + noise, r)
             grad = grad.abs() if self.absolute else grad
-            total.index_add_(0, r, grad * grad if self.squared else grad)
+            add_rows(total, r, grad * grad if self.squared else grad)
         attributions = total / n
         return MapResult(self.name, attributions.abs().amax(1), extras={"attributions": attributions})
