@@ -123,6 +123,7 @@ def test_benchmarks_quick_writes_the_table(tmp_path):
     for row in ("floor: bare forward, batch 1", "floor: forward + backward to Grad-CAM layer, batch 4",
                 "ours: Grad-CAM (compute_maps), batch 4", "ours: cls_attention + rollout (one forward), batch 4",
                 "matplotlib imshow + savefig", "ours: LUT + blend + JPEG q85", "run_audit gradcam+cls_attention+rollout",
-                "peak RSS, 20 images", "peak RSS, 60 images"):
+                "peak RSS, 20 images", "peak RSS, 60 images", "all 7 one-pass CAMs together",
+                "integrated_gradients(n_steps=2) marginal", "scorecam() marginal"):
         assert row in text, row
     assert text.count("\n| ") >= 17
