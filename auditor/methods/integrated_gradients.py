@@ -111,11 +111,12 @@ class IntegratedGradients(Method):
         base = self.baseline_images(x)
         weights, alphas = path_nodes(self.method, n)
         step = torch.tensor(weights).float().to(x.device)
+        alpha = torch.tensor(alphas, dtype=x.dtype, device=x.device)  # float32, as Captum's scalar multiply
         total = torch.zeros_like(x, dtype=torch.float32)
-        rows, ks = torch.arange(b * n, device=x.device) // n, torch.arange(b * n) % n
+        rows, ks = torch.arange(b * n, device=x.device) // n, torch.arange(b * n, device=x.device) % n
         for lo, hi in chunks(b * n, self.batch_size):
-            r, k = rows[lo:hi], ks[lo:hi].tolist()
-            points = torch.stack([base[i] + alphas[j] * (x[i] - base[i]) for i, j in zip(r.tolist(), k)])
+            r, k = rows[lo:hi], ks[lo:hi]
+            points = base[r] + alpha[k].view(-1, 1, 1, 1) * (x[r] - base[r])
             _, grad = passes.gradients(points, r)
             add_rows(total, r, grad * step[k].view(-1, 1, 1, 1))
         attributions = total * (x - base)
