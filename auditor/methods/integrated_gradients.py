@@ -17,7 +17,8 @@ Completeness (the paper's axiom): ``sum(attributions) = score(x) - score(x')``; 
 per image, Captum's "convergence delta" ``sum(attributions) - (score(x) - score(x'))``, is
 returned in ``extras["completeness_error"]`` ``[B]`` and grows when ``n_steps`` is too small.
 
-The map is the sum over colour channels of the attributions (signed; it keeps completeness);
+The map is the sum over colour channels of the attributions (signed; it keeps completeness),
+displayed and scored after a ReLU (``relu_minmax``: the evidence for the target);
 ``extras["attributions"]`` keeps them per channel ``[B, 3, H, W]``.
 
 Cost: ``n_steps`` forwards + backwards per image, plus 2 forwards per image (the image's and
@@ -78,6 +79,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 @register_method
 class IntegratedGradients(Method):
     name = "integrated_gradients"
+    normalization = "relu_minmax"  # signed: positive evidence for the target, as the CAMs
     in_default = False
     needs_own_passes = True
     cost = "n_steps forwards + backwards per image, + 2 forwards per image (image and baseline scores), batched"

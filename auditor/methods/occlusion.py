@@ -8,7 +8,8 @@ score of the image and ``y_w`` with window ``w`` set to ``baseline`` (a value in
 normalised input space; 0 = Captum's default): each pixel's attribution is the mean of
 ``y - y_w`` over the windows that cover it -- Captum 0.9's
 ``Occlusion(model).attribute(x, sliding_window_shapes=(3, wh, ww), strides=(3, s, s),
-baselines=baseline, target=...)`` (equal on every channel; the map is that value ``B x H x W``).
+baselines=baseline, target=...)`` (equal on every channel; the map is that value ``B x H x W``,
+signed, displayed and scored after a ReLU: ``relu_minmax``).
 
 Cost: ``1 + windows`` forwards per image (``windows = ceil((H - wh) / s + 1) * ceil((W - ww) / s + 1)``),
 batched ``batch_size`` occluded images at a time (the memory bound). No backward.
@@ -42,6 +43,7 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
 @register_method
 class Occlusion(Method):
     name = "occlusion"
+    normalization = "relu_minmax"  # signed: positive evidence for the target, as the CAMs
     in_default = False
     needs_own_passes = True
     cost = "1 + (number of windows) forwards per image, batched; no backward"
