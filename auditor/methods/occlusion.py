@@ -9,7 +9,8 @@ normalised input space; 0 = Captum's default): each pixel's attribution is the m
 ``y - y_w`` over the windows that cover it -- Captum 0.9's
 ``Occlusion(model).attribute(x, sliding_window_shapes=(3, wh, ww), strides=(3, s, s),
 baselines=baseline, target=...)`` (equal on every channel; the map is that value ``B x H x W``,
-signed, displayed and scored after a ReLU: ``relu_minmax``).
+signed, displayed and scored after a ReLU: ``relu_minmax``); ``extras["attributions"]`` is that
+value on every channel ``[B, 3, H, W]``, Captum's shape.
 
 Cost: ``1 + windows`` forwards per image (``windows = ceil((H - wh) / s + 1) * ceil((W - ww) / s + 1)``),
 batched ``batch_size`` occluded images at a time (the memory bound). No backward.
@@ -78,4 +79,5 @@ class Occlusion(Method):
         for wi, (i, j) in enumerate(boxes):
             total[:, i:i + wh, j:j + ww] += drops[:, wi, None, None]
             count[i:i + wh, j:j + ww] += 1
-        return MapResult(self.name, total / count)
+        maps = total / count
+        return MapResult(self.name, maps, extras={"attributions": maps[:, None].expand(-1, x.shape[1], -1, -1)})

@@ -4,7 +4,8 @@ arXiv:1706.03825): the input gradient averaged over noisy copies of the image.
 ``attributions = (1/n) sum_k |d score / d x (x + e_k)|`` (``absolute=True``, Captum's
 ``Saliency`` default) or the plain gradients (``absolute=False``); ``squared=True`` averages
 their squares instead (Captum's ``smoothgrad_sq``). ``e_k ~ N(0, stdev^2)`` in the normalised
-input space, drawn from a generator seeded with ``seed`` for each batch, image by image and
+input space (default 0.5: ~11% of the range of ImageNet-normalised images, within the paper's
+10-20%), drawn from a generator seeded with ``seed`` for each batch, image by image and
 sample by sample (image 0's ``n`` samples first): the same noise as Captum 0.9's
 ``NoiseTunnel(Saliency(model)).attribute(x, nt_type=..., nt_samples=n, stdevs=stdev)`` after
 ``torch.manual_seed(seed)`` -- exactly when all noise is drawn at once (``batch_size >= B * n``)
@@ -36,7 +37,7 @@ class SmoothGrad(Method):
     needs_own_passes = True
     cost = "n_samples forwards + backwards per image (noisy copies), batched; the shared pass is not used"
 
-    def __init__(self, n_samples: int = 50, stdev: float = 0.15, squared: bool = False, absolute: bool = True,
+    def __init__(self, n_samples: int = 50, stdev: float = 0.5, squared: bool = False, absolute: bool = True,
                  seed: int = 0, batch_size: int = 32):
         if n_samples < 1 or stdev < 0:
             raise UsageError(f"smoothgrad: n_samples must be >= 1 and stdev >= 0, got {n_samples}, {stdev}")
