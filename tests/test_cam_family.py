@@ -142,3 +142,20 @@ def test_cnn_extra_pass_cams_match_pytorch_grad_cam(cnn, ref, layer):
     for name in EXTRA_PASSES:
         assert res.maps[name].info["layer"] == layer
         assert_matches(res.maps[name].maps.numpy(), ref[f"cnn/{layer}/{name}"])
+
+
+def test_replacing_a_layer_for_an_extra_pass_leaves_no_hook_behind(cnn):
+    """Ablation-CAM replaces the layer's output through a forward hook: removed even when the model raises."""
+    from auditor.methods.passes import OwnPasses
+
+    passes = OwnPasses(cnn, torch.zeros(1, 3, 32, 32), [0], "label")
+
+    def boom(out):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        passes.scores(torch.zeros(1, 3, 32, 32), torch.tensor([0]), replace=("features.4", boom))
+    assert not any(m._forward_hooks for m in cnn.modules())
+    replaced = passes.scores(torch.zeros(1, 3, 32, 32), torch.tensor([0]), replace=("features", torch.zeros_like))
+    with torch.no_grad():  # zero features: the score is the head's bias alone
+        assert replaced.item() == pytest.approx(cnn.fc.bias[0].item(), abs=1e-6)
