@@ -11,12 +11,15 @@ Models (weights from tests/data/make_reference.py, loaded strictly):
     ``blocks[-1].norm1`` with grad-cam's reshape transform (class token dropped, 4 x 6 grid).
   * SmallCNN (conv-BN-ReLU x 3, 16 x 16 features): its last feature map (``features``) and an
     inner BatchNorm output (``features.4``) where the gradients vary over space.
+  * a tiny EfficientNet-Lite of the project's own code (tests/data/tiny_effnet.safetensors):
+    ``_head_act`` (its last feature map, 8 x 8) and ``_blocks.1._bn2`` (an inner BatchNorm).
 
 Tolerance: max |ours - grad-cam| <= 1e-5 x max |grad-cam| per method and model. Observed
 (torch 2.13 CPU): CNN <= 1.6e-7 (most exactly 0); ViT 3e-7 (eigencam) to 4.5e-6
 (gradcam_plusplus), because timm ran its fused attention kernel there and we run the explicit
 path (logits differ by ~1e-6, see test_reference_values.py); Grad-CAM++'s cube of the
 gradients amplifies that most. scorecam / ablationcam: ViT 1.3e-6 / 1.2e-6, CNN <= 1.9e-7.
+EfficientNet: <= 2e-7 for every method at both layers.
 EigenCAM's SVD sign is compared as is (no sign fixing on
 either side): same numpy (2.4.6) LAPACK routine.
 """
@@ -37,6 +40,7 @@ from test_reference_values import cnn, vit  # noqa: F401  (pytest fixtures)
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "cam_family_reference.npz"
 ONE_PASS = ["gradcam", "hirescam", "gradcam_plusplus", "xgradcam", "layercam", "eigencam", "eigengradcam"]
+EXTRA_PASSES = ["scorecam", "ablationcam"]
 TOL_RAW_REL = 1e-5
 
 
@@ -73,6 +77,34 @@ def test_cnn_cam_family_matches_pytorch_grad_cam(cnn, ref, layer):
     for name in ONE_PASS:
         assert res.maps[name].info["layer"] == layer
         assert_matches(res.maps[name].maps.numpy(), ref[f"cnn/{layer}/{name}"])
+
+
+TINY_EFFNET = {"stages": ((1, 3, 1, 8, 1), (6, 3, 2, 12, 2), (6, 5, 2, 16, 1)), "num_classes": 4,
+               "stem_channels": 8, "head_channels": 24}  # as tests/data/make_cam_reference.py
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    from auditor.models import load_checkpoint
+    from auditor.models.efficientnet_lite import EfficientNetLite
+
+    model = EfficientNetLite(**TINY_EFFNET)
+    report = load_checkpoint(model, REFERENCE.parent / "tiny_effnet.safetensors")
+    assert not report.missing and not report.unexpected
+    return model.eval()
+
+
+@pytest.mark.parametrize("layer", ["_head_act", "_blocks.1._bn2"])
+def test_efficientnet_cam_family_matches_pytorch_grad_cam(effnet, ref, layer):
+    """The project's EfficientNet-Lite code (tiny: depthwise convs, TF SAME padding, ReLU6, a
+    residual), its last feature map (found automatically) and an inner BatchNorm output."""
+    x = levels_to_input(ref["effnet_x_levels"])
+    names = ONE_PASS + EXTRA_PASSES
+    methods = [create_method(n, layer=None if layer == "_head_act" else layer) for n in names]
+    res = compute_maps(effnet, x, methods, target=ref["effnet_targets"].tolist())
+    for name in names:
+        assert res.maps[name].info["layer"] == layer
+        assert_matches(res.maps[name].maps.numpy(), ref[f"effnet/{layer}/{name}"])
 
 
 def test_hirescam_and_xgradcam_equal_gradcam_only_where_gradients_are_constant(ref):
@@ -117,8 +149,6 @@ def test_every_method_states_its_cost():
     assert "backward" not in method_class("eigencam").cost
     assert "backward" in method_class("gradcam_plusplus").cost
 
-
-EXTRA_PASSES = ["scorecam", "ablationcam"]
 
 
 @pytest.mark.parametrize("batch_size", [7, 64])

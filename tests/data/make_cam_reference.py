@@ -13,7 +13,10 @@ and writes ``tests/data/cam_family_reference.npz``: inputs (uint8 levels, ``x = 
 targets, and each method's RAW cam -- grad-cam's ``get_cam_image`` before its ReLU, resize and
 min-max -- for the ViT at ``blocks[-1].norm1`` (reshape transform: drop the class token,
 tokens -> 4 x 6 grid) and the CNN at its last feature map (``features``) and an inner layer
-(``features.4``, a BatchNorm output at 16 x 16 where the gradients vary over space), plus the
+(``features.4``, a BatchNorm output at 16 x 16 where the gradients vary over space), and a tiny
+EfficientNet-Lite built from the project's own model code (weights saved here to
+``tiny_effnet.safetensors``, seeded and rounded as make_reference.py does) at its last feature
+map (``_head_act``) and an inner block's projection BatchNorm (``_blocks.1._bn2``), plus the
 package versions.
 """
 
@@ -34,7 +37,24 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_reference import GRID, SmallCNN, input_levels, levels_to_input, token_reshape  # noqa: E402
+from make_reference import (GRID, SmallCNN, input_levels, levels_to_input, randomise, save_weights,  # noqa: E402
+                            token_reshape)
+
+ROOT = Path(__file__).resolve().parents[2]
+#: a tiny EfficientNet-Lite (the project's own code, auditor/models/efficientnet_lite.py, run here
+#: without the package): depthwise convs, TF "SAME" padding, ReLU6, a residual; 64 px -> 8 x 8
+TINY_EFFNET = {"stages": ((1, 3, 1, 8, 1), (6, 3, 2, 12, 2), (6, 5, 2, 16, 1)), "num_classes": 4,
+               "stem_channels": 8, "head_channels": 24}
+
+
+def project_efficientnet():
+    """``EfficientNetLite`` from the project's source file, its two package imports stubbed."""
+    src = (ROOT / "auditor" / "models" / "efficientnet_lite.py").read_text()
+    src = src.replace("from ..errors import UsageError", "UsageError = ValueError")
+    src = src.replace("from ._registry import register_model", "register_model = lambda f: f")
+    namespace: dict = {"__name__": "efficientnet_lite_copy"}
+    exec(compile(src, "efficientnet_lite.py", "exec"), namespace)
+    return namespace["EfficientNetLite"]
 
 DATA = Path(__file__).resolve().parent
 METHODS = {"gradcam": GradCAM, "hirescam": HiResCAM, "gradcam_plusplus": GradCAMPlusPlus, "xgradcam": XGradCAM,
@@ -85,6 +105,17 @@ def main() -> None:
     for layer_name, layer in (("features", cnn.features), ("features.4", cnn.features[4])):
         for name, cls in METHODS.items():
             out[f"cnn/{layer_name}/{name}"] = raw_cam(cls, cnn, layer, x2, CNN_TARGETS)
+
+    effnet = project_efficientnet()(**TINY_EFFNET).eval()
+    randomise(effnet, seed=13)
+    save_weights(effnet, DATA / "tiny_effnet.safetensors")
+    u3 = input_levels((2, 3, 64, 64), seed=14)
+    out["effnet_x_levels"], out["effnet_targets"] = u3, np.array(CNN_TARGETS)
+    x3 = levels_to_input(u3)
+    for layer_name in ("_head_act", "_blocks.1._bn2"):
+        layer = dict(effnet.named_modules())[layer_name]
+        for name, cls in METHODS.items():
+            out[f"effnet/{layer_name}/{name}"] = raw_cam(cls, effnet, layer, x3, CNN_TARGETS)
 
     out["versions"] = np.array([f"{k}=={v}" for k, v in versions.items()])
     np.savez_compressed(DATA / "cam_family_reference.npz", **out)
