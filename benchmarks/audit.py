@@ -51,7 +51,8 @@ def run(cfg: Config, work: Path | None = None) -> list[Row]:
         model = build_model(cfg)
 
         def audit(methods, name):
-            return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods),
+            # target: the predicted class, as the floor (a random 1000-class head has no class named 'square')
+            return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods), target="predicted",
                                      batch_size=BATCH, overwrite=True, device=cfg.device)
 
         t = interleaved({"floor": _floor_over(model, manifest), "audit": audit(TARGET_METHODS, "a")},
@@ -107,7 +108,7 @@ def _rss_child(manifest: str, out: str) -> None:
     torch.manual_seed(0)
     model = create_model("vit_small", embed_dim=48, depth=2, num_heads=3, image_size=64, patch_size=8, num_classes=4)
     start = time.perf_counter()
-    run_audit(manifest, out=out, model=model.eval(), batch_size=BATCH, overwrite=True)
+    run_audit(manifest, out=out, model=model.eval(), target="predicted", batch_size=BATCH, overwrite=True)
     print(json.dumps({"vmhwm_mb": _vmhwm_mb(), "seconds": time.perf_counter() - start}))
 
 
