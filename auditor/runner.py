@@ -345,7 +345,7 @@ def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) ->
 
 
 def _method_settings(methods: Sequence[Any]) -> dict[str, dict[str, Any]]:
-    return {m.name: {"normalization": m.normalization, **_method_params(m)} for m in methods}
+    return {m.name: {"normalization": m.normalization, "cost": m.cost, **_method_params(m)} for m in methods}
 
 
 def _method_params(m: Any) -> dict[str, Any]:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from . import audit, overlay, passes
+from . import audit, methods, overlay, passes
 from ._harness import Config, table
 
-FAMILIES = {"passes": passes.run, "overlay": overlay.run, "audit": audit.run}
+FAMILIES = {"passes": passes.run, "methods": methods.run, "overlay": overlay.run, "audit": audit.run}
 
 
 def main(argv: list[str] | None = None) -> int:

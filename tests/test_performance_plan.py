@@ -43,6 +43,47 @@ def test_an_audit_runs_one_forward_and_at_most_one_backward_per_batch(tmp_path, 
         assert len(list_methods()) > 4
 
 
+ONE_PASS_CAMS = ["gradcam", "hirescam", "gradcam_plusplus", "xgradcam", "layercam", "eigencam", "eigengradcam"]
+
+
+def test_the_whole_cam_family_shares_one_forward_and_one_backward_per_batch(tmp_path):
+    manifest = write_dataset(tmp_path / "data", 20, gaze_maps=False)
+    model = tiny_vit(num_classes=4, class_names=CLASSES)
+    counts = _count(model)
+    res = run_audit(manifest, out=tmp_path / "out", model=model, methods=ONE_PASS_CAMS + ["input_gradient"],
+                    batch_size=8, image_size=32)
+    assert counts == {"forward": 3, "backward": 3}
+    assert set(ONE_PASS_CAMS) <= set(res.summary)
+    assert res.data["settings"]["methods"]["eigencam"]["cost"] == "1 forward per batch, shared with every other method"
+
+
+def test_methods_with_their_own_passes_run_them_batched_after_the_shared_pass():
+    """Score-CAM's C = 48 masked images per image, 5 images, internal batch 32: ceil(240 / 32) = 8
+    extra forwards, no backward. Integrated gradients, 6 steps, internal batch 16: ceil(30 / 16) = 2
+    forwards + backwards, and 2 forwards for the image's and the baseline's scores. The gradient
+    methods still share one forward + one backward."""
+    from auditor.methods import compute_maps, create_method
+
+    model = tiny_vit(num_classes=4)
+    counts = _count(model)
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    res = compute_maps(model, x, [create_method("gradcam"), create_method("layercam"),
+                                  create_method("scorecam", batch_size=32),
+                                  create_method("integrated_gradients", n_steps=6, batch_size=16)],
+                       target=[0, 1, 2, 3, 0])
+    assert counts == {"forward": 1 + 8 + 2 + 2, "backward": 1 + 2}
+    assert res.maps["scorecam"].maps.shape == (5, 4, 4)
+    assert res.maps["integrated_gradients"].maps.shape == (5, 32, 32)
+
+
+def test_the_default_method_list_leaves_out_methods_asked_for_by_name():
+    from auditor.methods import default_methods, method_class
+
+    assert {"gradcam", "input_gradient", "cls_attention", "rollout"} <= set(default_methods())
+    assert not {"scorecam", "ablationcam", "hirescam"} & set(default_methods())
+    assert all(not method_class(n).needs_own_passes for n in default_methods())
+
+
 def test_rows_are_streamed_from_rows_jsonl_and_match_results_json(tmp_path):
     manifest = write_dataset(tmp_path / "data", 5, gaze_maps=False)
     res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4, class_names=CLASSES), methods=["gradcam"],
@@ -82,6 +123,7 @@ def test_benchmarks_quick_writes_the_table(tmp_path):
     for row in ("floor: bare forward, batch 1", "floor: forward + backward to Grad-CAM layer, batch 4",
                 "ours: Grad-CAM (compute_maps), batch 4", "ours: cls_attention + rollout (one forward), batch 4",
                 "matplotlib imshow + savefig", "ours: LUT + blend + JPEG q85", "run_audit gradcam+cls_attention+rollout",
-                "peak RSS, 20 images", "peak RSS, 60 images"):
+                "peak RSS, 20 images", "peak RSS, 60 images", "all 7 one-pass CAMs together",
+                "integrated_gradients(n_steps=2) marginal", "scorecam() marginal"):
         assert row in text, row
     assert text.count("\n| ") >= 17

@@ -196,6 +196,12 @@ class Method:
     needs_gradients: ClassVar[bool] = False
     needs_input_gradient: ClassVar[bool] = False
     needs_support: ClassVar[bool] = False
+    #: passes per batch, for ``auditor methods``, ``--help`` and the results' settings
+    cost: ClassVar[str] = "1 forward per batch, shared with every other method"
+    #: runs its own batched passes after the shared one (:meth:`compute_with_passes`)
+    needs_own_passes: ClassVar[bool] = False
+    #: part of the default method list (costly methods are asked for by name)
+    in_default: ClassVar[bool] = True
 
     def check(self, model: nn.Module) -> None:
         """Raise :class:`NotApplicableError` (with the reason) when the method cannot apply."""
@@ -209,6 +215,10 @@ class Method:
         return []
 
     def compute(self, rec: Recording) -> MapResult:
+        raise NotImplementedError
+
+    def compute_with_passes(self, rec: Recording, passes: Any) -> MapResult:
+        """Maps from the shared pass plus the method's own passes (:class:`~.passes.OwnPasses`)."""
         raise NotImplementedError
 
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 from ..errors import NotApplicableError, UsageError
 from ..models.adapters import FINAL_TOKENS, adapter_for  # noqa: F401  (FINAL_TOKENS: re-exported)
 from .base import MapResult, Method, Recorder, Recording, cls_bypass_reason
+from .passes import OwnPasses
 
 TargetSpec = None | str | Sequence[int] | torch.Tensor
 TOKEN_TARGETS = ("patch-norm", "prototype")
@@ -151,6 +152,9 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     ``target="prototype"``. Models whose CLS token bypasses the blocks (MAB / OCAB) default
     to ``"patch-norm"``, or ``"prototype"`` when support images are given.
 
+    Methods with ``needs_own_passes`` (Score-CAM, integrated gradients, ...) run their own
+    batched passes afterwards (:mod:`.passes`), after the shared one.
+
     ``amp``: run the forward under ``torch.autocast`` (:func:`amp_dtype`); the recorded
     tensors are cast back to float32 before the methods read them.
     """
@@ -169,7 +173,7 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     need_attn = any(m.needs_attention for m in active)
     need_input_grad = any(m.needs_input_gradient for m in active)
     grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient]
-    layers = sorted({name for m in grad_methods for name in m.activation_layers(model)})
+    layers = sorted({name for m in active for name in m.activation_layers(model)})  # eigencam: no gradient
     captures = {name for m in active for name in m.captured_layers(model)}
     adapter = adapter_for(model)
     final_tokens = adapter.final_tokens()
@@ -213,9 +217,10 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     if amp:
         _upcast(rec)
     maps: dict[str, MapResult] = {}
+    own = OwnPasses(model, batch[:b], targets, kind, amp=amp) if any(m.needs_own_passes for m in active) else None
     for m in active:
         try:
-            res = m.compute(rec)
+            res = m.compute_with_passes(rec, own) if m.needs_own_passes else m.compute(rec)
         except NotApplicableError as e:
             skipped[m.name] = str(e)
             continue

@@ -5,6 +5,8 @@ This is what scripts often call "Grad-CAM" without a target layer; here it has i
 name. The map is at input resolution; the gradient comes from the pass's single
 ``autograd.grad`` call (``needs_input_gradient``).
 
+Cost: one forward + one backward (to the input) per batch, shared with every other gradient method.
+
 Shapes: input ``B x 3 x H x W`` -> map ``B x H x W``.
 """
 
@@ -20,6 +22,7 @@ from .registry import register_method
 class InputGradient(Method):
     name = "input_gradient"
     needs_input_gradient = True
+    cost = "1 forward + 1 backward to the input per batch, shared with every other gradient method"
 
     def compute(self, rec: Recording) -> MapResult:
         grad = rec.input_gradient

@@ -31,11 +31,21 @@ def _unknown(name: str) -> UsageError:
     return UsageError(f"Unknown method '{name}'. Available methods: {', '.join(list_methods())}.")
 
 
-def create_method(name: str, **kwargs: Any):
-    """Instantiate a method by name; an unknown name lists the registered ones."""
+def default_methods() -> list[str]:
+    """The methods an audit runs when none are named: all but those asked for by name (``in_default``)."""
+    return [n for n in list_methods() if _METHODS[n].in_default]
+
+
+def method_class(name: str) -> type:
+    """The registered class of a method (its ``cost``, ``normalization``, docstring); unknown -> UsageError."""
     if name not in _METHODS:
         raise _unknown(name)
-    return _METHODS[name](**kwargs)
+    return _METHODS[name]
+
+
+def create_method(name: str, **kwargs: Any):
+    """Instantiate a method by name; an unknown name lists the registered ones."""
+    return method_class(name)(**kwargs)
 
 
 def method_options(name: str) -> dict[str, dict[str, Any]]:
@@ -101,7 +111,7 @@ def build_methods(methods: Sequence[Any] | None = None,
                   options: Sequence[str] | Mapping[str, Mapping[str, Any]] = ()) -> list:
     """The methods of a run: names (built with their ``options``) or configured method objects.
 
-    ``methods``: names and / or method objects (default: every registered method).
+    ``methods``: names and / or method objects (default: :func:`default_methods`).
     ``options``: ``["rollout.head_fusion=max", ...]`` (:func:`parse_method_options`) or
     ``{"rollout": {"head_fusion": "max"}}``. An option for a method that is not run, or for a
     method given as an object, is a UsageError (it would be silently ignored otherwise).
@@ -113,7 +123,7 @@ def build_methods(methods: Sequence[Any] | None = None,
                 _check_option(m, k)
     else:
         opts = parse_method_options(options)
-    items = list(methods) if methods else list_methods()
+    items = list(methods) if methods else default_methods()
     names = [m if isinstance(m, str) else m.name for m in items]
     if len(set(names)) != len(names):
         raise UsageError(f"a method is listed twice: {', '.join(names)}")
@@ -133,14 +143,6 @@ def build_methods(methods: Sequence[Any] | None = None,
     return out
 
 
-def _cost(cls: type) -> str:
-    if cls.needs_gradients or cls.needs_input_gradient:
-        return "shares the pass's one backward"
-    if cls.needs_attention:
-        return "reads attention in the shared forward (explicit, non-fused attention)"
-    return "reads outputs of the shared forward"
-
-
 def describe_method(name: str) -> dict[str, Any]:
     """What a method is, what it needs from the model, its cost and its options."""
     if name not in _METHODS:
@@ -151,5 +153,5 @@ def describe_method(name: str) -> dict[str, Any]:
                                      ("needs_gradients", "gradients of the target"),
                                      ("needs_input_gradient", "the input gradient"),
                                      ("needs_support", "few-shot support images")) if getattr(cls, flag)]
-    return {"name": name, "summary": " ".join(doc.split()), "needs": needs, "cost": _cost(cls),
+    return {"name": name, "summary": " ".join(doc.split()), "needs": needs, "cost": cls.cost,
             "normalization": cls.normalization, "options": method_options(name)}
