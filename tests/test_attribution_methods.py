@@ -140,3 +140,19 @@ def test_own_pass_methods_skip_token_targets_with_the_reason():
     assert res.maps["occlusion"].maps.shape == (1, 32, 32)
     res = compute_maps(tiny_vit(num_classes=0), x, [create_method("occlusion", window=8)], target="patch-norm")
     assert "patch-norm" in res.skipped["occlusion"]
+
+
+def test_an_audit_reports_the_completeness_error_per_image_and_its_summary(tmp_path):
+    from auditor.datasets.synthetic import CLASSES, write_dataset
+    from auditor.runner import run_audit
+    from conftest import tiny_vit
+
+    manifest = write_dataset(tmp_path / "data", 6, gaze_maps=False)
+    res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4, class_names=CLASSES),
+                    methods=["integrated_gradients"], image_size=32, batch_size=4, report=True)
+    errors = [row["metrics"]["integrated_gradients"]["completeness_error"] for row in res.rows]
+    assert len(errors) == 6 and all(isinstance(e, float) and e == e for e in errors)
+    summary = res.summary["integrated_gradients"]["completeness_error"]
+    assert summary.n == 6 and summary.mean == pytest.approx(np.mean(errors))
+    assert res.data["settings"]["methods"]["integrated_gradients"]["n_steps"] == 50
+    assert "completeness_error" in (tmp_path / "out" / "report.html").read_text()

@@ -15,7 +15,8 @@ of ``noise_stdev``, same generator convention as ``smoothgrad``).
 
 Completeness (the paper's axiom): ``sum(attributions) = score(x) - score(x')``; its error
 per image, Captum's "convergence delta" ``sum(attributions) - (score(x) - score(x'))``, is
-returned in ``extras["completeness_error"]`` ``[B]`` and grows when ``n_steps`` is too small.
+returned in ``extras["completeness_error"]`` ``[B]`` (an audit writes it into each row's metrics,
+``integrated_gradients.completeness_error``) and grows when ``n_steps`` is too small.
 
 The map is the sum over colour channels of the attributions (signed; it keeps completeness),
 displayed and scored after a ReLU (``relu_minmax``: the evidence for the target);
