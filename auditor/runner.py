@@ -34,7 +34,7 @@ from .io import write_text
 from .layers import summarise_layers
 from .methods.engine import amp_dtype
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
-from .results import SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
+from .results import INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
 from .savers import PARTS_DIR, PartedMapWriter
 from .scoring import summarise, summarise_per_class
 from .target import Target
@@ -283,6 +283,8 @@ def _write(cfg: AuditConfig, run: _Run, data_out: dict[str, Any], rows: RowsFile
     run.writer.cleanup()
     shutil.rmtree(out / FAITH_PARTS, ignore_errors=True)
     head = {k: v for k, v in data_out.items() if k != "rows"}
+    if (out / INDEX_FILE).is_file():  # rows kept out of results.json: read them through the index
+        rows = RowsFile(rows.path, index=out / INDEX_FILE)
     result = AuditResult({**json.loads(json.dumps(_jsonable(head))), "rows": rows}, out)
     if cfg.report:  # report.html beside results.json, redrawn from the saved maps
         from .report import render_report

@@ -254,9 +254,13 @@ def test_templates_are_found_and_shipped():
 
 
 def test_a_500_image_report_stays_small(tmp_path):
-    """320x240 photos, two methods: measured ~32 KB per image (assets) / ~42 KB (all embedded)."""
+    """320x240 photos, two methods: measured ~32 KB per image (assets) / ~42 KB (all embedded).
+    By default the gallery draws 60 of them (embedded); ``gallery=-1`` draws every image."""
     results = make_audit(tmp_path, n=500, size=(240, 320), grid=(14, 14), errors=False)
     page = render_report(results)
+    assert page.stat().st_size < 4e6 and not (page.parent / "assets").exists()
+    assert page.read_text(encoding="utf-8").count('<article class="card"') == 60
+    page = render_report(results, gallery=-1)
     assets = page.parent / "assets"
     total = page.stat().st_size + sum(f.stat().st_size for f in assets.iterdir())
     assert total < 40e6 and total / 500 < 60e3, f"{total / 500 / 1e3:.1f} KB per image"
