@@ -13,7 +13,7 @@ import torch
 
 from auditor.methods import compute_maps, create_method
 from auditor.methods.engine import amp_dtype
-from auditor.methods.gradcam import vit_target_layer
+from auditor.models.adapters import adapter_for
 from auditor.models import create_model
 
 from ._harness import Config, Row, interleaved, median, ms, ratio
@@ -33,9 +33,14 @@ def forward_floor(model: torch.nn.Module, x: torch.Tensor):
     return run
 
 
+def _gradcam_layer(model: torch.nn.Module) -> str:
+    """The layer our Grad-CAM uses by default (the model's adapter chooses it)."""
+    return adapter_for(model).gradcam_layer()
+
+
 def gradcam_floor(model: torch.nn.Module, x: torch.Tensor):
     """One forward and one ``autograd.grad`` from the predicted-class scores to the Grad-CAM layer."""
-    layer = dict(model.named_modules())[vit_target_layer(model)]
+    layer = dict(model.named_modules())[_gradcam_layer(model)]
 
     def run():
         captured = {}
@@ -61,7 +66,7 @@ def pytorch_grad_cam(model: torch.nn.Module, x: torch.Tensor):
     def reshape(t):  # tokens B x (1 + h w) x C -> B x C x h x w, as its ViT tutorial does
         return t[:, 1:].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
 
-    layer = dict(model.named_modules())[vit_target_layer(model)]
+    layer = dict(model.named_modules())[_gradcam_layer(model)]
     cam = GradCAM(model=model, target_layers=[layer], reshape_transform=reshape)
     return lambda: cam(input_tensor=x, targets=None)
 

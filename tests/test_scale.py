@@ -155,3 +155,45 @@ def test_error_rows_are_capped_in_the_page():
 
     got = error_rows([{"id": i, "error": "bad" if i % 2 else None} for i in range(10)], shown=3)
     assert [e["id"] for e in got["errors"]] == ["1", "3", "5"] and got["errors_total"] == 5
+
+
+def write_large_results(root, n: int, n_classes: int) -> "Path":
+    """A results.json of ``n`` rows kept in rows.jsonl (written directly, no model, no images):
+    two methods and the baselines, ``n_classes`` classes; the head comes from :func:`make_audit`."""
+    head = json.loads(make_audit(root / "small", n=3).read_text())
+    out = root / "large"
+    out.mkdir()
+    rng = np.random.default_rng(0)
+    classes = [f"class{c:04d}" for c in range(n_classes)]
+    with open(out / "rows.jsonl", "w", encoding="utf-8") as f:
+        for i in range(n):
+            mets = {m: {"pointing_game": float(rng.random() < p), "relevance_mass": float(rng.random())}
+                    for m, p in (("gradcam", 0.7), ("rollout", 0.4), ("centre", 0.3), ("random", 0.1))}
+            f.write(json.dumps({"id": f"img{i:05d}", "image": f"gone/img{i:05d}.png", "label": i % n_classes,
+                                "label_name": classes[i % n_classes], "target": 0, "prediction": 0, "metrics": mets,
+                                "map_status": {}, "error": "unreadable" if i % 1000 == 7 else None}) + "\n")
+    stat = {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6, "n": 10}
+    head["per_class"] = {c: {m: {"pointing_game": {**stat, "mean": float(rng.random())}} for m in ("gradcam", "rollout")}
+                         for c in classes}
+    head["counts"] = {"images": n, "ok": n - n // 1000, "errors": n // 1000}
+    write_json(out / "results.json", {**head, "rows": RowsFile(out / "rows.jsonl")})
+    return out / "results.json"
+
+
+def test_a_10000_image_report_is_small_and_works_in_a_browser(tmp_path):
+    """10,000 rows, 1,000 classes: the page stays under 2 MB, opens without a script error, its
+    gallery pages (60 cards, pages of 50) and its class filter (40 of 1,000 lines listed) run."""
+    from test_browser import CHROMIUM, _console_errors, open_page
+
+    results = write_large_results(tmp_path, 10_000, 1000)
+    page = render_report(results)
+    text = page.read_text(encoding="utf-8")
+    assert page.stat().st_size < 2e6, page.stat().st_size
+    assert text.count('<article class="card"') == 60 and "Showing 60 of 9990 scored images" in text
+    assert text.count("<tr data-cls=") == 1000 and "Errors (10)" in text
+    if CHROMIUM is None:
+        pytest.skip("no headless Chromium on PATH")
+    dom, errors, stderr = open_page(tmp_path, page)
+    assert errors == [] and _console_errors(stderr) == []
+    assert "Page 1 of 2 (60 images, 50 per page)" in dom
+    assert "40 of 1000 classes listed" in dom
