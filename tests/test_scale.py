@@ -197,3 +197,18 @@ def test_a_10000_image_report_is_small_and_works_in_a_browser(tmp_path):
     assert errors == [] and _console_errors(stderr) == []
     assert "Page 1 of 2 (60 images, 50 per page)" in dom
     assert "40 of 1000 classes listed" in dom
+
+
+def test_the_scale_benchmark_judges_its_targets():
+    """Report share 5 / 100 = 0.05 (met) and 12 / 100 = 0.12 (missed); RSS +60 MB (met); 120 MB folder (missed)."""
+    from benchmarks.scale import rows
+
+    def got(audit, report, rss, total):
+        return {"audit_s": audit, "report_s": report, "vmhwm_mb": rss,
+                "bytes": {"report.html": 2**20, "rows.jsonl": 0, "total": total * 2**20}}
+
+    table = {(r.name.split(": ")[0], r.target): r for r in rows({1000: got(100, 5, 500, 10), 50000: got(100, 12, 560, 120)})}
+    assert table[("1000 images", "<= 0.10x")].met and not table[("50000 images", "<= 0.10x")].met
+    assert table[("50000 images", "<= 0.10x")].ratio == pytest.approx(0.12)
+    assert table[("50000 images", "+ <= 100 MB at 50000")].met
+    assert not table[("50000 images", "<= 100 MB")].met and table[("1000 images", "<= 100 MB")].met
