@@ -14,7 +14,7 @@ import click
 
 from .cli_options import (SpaceSeparated, _carries_arch, _data, _existing_file, _out_dir, _few_shot, _floats3, _faithfulness, _given,
                           _overrides, _Progress, _report_out, _results_json, batch_size_option, check_model,
-                          checkpoint_option, colormap_option, device_option, few_shot_options, gallery_option, gate_options,
+                          checkpoint_option, colormap_option, device_option, few_shot_options, gallery_option, gate_options, score_size_option,
                           image_size_option,
                           methods_option, model_options, multi_attention_options, option, out_option,
                           outside_root_option, trust_option)
@@ -127,6 +127,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--no-report", is_flag=True, help="Do not write report.html (render it later with `auditor report`).")
 @colormap_option
 @gallery_option
+@score_size_option
 @click.option("--faithfulness", callback=_faithfulness, default=None, metavar="CHECK,...",
               help="Faithfulness / sanity checks, off by default: deletion, insertion, road, randomisation, "
                    "random_target (or 'all'). Extra passes per image: deletion and insertion steps+1 forwards each "
@@ -144,7 +145,7 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
         max_errors, gate_on,
         allow_different_data, class_map, mask_classes, batch_size, save_maps, mean, std,
         split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
-        resume, no_report, colormap, gallery, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab,
+        resume, no_report, colormap, gallery, score_size, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab,
         use_drff, window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
@@ -172,7 +173,7 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
                        model_kwargs=model_kwargs, progress=_Progress(), report=False, resume=resume,
                        faithfulness=faithfulness, faithfulness_steps=faithfulness_steps,
-                       faithfulness_baseline=faithfulness_baseline, mask_classes=mask_classes)
+                       faithfulness_baseline=faithfulness_baseline, mask_classes=mask_classes, score_size=score_size)
     click.echo(format_summary(result.data))
     click.echo(f"Results: {result.out / 'results.json'}")
     if not no_report:

@@ -156,6 +156,9 @@ gallery_option = option("--gallery", type=click.IntRange(min=0), default=60, sho
                         help="Image cards in report.html: undefined maps first, the worst and best per method and "
                              "metric, then a seeded random sample; every image still counts in the tables and plots "
                              "(draw any other with `auditor show ID`).")
+score_size_option = option("--score-size", type=click.IntRange(min=8), default=None, metavar="N",
+                           help="Score maps against the references at most N pixels on the longest side (the "
+                                "references shrunk by area; faster on large photos) [default: each image's own size].")
 outside_root_option = option("--allow-outside-root", is_flag=True,
                              help="Allow manifest paths outside the manifest's folder.")
 

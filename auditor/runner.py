@@ -145,6 +145,8 @@ def _plan(cfg: AuditConfig, s: Setup) -> _Run:
                      seed=cfg.seed, batch_size=cfg.batch_size if plan is None else None,  # episodes: a pass is a class
                      save_maps=cfg.save_maps)
     fp["mask_classes"] = cfg.mask_classes
+    if cfg.score_size is not None:  # a resumed run must score at the same size
+        fp["score_size"] = cfg.score_size
     if s.target.class_map is not None:  # a resumed run must explain the same model classes
         fp["class_map"] = {str(k): v for k, v in s.target.class_map.to_model.items()}
     if cfg.amp:  # a resumed run must use the same precision
@@ -182,7 +184,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
         with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
             dev = next(s.model.parameters()).device
             work = UnitWork(s.model, s.methods, target=s.target, device=dev, unit=run.unit, plan=s.plan,
-                            faith=s.faith, amp=cfg.amp, mask_classes=cfg.mask_classes)
+                            faith=s.faith, amp=cfg.amp, mask_classes=cfg.mask_classes, score_size=cfg.score_size)
             if cfg.engine == "ray":
                 from .ray_engine import run_units
 
@@ -233,7 +235,7 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
                         for k, v in _method_settings(s.methods).items() if k not in s.skipped},
             "skipped_methods": s.skipped, "baselines": ["centre", "random"],
             "preprocessing": s.pre.to_dict(), "target": s.target.kind, "target_detail": s.target.to_dict(),
-            "mask_classes": cfg.mask_classes,
+            "mask_classes": cfg.mask_classes, "score_size": cfg.score_size,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in s.checks],
             "gate": s.gate.to_dict(),
@@ -314,6 +316,7 @@ class UnitWork:
     faith: Any = None
     amp: bool = False
     mask_classes: str = "target"
+    score_size: int | None = None
 
     def __call__(self, i: int, items: list, part: Any, root: Path) -> list[dict[str, Any]]:
         return self.start(i, items, part, root)()
@@ -328,11 +331,12 @@ class UnitWork:
         if self.plan is not None:
             return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
                                          target=self.target, device=self.device, writer=part, amp=self.amp,
-                                         classifier=self.plan.classifier))
+                                         classifier=self.plan.classifier, score_size=self.score_size))
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)
-        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
+        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp,
+                           score_size=self.score_size)
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:

@@ -212,3 +212,52 @@ def test_the_scale_benchmark_judges_its_targets():
     assert table[("50000 images", "<= 0.10x")].ratio == pytest.approx(0.12)
     assert table[("50000 images", "+ <= 100 MB at 50000")].met
     assert not table[("50000 images", "<= 100 MB")].met and table[("1000 images", "<= 100 MB")].met
+
+
+def test_score_shape_caps_the_longest_side_and_keeps_the_aspect():
+    from auditor.scoring import score_shape
+
+    assert score_shape((480, 640), 320) == (240, 320)
+    assert score_shape((100, 50), 320) == (100, 50) and score_shape((480, 640), None) == (480, 640)
+    assert score_shape((3, 1000), 100) == (1, 100)  # 0.3 rounds to 0: a side keeps at least one pixel
+
+
+def test_references_shrink_by_area_any_fixation_and_mean_gaze():
+    from auditor.data.annotations import Annotations
+    from auditor.scoring import shrink_annotations
+
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    mask[2, 3] = True  # a quarter of the bottom-right cell: below half, dropped
+    fix = np.zeros((4, 4), bool)
+    fix[3, 0] = True
+    gaze = np.arange(16, dtype=float).reshape(4, 4)
+    small = shrink_annotations(Annotations(mask=mask, fixations=fix, gaze=gaze), (2, 2))
+    assert small.mask.tolist() == [[True, False], [False, False]]
+    assert small.fixations.tolist() == [[False, False], [True, False]]
+    np.testing.assert_allclose(small.gaze, [[2.5, 4.5], [10.5, 12.5]])  # means of each 2x2 block
+    tiny = np.zeros((4, 4), bool)
+    tiny[3, 3] = True  # a one-pixel object does not vanish: every cell it touches is object
+    assert shrink_annotations(Annotations(mask=tiny), (2, 2)).mask.tolist() == [[False, False], [False, True]]
+
+
+def test_score_size_is_recorded_fingerprinted_and_a_no_op_above_the_image(tmp_path):
+    from auditor.datasets.synthetic import CLASSES, write_dataset
+    from auditor.errors import UsageError
+    from auditor.runner import run_audit
+    from conftest import tiny_vit
+
+    manifest = write_dataset(tmp_path / "data", 4, gaze_maps=False)  # 64 px images
+    kw = dict(model=tiny_vit(num_classes=4, class_names=CLASSES), methods=["gradcam"], image_size=32)
+    full = run_audit(manifest, out=tmp_path / "full", **kw)
+    same = run_audit(manifest, out=tmp_path / "same", score_size=64, **kw)
+    capped = run_audit(manifest, out=tmp_path / "capped", score_size=16, save_maps=True, **kw)
+    assert [r["metrics"] for r in full.rows] == [r["metrics"] for r in same.rows]
+    assert [r["metrics"] for r in capped.rows] != [r["metrics"] for r in full.rows]
+    saved = json.loads((tmp_path / "capped" / "results.json").read_text())
+    assert saved["settings"]["score_size"] == 16 and full.data["settings"]["score_size"] is None
+    assert json.loads((tmp_path / "capped" / "run.json").read_text())["fingerprint"]["score_size"] == 16
+    with np.load(tmp_path / "capped" / "maps.npz") as z:  # --save-maps keeps the image's own size
+        assert z[z.files[0]].shape == (64, 64)
+    with pytest.raises(UsageError, match="score_size=4"):
+        run_audit(manifest, out=tmp_path / "bad", score_size=4, **kw)
