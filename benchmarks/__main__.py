@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from . import audit, overlay, passes, scale
+from . import audit, overlay, passes, scale, score_size
 from ._harness import Config, table
 
-FAMILIES = {"passes": passes.run, "overlay": overlay.run, "audit": audit.run, "scale": scale.run}
+FAMILIES = {"passes": passes.run, "overlay": overlay.run, "audit": audit.run, "scale": scale.run, "score_size": score_size.run}
 
 
 def main(argv: list[str] | None = None) -> int:
