@@ -261,3 +261,22 @@ def test_score_size_is_recorded_fingerprinted_and_a_no_op_above_the_image(tmp_pa
         assert z[z.files[0]].shape == (64, 64)
     with pytest.raises(UsageError, match="score_size=4"):
         run_audit(manifest, out=tmp_path / "bad", score_size=4, **kw)
+
+
+def test_the_report_reads_only_the_drawn_records_of_a_jsonl_manifest(tmp_path):
+    from auditor.data import load_dataset
+    from auditor.datasets.synthetic import write_dataset
+    from auditor.report.gallery import References
+
+    manifest = write_dataset(tmp_path / "data", 6, gaze_maps=False)
+    full = load_dataset(manifest)
+    rows = [{"id": r.id, "source": r.source} for r in full.records[3:5]]
+    some = References({"data": str(manifest)}, rows)
+    assert sorted(some.records) == sorted(r["id"] for r in rows)  # two records parsed, not six
+    every = References({"data": str(manifest)})
+    assert len(every.records) == 6
+    for r in rows:
+        a, b = (refs.of(r["id"], (64, 64)) for refs in (some, every))
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert len(References({"data": str(manifest)}, [{"id": "x", "source": "other.jsonl:2"}]).records) == 6  # fallback

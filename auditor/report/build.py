@@ -72,9 +72,7 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
             "maps_note": "" if side.maps.available else "token_maps.npz is missing: overlays are not drawn",
             "page_size": PAGE_SIZE,
         }
-        refs = References(data["settings"])
-        context["refs_note"] = refs.note
-        context.update(_gallery(result, methods, metrics, side, sink, refs, cmap, style, sort_by, gallery))
+        context.update(_gallery(result, methods, metrics, side, sink, cmap, style, sort_by, gallery))
     finally:
         side.maps.close()
     context["storage"] = _storage(sink)
@@ -237,7 +235,7 @@ def _finite(v: Any) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def _gallery(result: AuditResult, methods, metrics, side, sink, refs, cmap, style, sort_by, limit) -> dict[str, Any]:
+def _gallery(result: AuditResult, methods, metrics, side, sink, cmap, style, sort_by, limit) -> dict[str, Any]:
     data = result.data
     primary = primary_metrics(metrics)
     chosen = select_gallery((r for r in data["rows"] if not r.get("error")), methods, primary, limit=limit,
@@ -252,12 +250,14 @@ def _gallery(result: AuditResult, methods, metrics, side, sink, refs, cmap, styl
     inverse = {old: new for new, old in enumerate(default)}
     options, orders = sort_options([(label, [inverse[i] for i in o]) for label, o in keys])
     lead = lead_method(rows, methods, primary) if methods else None
+    refs = References(data["settings"], rows)  # the drawn rows' records only
     cards = draw_card_dicts(result, rows, side, sink, refs, lead=lead, metrics=metrics, cmap=cmap, style=style)
     for card, reasons in zip(cards, why):
         if reasons:
             card["caption"] = [*card["caption"], "shown as: " + "; ".join(reasons)]
     results_json = result.out / "results.json"
     return {"cards": cards, "sort_options": options, "orders": orders, "selection_note": chosen.note,
+            "refs_note": refs.note,
             "show_command": f"auditor show ID --results {results_json}" if len(rows) < chosen.total else ""}
 
 

@@ -45,7 +45,7 @@ def render_card(results: str | Path | AuditResult, image_id: str, *, out: str | 
     sink = AssetSink(path, inline_limit=1 << 62)  # one card: every image embedded, the file stands alone
     try:
         lead = lead_method([row], methods, primary_metrics(metrics)) if methods else None
-        card = draw_card_dicts(result, [row], side, sink, References(data["settings"]), lead=lead,
+        card = draw_card_dicts(result, [row], side, sink, References(data["settings"], [row]), lead=lead,
                                metrics=metrics, cmap=cmap, style=style)[0]
     finally:
         side.maps.close()

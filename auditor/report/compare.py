@@ -118,7 +118,7 @@ def _gallery(data, a: AuditResult, b: AuditResult, sink: AssetSink, cmap: str, l
     status = lambda label, m, row: ((rows_a if label == "A" else rows_b)[str(row["id"])].get("map_status") or {}).get(m, "")  # noqa: E731
     cards = []
     try:
-        drawn = draw_cards(rows, [side_a, side_b], sink, refs=References(a.data["settings"]), base=a.out,
+        drawn = draw_cards(rows, [side_a, side_b], sink, refs=References(a.data["settings"], rows), base=a.out,
                            cmap=cmap, map_note=status)
         for i, (img, row, pics) in enumerate(zip(images, rows, drawn)):
             cards.append({**pics, **_card_text(img, row, rows_b[img["id"]], methods, metrics, (a.data, b.data)),
