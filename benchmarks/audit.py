@@ -53,7 +53,8 @@ def run(cfg: Config, work: Path | None = None) -> list[Row]:
 
         def audit(methods, name, score_size=None):
             return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods),
-                                     batch_size=BATCH, overwrite=True, device=cfg.device, score_size=score_size)
+                                     batch_size=BATCH, overwrite=True, device=cfg.device, score_size=score_size,
+                                     target="predicted")  # a random 1000-class head: explain its prediction
 
         t = interleaved({"floor": _floor_over(model, manifest), "audit": audit(TARGET_METHODS, "a"),
                          "capped": audit(TARGET_METHODS, "c", SCORE_SIZE)},
@@ -112,7 +113,7 @@ def _rss_child(manifest: str, out: str) -> None:
     torch.manual_seed(0)
     model = create_model("vit_small", embed_dim=48, depth=2, num_heads=3, image_size=64, patch_size=8, num_classes=4)
     start = time.perf_counter()
-    run_audit(manifest, out=out, model=model.eval(), batch_size=BATCH, overwrite=True)
+    run_audit(manifest, out=out, model=model.eval(), batch_size=BATCH, overwrite=True, target="predicted")
     print(json.dumps({"vmhwm_mb": _vmhwm_mb(), "seconds": time.perf_counter() - start}))
 
 
