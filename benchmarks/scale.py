@@ -7,8 +7,9 @@ own. The child prints one JSON line: audit and report seconds, peak RSS (``VmHWM
 process, and the sizes of ``report.html``, ``results.json``, ``rows.jsonl``, ``results.csv``,
 ``token_maps.npz``, the rest, and the output folder. Writing the data set is not timed.
 
-Targets (issue 19, at the largest size): ``report.html`` <= 10 MB, the output folder <= 100 MB,
-report time <= 10% of the audit's, peak RSS within 100 MB of the smallest size's. Sizes run
+Targets (issue 19): ``report.html`` <= 10 MB and the output folder <= 100 MB at every size; at the
+largest, report time <= 10% of the audit's (the report's fixed cost -- plots, 60 cards -- weighs
+more at 1,000) and peak RSS within 100 MB of the smallest size's. Sizes run
 one after another, so on a shared machine the ratio (report / audit, same process) is the
 figure to trust; absolute seconds move with the load.
 """
@@ -57,7 +58,7 @@ def rows(got: dict[int, dict]) -> list[Row]:
             Row(FAMILY, f"{n} images: audit (run_audit, {'+'.join(METHODS)}, demo:clean, 64 px)",
                 f"{g['audit_s']:.1f} s ({n / g['audit_s']:.0f} images/s)"),
             Row(FAMILY, f"{n} images: report (render_report, default gallery)", f"{g['report_s']:.1f} s", share,
-                "audit time", "<= 0.10x", share <= 0.10),
+                "audit time", f"<= 0.10x at {sizes[-1]}" if top else "", (share <= 0.10) if top else None),
             Row(FAMILY, f"{n} images: report.html", mb(g["bytes"]["report.html"]), None, "",
                 "<= 10 MB", g["bytes"]["report.html"] <= 10 * 2**20),
             Row(FAMILY, f"{n} images: output folder (" + ", ".join(f"{k} {mb(v)}" for k, v in g["bytes"].items()
