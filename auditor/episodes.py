@@ -221,8 +221,8 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
                 target.engine_spec([it.record for it in q]))
         res = compute_maps(model, x, methods, target=spec, support=xs, amp=amp)
         kind = kind or res.target_kind
-        fill_rows(q, res, rows, methods, writer, target=target, class_output=False,  # predictions
-                  score_size=score_size)  #: the N-way decision below
+        fill_rows(q, res, rows, methods, writer, target=target, class_output=False,  # predictions: the N-way
+                  score_size=score_size)  # decision below
         if res.target_kind in ("prototype", "fewture"):
             for it in q:
                 rows[id(it)]["target"], rows[id(it)]["target_name"] = c, it.record.label_name
