@@ -282,3 +282,23 @@ def test_the_report_reads_only_the_drawn_records_of_a_jsonl_manifest(tmp_path):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
     assert len(References({"data": str(manifest)}, [{"id": "x", "source": "other.jsonl:2"}]).records) == 6  # fallback
+
+
+def test_auditor_run_takes_gallery_and_score_size(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from test_run import write_square_set
+
+    data = write_square_set(tmp_path / "data", n=6)
+    (tmp_path / "toy.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom test_run import _vit\ndef build():\n    return _vit()\n"
+        % str(Path(__file__).parent))
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["run", "--data", str(data), "--model", "toy:build", "--methods", "gradcam",
+                                  "--out", "o", "--gallery", "2", "--score-size", "16"])
+    assert r.exit_code in (0, 1), r.output
+    page = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    assert page.count('<article class="card"') == 2 and "Showing 2 of 6 scored images" in page
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["settings"]["score_size"] == 16
+    r = CliRunner().invoke(main, ["run", "--data", str(data), "--model", "toy:build", "--out", "p", "--score-size", "4"])
+    assert r.exit_code == 2 and "--score-size" in r.output and "Traceback" not in r.output
