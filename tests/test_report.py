@@ -267,7 +267,8 @@ def test_a_500_image_report_stays_small(tmp_path):
     assert page.stat().st_size < 5e6  # past the inline limit the HTML only links the images
 
 
-def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch):
+def square_set_and_toy_model(tmp_path, monkeypatch) -> Path:
+    """6 square images in ``tmp_path/data`` and ``toy:build`` (a small ViT) importable from the cwd; returns the data."""
     from test_run import write_square_set
 
     data = write_square_set(tmp_path / "data", n=6)
@@ -275,6 +276,11 @@ def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch)
         "import sys\nsys.path.insert(0, %r)\nfrom test_run import _vit\ndef build():\n    return _vit()\n"
         % str(Path(__file__).parent))
     monkeypatch.chdir(tmp_path)
+    return data
+
+
+def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch):
+    data = square_set_and_toy_model(tmp_path, monkeypatch)
     args = ["run", "--data", str(data), "--model", "toy:build", "--methods", "gradcam"]
     r = CliRunner().invoke(main, args + ["--out", "with", "--fail-under", "gradcam.pointing_game=0.9"])
     assert r.exit_code == 0, r.output

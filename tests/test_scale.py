@@ -285,15 +285,9 @@ def test_the_report_reads_only_the_drawn_records_of_a_jsonl_manifest(tmp_path):
 
 
 def test_auditor_run_takes_gallery_and_score_size(tmp_path, monkeypatch):
-    from pathlib import Path
+    from test_report import square_set_and_toy_model
 
-    from test_run import write_square_set
-
-    data = write_square_set(tmp_path / "data", n=6)
-    (tmp_path / "toy.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom test_run import _vit\ndef build():\n    return _vit()\n"
-        % str(Path(__file__).parent))
-    monkeypatch.chdir(tmp_path)
+    data = square_set_and_toy_model(tmp_path, monkeypatch)
     r = CliRunner().invoke(main, ["run", "--data", str(data), "--model", "toy:build", "--methods", "gradcam",
                                   "--out", "o", "--gallery", "2", "--score-size", "16"])
     assert r.exit_code in (0, 1), r.output
