@@ -26,7 +26,7 @@ from .layers import score_layers
 from .methods import compute_maps
 from .methods.engine import PassResult
 from .savers import MapWriter
-from .scoring import score_item
+from .scoring import score_item, score_shape, shrink_annotations
 from .target import Target
 
 
@@ -75,10 +75,11 @@ def base_row(it: Item) -> dict[str, Any]:
 
 
 def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any]], methods,
-              writer: MapWriter | None, *, target: Target, class_output: bool) -> None:
+              writer: MapWriter | None, *, target: Target, class_output: bool, score_size: int | None = None) -> None:
     """Write a pass's targets, predictions (``class_output``: the output is class logits),
     metrics, map problems and per-layer scores into the rows of the ``ok`` items. Targets
-    and predictions are the model's class indices, named with the model's class names."""
+    and predictions are the model's class indices, named with the model's class names.
+    ``score_size``: score at most this many pixels on the longest side (:func:`~auditor.scoring.score_shape`)."""
     modes = {m.name: m.normalization for m in methods}
     probs = res.output.softmax(-1) if class_output else None
     for i, it in enumerate(ok):
@@ -89,9 +90,12 @@ def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any
             row["prediction"] = int(probs[i].argmax())
             row["prediction_name"] = target.model_name(row["prediction"])
             row["prediction_score"] = float(probs[i].max())
-        row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], it.annotations,
-                                                        {m: r.maps[i] for m, r in res.maps.items()}, modes, writer)
-        layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, it.annotations.mask, modes)
+        at = score_shape(it.image.shape[:2], score_size)
+        ann = shrink_annotations(it.annotations, at)
+        row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], ann,
+                                                        {m: r.maps[i] for m, r in res.maps.items()}, modes, writer,
+                                                        scored_at=at)
+        layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, ann.mask, modes)
         if layered:
             row["per_layer"] = layered
         for m, r in res.maps.items():  # integrated gradients: sum(attributions) - (score(x) - score(baseline))
@@ -101,7 +105,7 @@ def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any
 
 def start_batch(items: list[Item], model, methods, *, target: Target, device,
                 writer: MapWriter | None, faith: Any = None, faith_part: Path | None = None,
-                amp: bool = False) -> Callable[[], list[dict[str, Any]]]:
+                amp: bool = False, score_size: int | None = None) -> Callable[[], list[dict[str, Any]]]:
     """Rows for a batch, in two steps: the model's pass runs now, and the returned function
     scores the maps and returns the rows.
     The scoring needs no model, so :func:`local_units` calls it in a second thread while the
@@ -120,7 +124,8 @@ def start_batch(items: list[Item], model, methods, *, target: Target, device,
     res = compute_maps(model, x, methods, target=target.engine_spec([it.record for it in ok]), amp=amp)
 
     def finish() -> list[dict[str, Any]]:
-        fill_rows(ok, res, rows, methods, writer, target=target, class_output=target.kind in ("label", "predicted"))
+        fill_rows(ok, res, rows, methods, writer, target=target, class_output=target.kind in ("label", "predicted"),
+                  score_size=score_size)
         return [rows[id(it)] for it in items]
 
     if faith is None or not faith.checks:

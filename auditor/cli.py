@@ -14,7 +14,7 @@ import click
 
 from .cli_options import (SpaceSeparated, _carries_arch, _data, _existing_file, _out_dir, _few_shot, _floats3, _faithfulness, _given,
                           _overrides, _Progress, _report_out, _results_json, batch_size_option, check_model,
-                          checkpoint_option, colormap_option, device_option, few_shot_options, gate_options,
+                          checkpoint_option, colormap_option, device_option, few_shot_options, gallery_option, gate_options, score_size_option,
                           image_size_option,
                           methods_option, model_options, multi_attention_options, option, out_option,
                           outside_root_option, trust_option)
@@ -126,6 +126,8 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (same settings; finished images are kept).")
 @click.option("--no-report", is_flag=True, help="Do not write report.html (render it later with `auditor report`).")
 @colormap_option
+@gallery_option
+@score_size_option
 @click.option("--faithfulness", callback=_faithfulness, default=None, metavar="CHECK,...",
               help="Faithfulness / sanity checks, off by default: deletion, insertion, road, randomisation, "
                    "random_target (or 'all'). Extra passes per image: deletion and insertion steps+1 forwards each "
@@ -143,7 +145,7 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
         max_errors, gate_on,
         allow_different_data, class_map, mask_classes, batch_size, save_maps, mean, std,
         split, target, episodes, n_way, k_shot, n_query, seed, engine, workers, amp, allow_outside_root, overwrite,
-        resume, no_report, colormap, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab,
+        resume, no_report, colormap, gallery, score_size, faithfulness, faithfulness_steps, faithfulness_baseline, use_mab, use_ocab,
         use_drff, window_size) -> None:
     """Audit every method over a labelled image set; exit 0 when all thresholds hold, 1 when not."""
     from .results import format_summary
@@ -171,13 +173,13 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
                        model_kwargs=model_kwargs, progress=_Progress(), report=False, resume=resume,
                        faithfulness=faithfulness, faithfulness_steps=faithfulness_steps,
-                       faithfulness_baseline=faithfulness_baseline, mask_classes=mask_classes)
+                       faithfulness_baseline=faithfulness_baseline, mask_classes=mask_classes, score_size=score_size)
     click.echo(format_summary(result.data))
     click.echo(f"Results: {result.out / 'results.json'}")
     if not no_report:
         from .report import render_report
 
-        click.echo(f"Report: {render_report(result, cmap=colormap)}")
+        click.echo(f"Report: {render_report(result, cmap=colormap, gallery=gallery)}")
     sys.exit(0 if result.passed else 1)
 
 
@@ -187,7 +189,8 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
         help="HTML file, or a folder for report.html [default: report.html beside RESULTS_JSON].")
 @colormap_option
 @option("--sort-by", default=None, metavar="METHOD.METRIC", help="Gallery order, worst first [default: first method's pointing game].")
-def report(results, out, colormap, sort_by) -> None:
+@gallery_option
+def report(results, out, colormap, sort_by, gallery) -> None:
     """Re-render report.html from an audit's results.json (with its token_maps.npz) or a compare's
     comparison.json; no model is built or run."""
     from .report import render_report
@@ -199,7 +202,22 @@ def report(results, out, colormap, sort_by) -> None:
                                    "ordered by how much A and B disagree (choose the order in the page)")
         click.echo(f"Report: {rerender_comparison(results, out=out, cmap=colormap)}")
         return
-    click.echo(f"Report: {render_report(results, out=out, cmap=colormap, sort_by=sort_by)}")
+    click.echo(f"Report: {render_report(results, out=out, cmap=colormap, sort_by=sort_by, gallery=gallery)}")
+
+
+@main.command(short_help="Draw one image's card (original, overlays, metrics) from an audit's results.")
+@click.argument("image_id", metavar="ID")
+@option("--results", required=True, callback=_results_json, metavar="RESULTS_JSON",
+        help="The audit's results.json (its folder holds token_maps.npz).")
+@option("--out", default=None, metavar="FILE|FOLDER",
+        help="HTML file, or a folder for <ID>.html [default: cards/<ID>.html beside RESULTS_JSON].")
+@colormap_option
+def show(image_id, results, out, colormap) -> None:
+    """Write the card of image ID (an id from results.csv) as a small self-contained HTML page:
+    for images the report's gallery does not show."""
+    from .report.card import render_card
+
+    click.echo(f"Card: {render_card(results, image_id, out=out, cmap=colormap)}")
 
 
 def _model_spec(name: str | None, checkpoint: str | None) -> dict:

@@ -152,6 +152,13 @@ methods_option = option("--methods", callback=_methods, default=None, metavar="N
                         help="Comma-separated (see `auditor methods`) [default: every method that applies].")
 batch_size_option = option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
                            help="Images per pass (with --episodes a pass is one class of one episode).")
+gallery_option = option("--gallery", type=click.IntRange(min=0), default=60, show_default=True, metavar="N",
+                        help="Image cards in report.html: undefined maps first, the worst and best per method and "
+                             "metric, then a seeded random sample; every image still counts in the tables and plots "
+                             "(draw any other with `auditor show ID`).")
+score_size_option = option("--score-size", type=click.IntRange(min=8), default=None, metavar="N",
+                           help="Score maps against the references at most N pixels on the longest side (the "
+                                "references shrunk by area; faster on large photos) [default: each image's own size].")
 outside_root_option = option("--allow-outside-root", is_flag=True,
                              help="Allow manifest paths outside the manifest's folder.")
 

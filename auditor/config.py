@@ -75,6 +75,7 @@ class AuditConfig:
     gate_on: str = "mean"
     allow_different_data: bool = False
     mask_classes: str = "target"
+    score_size: int | None = None
 
 
 @dataclass
@@ -124,6 +125,10 @@ def validate(cfg: AuditConfig) -> Setup:
 
         require_ray()
     check_mask_classes(cfg.mask_classes)
+    if cfg.score_size is not None and (isinstance(cfg.score_size, bool) or not isinstance(cfg.score_size, int)
+                                       or cfg.score_size < 8):
+        raise UsageError(f"score_size={cfg.score_size!r}: give the longest side to score at, in pixels (an integer "
+                         ">= 8), or None to score at each image's own size")
     if cfg.episodes and cfg.faithfulness:
         raise UsageError("--faithfulness does not run with --episodes yet: its checks re-run the model without "
                          "the episode's support images; run them in a separate audit without --episodes")

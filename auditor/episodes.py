@@ -178,7 +178,7 @@ def check_model(model: nn.Module, target: str) -> None:
 
 def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Module, methods, *, target: Target,
                     device: torch.device, writer: MapWriter | None, amp: bool = False,
-                    classifier: FewShotClassifier | None = None) -> list[dict[str, Any]]:
+                    classifier: FewShotClassifier | None = None, score_size: int | None = None) -> list[dict[str, Any]]:
     """Rows of episode ``k``'s queries (``items``: its queries then its support images, decoded).
 
     ``target``: ``"fewture"`` (``classifier``'s logit of the true class; its predictions,
@@ -221,7 +221,8 @@ def process_episode(k: int, episode: Episode, items: list[Item], model: nn.Modul
                 target.engine_spec([it.record for it in q]))
         res = compute_maps(model, x, methods, target=spec, support=xs, amp=amp)
         kind = kind or res.target_kind
-        fill_rows(q, res, rows, methods, writer, target=target, class_output=False)  # predictions: the N-way decision below
+        fill_rows(q, res, rows, methods, writer, target=target, class_output=False,  # predictions: the N-way
+                  score_size=score_size)  # decision below
         if res.target_kind in ("prototype", "fewture"):
             for it in q:
                 rows[id(it)]["target"], rows[id(it)]["target_name"] = c, it.record.label_name

@@ -4,7 +4,8 @@
 ``settings`` (models, checkpoints + sha256, methods, normalisation, preprocessing,
 thresholds, versions), ``summary[method][metric]`` = ``{mean, ci_low, ci_high, n, n_nan}``
 (baselines ``centre`` and ``random`` appear as methods), ``per_class[class][method][metric]``,
-``rows`` (one per image), ``verdicts``, ``passed``, ``counts``, and ``timing`` -- the only
+``rows`` (one per image; above ``ROWS_INLINE_LIMIT`` images a reference to ``rows.jsonl`` and
+its byte-offset index instead, read back as a :class:`RowsFile`), ``verdicts``, ``passed``, ``counts``, and ``timing`` -- the only
 field that differs between two identical runs.
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import collections.abc
 import csv
-import io
 import json
 import math
+import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,19 +111,41 @@ class AuditResult:
             raise DataError(f"{path} is not a results.json file: {e}") from None
         if not isinstance(data, dict) or "schema_version" not in data or "summary" not in data:
             raise DataError(f"{path} is not an attention-auditor results.json (no schema_version / summary)")
+        if isinstance(data.get("rows"), dict):
+            data["rows"] = _external_rows(path, data["rows"])
         return cls(data, path.parent)
+
+
+def _external_rows(path: Path, ref: Mapping[str, Any]) -> "RowsFile":
+    """The rows a results.json points to (``rows.jsonl`` beside it), checked against its record."""
+    from .errors import DataError
+
+    rows_path = path.parent / str(ref.get("file", "rows.jsonl"))
+    if not rows_path.is_file():
+        raise DataError(f"{path} keeps its rows in {rows_path}, which is missing: copy results.json together with "
+                        f"{rows_path.name} and {ref.get('index', INDEX_FILE)} (or re-run the audit)")
+    if ref.get("bytes") is not None and rows_path.stat().st_size != ref["bytes"]:
+        raise DataError(f"{rows_path} is {rows_path.stat().st_size} bytes, but {path} was written with {ref['bytes']}: "
+                        "the rows changed after the audit; re-run it (or restore the file)")
+    index = path.parent / str(ref.get("index", INDEX_FILE))
+    return RowsFile(rows_path, index=index if index.is_file() else None)
 
 
 class RowsFile(collections.abc.Sequence):
     """The per-image rows of a ``rows.jsonl`` file, read from disk each time they are iterated.
 
     An audit of 10,000 images keeps its rows here instead of in memory (its peak memory does
-    not grow with the number of images); indexing reads the file up to the row.
+    not grow with the number of images). With its index (``rows.index.tsv``: one
+    ``<byte offset>\t<id>`` line per row, see :func:`write_index`) ``rows[i]`` and
+    :meth:`get` seek straight to the row; without one, indexing reads the file up to the row.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, index: str | Path | None = None):
         self.path = Path(path)
+        self.index_path = Path(index) if index is not None else None
         self._len: int | None = None
+        self._offsets: list[int] | None = None
+        self._ids: dict[str, int] | None = None
 
     def __iter__(self):
         with open(self.path, encoding="utf-8") as f:
@@ -132,32 +155,90 @@ class RowsFile(collections.abc.Sequence):
 
     def __len__(self) -> int:
         if self._len is None:
-            self._len = sum(1 for _ in self)
+            self._len = len(self._offsets) if self._load_index() else sum(1 for _ in self)
         return self._len
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return list(self)[index]
+            return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
             index += len(self)
+        if self._load_index():
+            if not 0 <= index < len(self._offsets):
+                raise IndexError(index)
+            return self._read_at(self._offsets[index])
         for i, row in enumerate(self):
             if i == index:
                 return row
         raise IndexError(index)
 
+    def get(self, image_id: str) -> dict[str, Any] | None:
+        """The row of ``image_id``, or None."""
+        if self._load_index():
+            at = self._ids.get(str(image_id))
+            return None if at is None else self._read_at(self._offsets[at])
+        return next((r for r in self if str(r.get("id")) == str(image_id)), None)
+
+    def _read_at(self, offset: int) -> dict[str, Any]:
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return json.loads(f.readline())
+
+    def _load_index(self) -> bool:
+        if self._offsets is None and self.index_path is not None and self.index_path.is_file():
+            offsets, ids = [], {}
+            with open(self.index_path, encoding="utf-8") as f:
+                for i, line in enumerate(f):
+                    offset, _, image_id = line.rstrip("\n").partition("\t")
+                    offsets.append(int(offset))
+                    ids.setdefault(image_id, i)
+            self._offsets, self._ids = offsets, ids
+        return self._offsets is not None
+
     def __repr__(self) -> str:
         return f"RowsFile({str(self.path)!r})"
 
 
+ROWS_INLINE_LIMIT = 2000  # more rows than this stay in rows.jsonl (results.json points to it)
+INDEX_FILE = "rows.index.tsv"
 _ROWS_MARK = "\x00rows\x00"
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """``results.json``; rows given as a :class:`RowsFile` are streamed into it, one per line."""
+def write_index(rows_path: Path, index_path: Path) -> int:
+    """``<byte offset>\t<id>`` per row of ``rows_path``, into ``index_path``; returns the row count."""
+    n = 0
+    with open(rows_path, "rb") as f, atomic_path(index_path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        offset = 0
+        for line in f:
+            if line.strip():
+                out.write(f"{offset}\t{json.loads(line).get('id')}\n")
+                n += 1
+            offset += len(line)
+    return n
+
+
+def rows_reference(rows: RowsFile, folder: Path) -> dict[str, Any]:
+    """The ``rows`` entry of a results.json whose rows stay in ``rows.jsonl``: file, index, count and size."""
+    index = folder / INDEX_FILE
+    count = write_index(rows.path, index)
+    return {"file": os.path.relpath(rows.path, folder), "index": INDEX_FILE, "count": count,
+            "bytes": rows.path.stat().st_size}
+
+
+def write_json(path: Path, data: Mapping[str, Any], *, inline_limit: int | None = None) -> None:
+    """``results.json``. Rows given as a :class:`RowsFile` are streamed into it, one per line,
+    up to ``inline_limit`` rows [default: ``ROWS_INLINE_LIMIT``]; above that results.json records
+    where they are (``{"file": "rows.jsonl", "index": "rows.index.tsv", "count", "bytes"}``) instead."""
     rows = data.get("rows")
+    inline_limit = ROWS_INLINE_LIMIT if inline_limit is None else inline_limit
     if not isinstance(rows, RowsFile):
         write_text(path, json.dumps(clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
         return
+    if len(rows) > inline_limit:
+        write_text(path, json.dumps(clean({**data, "rows": rows_reference(rows, path.parent)}), indent=1,
+                                    sort_keys=False, allow_nan=False) + "\n")
+        return
+    (path.parent / INDEX_FILE).unlink(missing_ok=True)  # inline rows: a stale index would mislead
     text = json.dumps(clean({**data, "rows": _ROWS_MARK}), indent=1, sort_keys=False, allow_nan=False)
     before, after = text.split(json.dumps(_ROWS_MARK), 1)
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -168,16 +249,18 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """One line per image: id, image, label, target, prediction, error, ``<method>.<metric>``..."""
+    """One line per image: id, image, label, target, prediction, error, ``<method>.<metric>``...
+
+    Streamed (two passes over ``rows``: the columns, then the lines), so a :class:`RowsFile`
+    of 50,000 rows is never held in memory."""
     metric_cols = sorted({f"{m}.{k}" for r in rows for m, mets in (r.get("metrics") or {}).items() for k in mets})
     cols = ["id", "image", "label", "target", "prediction", "error", *metric_cols]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for r in rows:
-        flat = {f"{m}.{k}": v for m, mets in (r.get("metrics") or {}).items() for k, v in mets.items()}
-        w.writerow(["" if (v := (r.get(c) if c in r else flat.get(c))) is None else v for c in cols])
-    write_text(path, buf.getvalue())
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            flat = {f"{m}.{k}": v for m, mets in (r.get("metrics") or {}).items() for k, v in mets.items()}
+            w.writerow(["" if (v := (r.get(c) if c in r else flat.get(c))) is None else v for c in cols])
 
 
 def write_junit(path: Path, verdicts: Sequence[Mapping[str, Any]], *, suite: str = "attention-auditor",

@@ -34,7 +34,7 @@ from .io import write_text
 from .layers import summarise_layers
 from .methods.engine import amp_dtype
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
-from .results import SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
+from .results import INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
 from .savers import PARTS_DIR, PartedMapWriter
 from .scoring import summarise, summarise_per_class
 from .target import Target
@@ -145,6 +145,8 @@ def _plan(cfg: AuditConfig, s: Setup) -> _Run:
                      seed=cfg.seed, batch_size=cfg.batch_size if plan is None else None,  # episodes: a pass is a class
                      save_maps=cfg.save_maps)
     fp["mask_classes"] = cfg.mask_classes
+    if cfg.score_size is not None:  # a resumed run must score at the same size
+        fp["score_size"] = cfg.score_size
     if s.target.class_map is not None:  # a resumed run must explain the same model classes
         fp["class_map"] = {str(k): v for k, v in s.target.class_map.to_model.items()}
     if cfg.amp:  # a resumed run must use the same precision
@@ -182,7 +184,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
         with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
             dev = next(s.model.parameters()).device
             work = UnitWork(s.model, s.methods, target=s.target, device=dev, unit=run.unit, plan=s.plan,
-                            faith=s.faith, amp=cfg.amp, mask_classes=cfg.mask_classes)
+                            faith=s.faith, amp=cfg.amp, mask_classes=cfg.mask_classes, score_size=cfg.score_size)
             if cfg.engine == "ray":
                 from .ray_engine import run_units
 
@@ -233,7 +235,7 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
                         for k, v in _method_settings(s.methods).items() if k not in s.skipped},
             "skipped_methods": s.skipped, "baselines": ["centre", "random"],
             "preprocessing": s.pre.to_dict(), "target": s.target.kind, "target_detail": s.target.to_dict(),
-            "mask_classes": cfg.mask_classes,
+            "mask_classes": cfg.mask_classes, "score_size": cfg.score_size,
             "thresholds": [{"name": c.name, "method": c.method, "metric": c.metric, "kind": c.kind,
                             "threshold": c.threshold, "cls": c.cls} for c in s.checks],
             "gate": s.gate.to_dict(),
@@ -283,6 +285,8 @@ def _write(cfg: AuditConfig, run: _Run, data_out: dict[str, Any], rows: RowsFile
     run.writer.cleanup()
     shutil.rmtree(out / FAITH_PARTS, ignore_errors=True)
     head = {k: v for k, v in data_out.items() if k != "rows"}
+    if (out / INDEX_FILE).is_file():  # rows kept out of results.json: read them through the index
+        rows = RowsFile(rows.path, index=out / INDEX_FILE)
     result = AuditResult({**json.loads(json.dumps(_jsonable(head))), "rows": rows}, out)
     if cfg.report:  # report.html beside results.json, redrawn from the saved maps
         from .report import render_report
@@ -312,6 +316,7 @@ class UnitWork:
     faith: Any = None
     amp: bool = False
     mask_classes: str = "target"
+    score_size: int | None = None
 
     def __call__(self, i: int, items: list, part: Any, root: Path) -> list[dict[str, Any]]:
         return self.start(i, items, part, root)()
@@ -326,11 +331,12 @@ class UnitWork:
         if self.plan is not None:
             return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
                                          target=self.target, device=self.device, writer=part, amp=self.amp,
-                                         classifier=self.plan.classifier))
+                                         classifier=self.plan.classifier, score_size=self.score_size))
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)
-        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp)
+        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp,
+                           score_size=self.score_size)
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:

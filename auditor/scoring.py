@@ -8,6 +8,7 @@ over the rows (they may be streamed from ``rows.jsonl``), 8 bytes a value.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from array import array
 from typing import Any, Iterable
@@ -44,18 +45,53 @@ def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
     return {name: maplib.BASELINE_POSTPROCESS(m, shape) for name, m in raw.items()}
 
 
+def score_shape(shape: tuple[int, int], score_size: int | None) -> tuple[int, int]:
+    """``(H, W)`` scaled (aspect kept, rounded, each side >= 1) so that its longest side is at most
+    ``score_size``; unchanged when it already is, or when ``score_size`` is None."""
+    h, w = int(shape[0]), int(shape[1])
+    if score_size is None or max(h, w) <= score_size:
+        return h, w
+    f = score_size / max(h, w)
+    return max(1, round(h * f)), max(1, round(w * f))
+
+
+def shrink_annotations(ann: Any, shape: tuple[int, int]) -> Any:
+    """The references at ``shape`` (smaller than theirs): the object mask by area (a pixel is
+    object when at least half of it was; a mask that would vanish keeps every pixel it touched),
+    fixations by any-pooling (a pixel is fixated when any pixel in it was), gaze density by area
+    average. Unchanged when already at ``shape``."""
+    def pool(a: np.ndarray, how: str) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]
+        out = torch.nn.functional.adaptive_max_pool2d(t, shape) if how == "max" else \
+            torch.nn.functional.interpolate(t, size=shape, mode="area")
+        return out[0, 0].numpy()
+
+    changes = {}
+    if ann.mask is not None and ann.mask.shape != tuple(shape):
+        area = pool(ann.mask, "area")
+        changes["mask"] = area >= 0.5 if (area >= 0.5).any() else pool(ann.mask, "max") > 0
+    if ann.fixations is not None and ann.fixations.shape != tuple(shape):
+        changes["fixations"] = pool(ann.fixations, "max") > 0
+    if ann.gaze is not None and ann.gaze.shape != tuple(shape):
+        changes["gaze"] = pool(ann.gaze, "area").astype(np.float64)
+    return dataclasses.replace(ann, **changes) if changes else ann
+
+
 def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, torch.Tensor],
-               modes: dict[str, str | maplib.PostProcess], writer: MapWriter | None) -> tuple[dict, dict]:
+               modes: dict[str, str | maplib.PostProcess], writer: MapWriter | None,
+               *, scored_at: tuple[int, int] | None = None) -> tuple[dict, dict]:
     """``(metrics, map_status)`` of one image from its raw maps ``{method: [h, w]}``.
 
     Each map goes through its method's :class:`auditor.maps.PostProcess` (``modes``: the
-    method's recorded normalisation or the object) to the image's ``shape`` ``(H, W)``
+    method's recorded normalisation or the object) to ``scored_at`` [default: the image's
+    ``shape`` ``(H, W)``; ``ann`` must be at that size, see :func:`shrink_annotations`]
     before scoring, and the baselines through :data:`auditor.maps.BASELINE_POSTPROCESS`; a
     degenerate map (constant, NaN) gets NaN metrics and its problem in ``map_status``.
-    ``writer`` receives the raw (and, if it keeps them, full-size) maps under ``image_id``.
+    ``writer`` receives the raw (and, if it keeps them, image-size) maps under ``image_id``.
     """
     metrics: dict[str, dict[str, float]] = {}
     status: dict[str, str] = {}
+    at = tuple(scored_at) if scored_at is not None else tuple(shape)
     for method, token_map in raw.items():
         if writer is not None:
             writer.add(method, image_id, token_map.numpy(), maplib.upsample(token_map, shape) if writer.full else None)
@@ -65,8 +101,8 @@ def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, t
             status[method] = problem
             metrics[method] = _nan_metrics(ann)
         else:
-            metrics[method] = score(post(token_map, shape), ann)
-    for name, base in _baselines(shape, image_id).items():
+            metrics[method] = score(post(token_map, at), ann)
+    for name, base in _baselines(at, image_id).items():
         metrics[name] = score(base, ann)
     return metrics, status
 

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import torch
 
-from . import audit, methods, overlay, passes
+from . import audit, methods, overlay, passes, scale, score_size
 from ._harness import Config, table
 
-FAMILIES = {"passes": passes.run, "methods": methods.run, "overlay": overlay.run, "audit": audit.run}
+FAMILIES = {"passes": passes.run, "methods": methods.run, "overlay": overlay.run, "audit": audit.run, "scale": scale.run,
+            "score_size": score_size.run}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="~1 minute smoke run (2-block ViT, 1 repeat, few images)")
-    mode.add_argument("--full", action="store_true", help="also peak RSS at 10,000 images")
+    mode.add_argument("--full", action="store_true", help="also peak RSS at 10,000 images and the 50,000-image scale run")
     ap.add_argument("--only", nargs="+", choices=sorted(FAMILIES), help="run only these families")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results.md")
     ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the model passes and the audit run there)")

@@ -23,14 +23,16 @@ class Config:
     audit_images: int = 128  # 8 batches: the steady state (scoring overlaps the next batch's pass)
     audit_repeats: int = 3
     rss_sizes: tuple[int, ...] = (100, 1000)
+    scale_sizes: tuple[int, ...] = (1000, 10000)
     device: str = "cpu"
 
     @classmethod
     def make(cls, *, quick: bool = False, full: bool = False, device: str = "cpu") -> "Config":
         if quick:
             return cls(quick=True, repeats=1, warmup=1, batch_sizes=(1, 4), depth=2, audit_images=8, audit_repeats=1,
-                       rss_sizes=(20, 60), device=device)
-        return cls(full=full, rss_sizes=(100, 1000, 10000) if full else (100, 1000), device=device)
+                       rss_sizes=(20, 60), scale_sizes=(100, 300), device=device)
+        return cls(full=full, rss_sizes=(100, 1000, 10000) if full else (100, 1000),
+                   scale_sizes=(1000, 10000, 50000) if full else (1000, 10000), device=device)
 
 
 @dataclass

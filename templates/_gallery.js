@@ -1,4 +1,23 @@
 (function () {
+  var filter = document.getElementById("class-filter"), all = document.getElementById("class-all");
+  if (filter && all) {
+    var lines = Array.prototype.slice.call(document.querySelectorAll("#class-table tbody tr"));
+    var count = document.getElementById("class-count");
+    var refilter = function () {
+      var q = filter.value.trim().toLowerCase(), n = 0;
+      lines.forEach(function (tr) {
+        var show = q ? tr.getAttribute("data-cls").indexOf(q) >= 0 : (all.checked || !tr.hasAttribute("data-rest"));
+        tr.hidden = !show;
+        if (show) { n++; }
+      });
+      count.textContent = n + " of " + lines.length + " classes listed";
+    };
+    filter.addEventListener("input", refilter);
+    all.addEventListener("change", refilter);
+    refilter();
+  }
+})();
+(function () {
   var gallery = document.getElementById("gallery");
   if (!gallery) { return; }
   var cards = Array.prototype.slice.call(gallery.querySelectorAll(".card"));

@@ -124,3 +124,15 @@ def test_runs_without_a_common_method_are_a_usage_error(tmp_path):
     b = make_audit(tmp_path / "b", n=4, methods=("rollout",))
     r = CliRunner().invoke(main, ["compare", "--results-a", str(a), "--results-b", str(b), "--out", str(tmp_path / "c")])
     assert r.exit_code == 2 and "share no method" in r.output
+
+
+def test_the_report_draws_only_the_most_disagreeing_images_when_told(two_models, tmp_path):
+    from auditor.report.compare import render_comparison
+    from auditor.results import AuditResult
+
+    runs = [AuditResult.load(two_models.out / side / "results.json") for side in ("a", "b")]
+    comp = type(two_models)(two_models.data, tmp_path)
+    page = render_comparison(comp, *runs, gallery=5).read_text(encoding="utf-8")
+    ids = re.findall(r'<article class="card" id="card-\d+"[^>]*>\s*<header><h3><code>([^<]+)</code>', page)
+    assert [html.unescape(i) for i in ids] == [img["id"] for img in two_models.data["images"][:5]]
+    assert "Showing the 5 of 24 paired images where A&#39;s and B&#39;s maps disagree most" in page

@@ -254,16 +254,21 @@ def test_templates_are_found_and_shipped():
 
 
 def test_a_500_image_report_stays_small(tmp_path):
-    """320x240 photos, two methods: measured ~32 KB per image (assets) / ~42 KB (all embedded)."""
+    """320x240 photos, two methods: measured ~32 KB per image (assets) / ~42 KB (all embedded).
+    By default the gallery draws 60 of them (embedded); ``gallery=-1`` draws every image."""
     results = make_audit(tmp_path, n=500, size=(240, 320), grid=(14, 14), errors=False)
     page = render_report(results)
+    assert page.stat().st_size < 4e6 and not (page.parent / "assets").exists()
+    assert page.read_text(encoding="utf-8").count('<article class="card"') == 60
+    page = render_report(results, gallery=-1)
     assets = page.parent / "assets"
     total = page.stat().st_size + sum(f.stat().st_size for f in assets.iterdir())
     assert total < 40e6 and total / 500 < 60e3, f"{total / 500 / 1e3:.1f} KB per image"
     assert page.stat().st_size < 5e6  # past the inline limit the HTML only links the images
 
 
-def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch):
+def square_set_and_toy_model(tmp_path, monkeypatch) -> Path:
+    """6 square images in ``tmp_path/data`` and ``toy:build`` (a small ViT) importable from the cwd; returns the data."""
     from test_run import write_square_set
 
     data = write_square_set(tmp_path / "data", n=6)
@@ -271,6 +276,11 @@ def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch)
         "import sys\nsys.path.insert(0, %r)\nfrom test_run import _vit\ndef build():\n    return _vit()\n"
         % str(Path(__file__).parent))
     monkeypatch.chdir(tmp_path)
+    return data
+
+
+def test_auditor_run_writes_the_report_unless_told_not_to(tmp_path, monkeypatch):
+    data = square_set_and_toy_model(tmp_path, monkeypatch)
     args = ["run", "--data", str(data), "--model", "toy:build", "--methods", "gradcam"]
     r = CliRunner().invoke(main, args + ["--out", "with", "--fail-under", "gradcam.pointing_game=0.9"])
     assert r.exit_code == 0, r.output

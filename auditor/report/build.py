@@ -3,15 +3,18 @@
 Inputs are what ``auditor run`` wrote: ``results.json``, ``token_maps.npz`` (raw maps at
 token resolution) and the original images (paths in the rows). The page holds: the verdict
 and run settings, the method x metric summary beside the centre / random baselines, a
-per-class breakdown, plots, the error rows, and a worst-first gallery (pages of
-``PAGE_SIZE`` images; ``loading="lazy"`` so a 2,000-image report opens fast).
+per-class breakdown (:mod:`.classes`), plots, the error rows, and a gallery of a bounded,
+stated selection of images (:mod:`.selection`, ``gallery`` cards; pages of ``PAGE_SIZE``;
+``loading="lazy"``). Rows are streamed (a :class:`~auditor.results.RowsFile` of 50,000 rows is
+read a few times, never held), so the page and the memory do not grow with the data set.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import AuditorError, UsageError
 from ..results import BASELINES, AuditResult
@@ -19,16 +22,19 @@ from . import plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css, load_picture
 from .common import (DASH, as_result, class_name, fmt, fmt_ci, header, methods_of, metrics_of, row_class,
                      primary_metrics, sort_options, summary_table, worst_first)
+from .classes import per_class_context, subset_for_plot
 from .gallery import References, draw_cards, side_of
+from .selection import DEFAULT_GALLERY, pick, select_gallery
 from .faithfulness import faithfulness_context
 from .templating import render_page
 
 PAGE_SIZE = 50
+ERRORS_SHOWN = 200  # error rows listed in the page; the rest are in results.csv
 
 
 def render_report(results: str | Path | AuditResult, *, out: str | Path | None = None, cmap: str = "jet",
                   sort_by: str | None = None, style: str = "overlay",
-                  inline_limit: int = INLINE_LIMIT_BYTES) -> Path:
+                  inline_limit: int = INLINE_LIMIT_BYTES, gallery: int = DEFAULT_GALLERY) -> Path:
     """Write the HTML audit report and return its path.
 
     Args:
@@ -40,6 +46,8 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
         style: ``"overlay"`` (upsampled heat map) or ``"grid"`` (one tint per patch).
         inline_limit: images are embedded while their total is at most this many bytes,
             else written to ``assets/`` beside the report.
+        gallery: at most this many image cards (:func:`~auditor.report.selection.select_gallery`;
+            negative: every image). The page states what it shows and how to draw any other image.
     """
     result = as_result(results)
     path = Path(out) if out is not None else result.out / "report.html"
@@ -55,18 +63,16 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
             "title": f"Attention audit: {_model_name(data)}",
             "head": header(result),
             "summary": summary_table(data["summary"], methods, metrics, result.verdicts),
-            "per_class": per_class_tables(data, methods, metrics, result.verdicts),
-            "plots": _plots(data, methods, metrics, sink),
+            **(classes := per_class_context(data, methods, metrics, result.verdicts)),
+            "plots": _plots(data, methods, metrics, sink, classes["compact"]),
             "faithfulness": faithfulness_context(data, sink),
             "few_shot": few_shot_context(data.get("few_shot")),
-            "errors": error_rows(data["rows"]),
+            **error_rows(data["rows"]),
             "legend": {"css": colour_scale_css(cmap), "cmap": cmap},
             "maps_note": "" if side.maps.available else "token_maps.npz is missing: overlays are not drawn",
             "page_size": PAGE_SIZE,
         }
-        refs = References(data["settings"])
-        context["refs_note"] = refs.note
-        context.update(_gallery(result, methods, metrics, side, sink, refs, cmap, style, sort_by))
+        context.update(_gallery(result, methods, metrics, side, sink, cmap, style, sort_by, gallery))
     finally:
         side.maps.close()
     context["storage"] = _storage(sink)
@@ -133,43 +139,36 @@ def _model_name(data: Mapping[str, Any]) -> str:
     return ", ".join(str(m.get("name")) for m in models) or "model"
 
 
-def per_class_tables(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str],
-                     verdicts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    counts: dict[str, int] = {}
-    for r in data["rows"]:
-        if not r.get("error") and r.get("label_name") is not None:
-            counts[str(r["label_name"])] = counts.get(str(r["label_name"]), 0) + 1
-    out = []
-    for cls, summ in (data.get("per_class") or {}).items():
-        table = summary_table(summ, methods, metrics, verdicts, cls=cls)
-        failed = any(c["css"] == "fail" for row in table["rows"] for c in row["cells"])
-        out.append({"cls": cls, "n": str(counts.get(cls, 0)), "table": table, "failed": failed})
-    return out
+def error_rows(rows: Iterable[Mapping[str, Any]], shown: int = ERRORS_SHOWN) -> dict[str, Any]:
+    """``errors``: the first ``shown`` error rows for the table; ``errors_total``: how many there are."""
+    errors, total = [], 0
+    for r in rows:
+        if r.get("error"):
+            total += 1
+            if len(errors) < shown:
+                errors.append({"id": str(r["id"]), "image": str(r.get("image") or DASH), "reason": str(r["error"])})
+    return {"errors": errors, "errors_total": total}
 
 
-def error_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    return [{"id": str(r["id"]), "image": str(r.get("image") or DASH), "reason": str(r["error"])}
-            for r in rows if r.get("error")]
-
-
-def metric_values(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str]
-                  ) -> dict[str, dict[str, list[float]]]:
-    """``values[method][metric]``: the finite per-image values, for the plots."""
-    out: dict[str, dict[str, list[float]]] = {}
+def metric_values(rows: Iterable[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str]
+                  ) -> dict[str, dict[str, Sequence[float]]]:
+    """``values[method][metric]``: the finite per-image values, for the plots (packed float64 arrays)."""
+    out: dict[str, dict[str, array]] = {}
     for r in rows:
         for m in methods:
             for k in metrics:
                 v = (r.get("metrics") or {}).get(m, {}).get(k)
                 if v is not None and math.isfinite(v):
-                    out.setdefault(m, {}).setdefault(k, []).append(float(v))
+                    out.setdefault(m, {}).setdefault(k, array("d")).append(float(v))
     return out
 
 
-def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str], sink: AssetSink) -> list[dict]:
+def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[str], sink: AssetSink,
+           compact: Mapping[str, Any] | None = None) -> list[dict]:
     """The plots, each ``{title, img, alt, wide}``: one small figure per metric, the per-class chart
     (``wide``: scrolls sideways on a phone), then one figure per metric per layer."""
     every = [*methods, *[b for b in BASELINES if b in data["summary"]]]
-    ok = [r for r in data["rows"] if not r.get("error")]
+    ok = (r for r in data["rows"] if not r.get("error"))
     out = []
     for metric, binary, png in plots.metric_panels(metric_values(ok, every, metrics), every, metrics, data["summary"]):
         what = ("the proportion of images where the map's peak is inside the reference, with its 95% CI"
@@ -180,9 +179,10 @@ def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[st
                            "the random baseline light grey."})
     metric = next((k for k in ("pointing_game", *primary_metrics(metrics)) if k in metrics), None)
     if metric and len(data.get("per_class") or {}) > 0:
-        png = plots.class_hit_rates(data["per_class"], every, metric)
+        shown, which = subset_for_plot(data["per_class"], compact)
+        png = plots.class_hit_rates(shown, every, metric)
         if png:
-            out.append({"title": f"{metric} per class", "img": sink.add(png, "png"), "wide": True,
+            out.append({"title": f"{metric} per class{which}", "img": sink.add(png, "png"), "wide": True,
                         "alt": f"Bar chart of the mean {metric} per class for " + ", ".join(every)
                                + ", with 95% confidence intervals; centre baseline dark grey, random light grey "
                                  "hatched."})
@@ -195,7 +195,7 @@ def _plots(data: Mapping[str, Any], methods: Sequence[str], metrics: Sequence[st
 
 
 def _sort_keys(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], metrics: Sequence[str],
-               sort_by: str | None) -> list[tuple[str, list[int]]]:
+               sort_by: str | None, as_given: str = "data set order") -> list[tuple[str, list[int]]]:
     def order(method: str, keys: Sequence[str]) -> list[int]:
         vals = [[(r.get("metrics") or {}).get(method, {}).get(k) for k in keys] for r in rows]
         return worst_first(vals, keys)
@@ -214,7 +214,7 @@ def _sort_keys(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], metric
     for m in methods:
         for k in metrics:
             keys.append((f"{m} · {k}, worst first", order(m, [k])))
-    keys.append(("data set order", list(range(len(rows)))))
+    keys.append((as_given, list(range(len(rows)))))
     seen, unique = set(), []
     for label, o in keys:
         if label not in seen:
@@ -235,24 +235,43 @@ def _finite(v: Any) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def _gallery(result: AuditResult, methods, metrics, side, sink, refs, cmap, style, sort_by) -> dict[str, Any]:
+def _gallery(result: AuditResult, methods, metrics, side, sink, cmap, style, sort_by, limit) -> dict[str, Any]:
     data = result.data
-    rows = [r for r in data["rows"] if not r.get("error")]
-    keys = _sort_keys(rows, methods, metrics, sort_by)
+    primary = primary_metrics(metrics)
+    chosen = select_gallery((r for r in data["rows"] if not r.get("error")), methods, primary, limit=limit,
+                            seed=int(data["settings"].get("seed") or 0))
+    rows = pick((r for r in data["rows"] if not r.get("error")), chosen.indices)
+    why = [chosen.reasons.get(i, []) for i in chosen.indices]
+    keys = _sort_keys(rows, methods, metrics, sort_by,
+                      "data set order" if len(rows) == chosen.total else "as chosen (undefined, worst, best, random)")
     default = keys[0][1]
     rows = [rows[i] for i in default]  # the DOM holds the default order; the script re-sorts by index
+    why = [why[i] for i in default]
     inverse = {old: new for new, old in enumerate(default)}
     options, orders = sort_options([(label, [inverse[i] for i in o]) for label, o in keys])
-    primary = primary_metrics(metrics)
     lead = lead_method(rows, methods, primary) if methods else None
-    cards = []
+    refs = References(data["settings"], rows)  # the drawn rows' records only
+    cards = draw_card_dicts(result, rows, side, sink, refs, lead=lead, metrics=metrics, cmap=cmap, style=style)
+    for card, reasons in zip(cards, why):
+        if reasons:
+            card["caption"] = [*card["caption"], "shown as: " + "; ".join(reasons)]
+    results_json = result.out / "results.json"
+    return {"cards": cards, "sort_options": options, "orders": orders, "selection_note": chosen.note,
+            "refs_note": refs.note,
+            "show_command": f"auditor show ID --results {results_json}" if len(rows) < chosen.total else ""}
+
+
+def draw_card_dicts(result: AuditResult, rows: Sequence[Mapping[str, Any]], side, sink: AssetSink,
+                    refs: References, *, lead: str | None, metrics: Sequence[str], cmap: str, style: str
+                    ) -> list[dict[str, Any]]:
+    """The template's card dicts for ``rows`` (in order): images, caption, badges, metric table."""
+    primary = primary_metrics(metrics)
     status = lambda label, method, row: (row.get("map_status") or {}).get(method, "")  # noqa: E731
     supports = SupportThumbs(refs, sink)
-    for i, (row, images) in enumerate(zip(rows, draw_cards(rows, [side], sink, refs=refs, base=result.out,
-                                                           cmap=cmap, style=style, map_note=status))):
-        cards.append({**images, **_card_text(data, row, lead, metrics, primary), "index": i,
-                      "support": [supports.get(s) for s in row.get("support") or []]})
-    return {"cards": cards, "sort_options": options, "orders": orders}
+    return [{**images, **_card_text(result.data, row, lead, metrics, primary), "index": i,
+             "support": [supports.get(s) for s in row.get("support") or []]}
+            for i, (row, images) in enumerate(zip(rows, draw_cards(rows, [side], sink, refs=refs, base=result.out,
+                                                                    cmap=cmap, style=style, map_note=status)))]
 
 
 def _card_text(data, row, lead, metrics, primary) -> dict[str, Any]:

@@ -13,13 +13,16 @@ from . import paired, plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
 from .common import DASH, row_class, fmt, fmt_ci, header, primary_metrics, sort_options, verdict_rows, worst_first
 from .gallery import References, draw_cards, side_of
+from .selection import DEFAULT_GALLERY
 from .templating import render_page
 
 
 # -- the page -----------------------------------------------------------------------------
 
 def render_comparison(comp: Any, a: AuditResult, b: AuditResult, *, cmap: str = "jet",
-                      inline_limit: int = INLINE_LIMIT_BYTES) -> Path:
+                      inline_limit: int = INLINE_LIMIT_BYTES, gallery: int = DEFAULT_GALLERY) -> Path:
+    """The comparison's ``report.html``; its gallery draws the ``gallery`` images where A and B
+    disagree most (negative: every image), and says so."""
     data = comp.data
     path = comp.out / "report.html"
     methods, metrics = data["methods"], data["metrics"]
@@ -33,7 +36,7 @@ def render_comparison(comp: Any, a: AuditResult, b: AuditResult, *, cmap: str = 
         "plots": _plots(a, b, methods, metrics, sink), "legend": {"css": colour_scale_css(cmap), "cmap": cmap},
         "top_k": f"{paired.TOP_K:.0%}", "page_size": 50, "refs_note": "",
     }
-    context.update(_gallery(data, a, b, sink, cmap))
+    context.update(_gallery(data, a, b, sink, cmap, gallery))
     context["storage"] = f"{sink.count} images ({sink.total_bytes / 2**20:.1f} MiB) " + (
         "embedded in this file" if sink.inline else f"in the folder {sink.folder.name}/ beside this file")
     return render_page("compare.html.j2", path, **context)
@@ -93,11 +96,15 @@ def _plots(a: AuditResult, b: AuditResult, methods, metrics, sink) -> list[dict[
                     + ", ".join(methods) + "; points below the diagonal got worse in B."}]
 
 
-def _gallery(data, a: AuditResult, b: AuditResult, sink: AssetSink, cmap: str) -> dict[str, Any]:
+def _gallery(data, a: AuditResult, b: AuditResult, sink: AssetSink, cmap: str, limit: int) -> dict[str, Any]:
     methods, metrics = data["methods"], data["metrics"]
     images = data["images"]  # most disagreement first: the DOM order
-    rows_a = {str(r["id"]): r for r in a.rows}
-    rows_b = {str(r["id"]): r for r in b.rows}
+    total = len(images)
+    if 0 <= limit < total:
+        images = images[:limit]
+    wanted = {img["id"] for img in images}
+    rows_a = {str(r["id"]): r for r in a.rows if str(r["id"]) in wanted}
+    rows_b = {str(r["id"]): r for r in b.rows if str(r["id"]) in wanted}
     keys = [("A and B maps disagree most first (1 - Spearman)", list(range(len(images))))]
     for m in methods:
         for k in metrics:
@@ -111,7 +118,7 @@ def _gallery(data, a: AuditResult, b: AuditResult, sink: AssetSink, cmap: str) -
     status = lambda label, m, row: ((rows_a if label == "A" else rows_b)[str(row["id"])].get("map_status") or {}).get(m, "")  # noqa: E731
     cards = []
     try:
-        drawn = draw_cards(rows, [side_a, side_b], sink, refs=References(a.data["settings"]), base=a.out,
+        drawn = draw_cards(rows, [side_a, side_b], sink, refs=References(a.data["settings"], rows), base=a.out,
                            cmap=cmap, map_note=status)
         for i, (img, row, pics) in enumerate(zip(images, rows, drawn)):
             cards.append({**pics, **_card_text(img, row, rows_b[img["id"]], methods, metrics, (a.data, b.data)),
@@ -119,7 +126,9 @@ def _gallery(data, a: AuditResult, b: AuditResult, sink: AssetSink, cmap: str) -
     finally:
         side_a.maps.close()
         side_b.maps.close()
-    return {"cards": cards, "sort_options": options, "orders": orders}
+    note = (f"Showing all {total} paired images" if len(images) == total else
+            f"Showing the {len(images)} of {total} paired images where A's and B's maps disagree most")
+    return {"cards": cards, "sort_options": options, "orders": orders, "selection_note": note}
 
 
 def _data_order(a: AuditResult, images) -> list[int]:

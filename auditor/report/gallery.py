@@ -78,9 +78,12 @@ class References:
 
     ``settings``: the run's results settings; the mask drawn is the one scored (its
     ``mask_classes``; results written before that setting existed scored every box: ``"any"``).
+    ``rows``: the rows that will be drawn; from a JSONL manifest with a ``classes`` header only
+    their lines are parsed (:func:`_manifest_lines`), so a 50,000-line manifest costs the
+    report a pass over its text, not 50,000 records in memory.
     """
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: dict[str, Any], rows: Sequence[Mapping[str, Any]] | None = None):
         data_path = settings.get("data")
         self.mask_classes = settings.get("mask_classes", "any")
         self.records: dict[str, Any] = {}
@@ -91,7 +94,7 @@ class References:
         try:
             from ..data import load_dataset
 
-            ds = load_dataset(data_path, allow_outside_root=True)
+            ds = _manifest_lines(Path(data_path), rows) or load_dataset(data_path, allow_outside_root=True)
             self.records = {r.id: r for r in ds.records}
         except (AuditorError, OSError) as e:
             self.note = f"references are not drawn: {e}"
@@ -107,6 +110,39 @@ class References:
         except (AuditorError, OSError, ValueError):
             return None, None
         return getattr(ann, "mask", None), _points(getattr(ann, "fixations", None), shape)
+
+
+def _manifest_lines(path: Path, rows: Sequence[Mapping[str, Any]] | None) -> Any:
+    """The records of ``rows`` alone, parsed from their lines of a ``.jsonl`` manifest (each row's
+    ``source`` is ``<manifest name>:<line>``), or None when that does not apply: another kind of
+    data set, no ``classes`` header (labels would be indexed by the subset's classes), rows
+    without a line, or few-shot rows (their support images are other records)."""
+    if rows is None or path.suffix.lower() != ".jsonl" or not path.is_file():
+        return None
+    wanted = set()
+    for r in rows:
+        name, _, line = str(r.get("source") or "").rpartition(":")
+        if name != path.name or not line.isdigit() or r.get("support"):
+            return None
+        wanted.add(int(line))
+    import json
+
+    from ..data.manifest import parse_jsonl
+
+    kept = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            if n == 1:
+                try:
+                    head = json.loads(line)
+                except ValueError:
+                    return None
+                if not (isinstance(head, dict) and set(head) == {"classes"}):
+                    return None
+                kept.append(line)
+            elif n in wanted:
+                kept.append(line)
+    return parse_jsonl(kept, root=path.parent, name=path.name, allow_outside_root=True)
 
 
 def _points(fix: Any, shape: tuple[int, int]) -> np.ndarray | None:
