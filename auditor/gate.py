@@ -179,26 +179,32 @@ def _level_verdict(c: Check, entry: Any, options: GateOptions) -> Verdict:
     return Verdict(c, value, ok, f"{said} ({ci}, {counted})")
 
 
-def _paired_values(checks: Sequence[Check], rows, baseline_rows) -> dict[tuple, tuple[np.ndarray, np.ndarray]]:
-    """Per drop check: the baseline's and this run's values over the images both scored."""
+def _paired_values(checks: Sequence[Check], rows, baseline_rows) -> dict[tuple, tuple[np.ndarray, np.ndarray, list]]:
+    """Per drop check: the baseline's and this run's values over the images both scored, in the
+    baseline's row order -- the order (and so the bootstrap draws) of the comparison's deltas."""
     if baseline_rows is None or rows is None:
         raise UsageError("a max_drop check needs a baseline run: pass --baseline old/results.json")
     keys = {(c.method, c.metric, c.cls) for c in checks}
-    base: dict[str, Mapping[str, Any]] = {str(r["id"]): r for r in baseline_rows if not r.get("error")}
-    vals: dict[tuple, tuple[list, list, list]] = {k: ([], [], []) for k in keys}
+    metrics = {(m, k) for m, k, _ in keys}
+    now: dict[str, tuple] = {}  # id -> (its values, label name, clusters): a few numbers a row, rows may stream
     for r in rows:
-        b = base.get(str(r["id"]))
-        if b is None or r.get("error"):
+        if not r.get("error"):
+            now[str(r["id"])] = ({mk: _value(r, *mk) for mk in metrics}, r.get("label_name"), pair_clusters(r))
+    vals: dict[tuple, tuple[list, list, list]] = {k: ([], [], []) for k in keys}
+    for b in baseline_rows:
+        hit = None if b.get("error") else now.get(str(b["id"]))
+        if hit is None:
             continue
+        values, label, clusters = hit
         for (m, k, cls) in keys:
-            if cls is not None and r.get("label_name") != cls:
+            if cls is not None and label != cls:
                 continue
-            va, vb = (_value(x, m, k) for x in (b, r))
+            va, vb = _value(b, m, k), values[(m, k)]
             if va is None and vb is None:
                 continue
             vals[(m, k, cls)][0].append(np.nan if va is None else va)
             vals[(m, k, cls)][1].append(np.nan if vb is None else vb)
-            vals[(m, k, cls)][2].append(pair_clusters(r))
+            vals[(m, k, cls)][2].append(clusters)
     return {k: (np.array(a, dtype=float), np.array(b, dtype=float), c) for k, (a, b, c) in vals.items()}
 
 

@@ -356,3 +356,19 @@ def test_few_shot_paired_drops_resample_episodes_and_images_not_rows():
     assert v.value == pytest.approx(0.5)
     assert f"95% CI {clustered.ci_low:.4f}-{clustered.ci_high:.4f}" in v.reason
     assert clustered.ci_high - clustered.ci_low > 1.5 * (by_row.ci_high - by_row.ci_low)  # the episode spread shows
+
+
+def test_the_gates_drop_and_the_shown_delta_share_one_interval_whatever_the_row_order(tmp_path):
+    a = make_audit(tmp_path / "a", n=12, errors=False)
+    b = make_audit(tmp_path / "b", n=12, errors=False, corner=True)
+    def vary_and_reverse(doc):  # per-image drops that differ, and B lists its images in another order than A
+        for i, row in enumerate(doc["rows"]):
+            row["metrics"]["gradcam"]["relevance_mass"] = (i * 7 % 12) / 12
+        doc["rows"].reverse()
+
+    _edit(b, vary_and_reverse)
+    comp = compare_results(a, b, out=tmp_path / "c", max_drop=["gradcam.relevance_mass=0.01"], gate_on="ci")
+    d = comp.data["deltas"]["gradcam"]["relevance_mass"]
+    (v, _) = comp.data["verdicts"]
+    assert f"drop {-d['delta']:.4f} (95% CI {-d['ci_high']:.4f}-{-d['ci_low']:.4f})" in v["reason"]
+    assert v["value"] == pytest.approx(-d["ci_low"])  # judged on the bound the table shows
