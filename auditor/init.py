@@ -55,10 +55,9 @@ METHODS = {methods!r}
 
 def test_attention_audit(auditor_run):
     data = DATA if Path(DATA).is_absolute() else str(ROOT / DATA)
-    result = auditor_run(data=data, arch=ARCH, checkpoint=CHECKPOINT, methods=list(METHODS),
-                         thresholds=str(ROOT / "audit.toml"), out=ROOT / "audit-out", overwrite=True, report=True)
-    failed = [f"{{v['name']}}: {{v['reason']}}" for v in result.verdicts if not v["passed"]]
-    assert not failed, "attention audit failed (see audit-out/report.html):\\n" + "\\n".join(failed)
+    # The fixture fails this test with every failed check (thresholds, NaN maps, error rows).
+    auditor_run(data=data, arch=ARCH, checkpoint=CHECKPOINT, methods=list(METHODS),
+                thresholds=str(ROOT / "audit.toml"), out=ROOT / "audit-out", overwrite=True, report=True)
 '''
 
 WORKFLOW = '''\
