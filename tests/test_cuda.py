@@ -59,7 +59,9 @@ def _no_tf32():
 
 def _maps(model, target, x, support, device, amp=False):
     torch.manual_seed(0)
-    methods = [create_method(n) for n in list_methods()]
+    # Seeded draws (SmoothGrad's noise, a noise baseline) must not depend on the device.
+    options = {"integrated_gradients": {"baseline": "noise"}}
+    methods = [create_method(n, **options.get(n, {})) for n in list_methods()]
     res = compute_maps(model.to(device), x.to(device), methods, target=target,
                        support=None if support is None else support.to(device), amp=amp)
     return {k: v.maps.float().cpu() for k, v in res.maps.items()}, res.skipped

@@ -104,8 +104,8 @@ class IntegratedGradients(Method):
             return ((0 - mean) / std).expand_as(x).clone()
         if self.baseline == "blur":
             return gaussian_blur(x, self.blur_sigma)
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        return x + torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * self.noise_stdev
+        gen = torch.Generator().manual_seed(self.seed)  # on the CPU: the same baseline on every device
+        return x + torch.randn(x.shape, generator=gen).to(x.device, x.dtype) * self.noise_stdev
 
     def compute_with_passes(self, rec: Recording, passes: OwnPasses) -> MapResult:
         passes.check(self.name)

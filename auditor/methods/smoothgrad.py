@@ -6,7 +6,8 @@ arXiv:1706.03825): the input gradient averaged over noisy copies of the image.
 their squares instead (Captum's ``smoothgrad_sq``). ``e_k ~ N(0, stdev^2)`` in the normalised
 input space (default 0.5: ~11% of the range of ImageNet-normalised images, within the paper's
 10-20%), drawn from a generator seeded with ``seed`` for each batch, image by image and
-sample by sample (image 0's ``n`` samples first): the same noise as Captum 0.9's
+sample by sample (image 0's ``n`` samples first), on the CPU whatever the device, so a GPU
+run draws the same noise (``tests/test_cuda.py``): on the CPU, the same noise as Captum 0.9's
 ``NoiseTunnel(Saliency(model)).attribute(x, nt_type=..., nt_samples=n, stdevs=stdev)`` after
 ``torch.manual_seed(seed)`` -- exactly when all noise is drawn at once (``batch_size >= B * n``)
 or ``3 * H * W`` is a multiple of 16 (torch draws normals in blocks of 16).
@@ -48,12 +49,12 @@ class SmoothGrad(Method):
         passes.check(self.name)
         x = passes.inputs
         b, n = x.shape[0], self.n_samples
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        gen = torch.Generator().manual_seed(self.seed)  # on the CPU: the same noise on every device
         total = torch.zeros_like(x, dtype=torch.float32)
         rows = torch.arange(b * n, device=x.device) // n
         for lo, hi in chunks(b * n, self.batch_size):
             r = rows[lo:hi]
-            noise = torch.randn((hi - lo, *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype) * self.stdev
+            noise = torch.randn((hi - lo, *x.shape[1:]), generator=gen).to(x.device, x.dtype) * self.stdev
             _, grad = passes.gradients(x[r] + noise, r)
             grad = grad.abs() if self.absolute else grad
             add_rows(total, r, grad * grad if self.squared else grad)
