@@ -112,7 +112,7 @@ def test_window_attention_map_from_the_librarys_probabilities(ref, key):
         np.testing.assert_allclose(excess.mean(1).numpy(), ref[f"{key}/per_layer"][:, i], rtol=1e-5, atol=1e-5)
 
 
-def check_pass(ref: dict, key: str, model: torch.nn.Module) -> None:
+def check_pass(ref: dict, key: str, model: torch.nn.Module):
     x = pattern_input(ref[f"{key}/shape"])
     res = compute_maps(model, x, [create_method("window_attention"), create_method("gradcam")], target="predicted")
     assert "window_attention" in res.maps, res.skipped
@@ -124,6 +124,7 @@ def check_pass(ref: dict, key: str, model: torch.nn.Module) -> None:
     np.testing.assert_allclose(got.maps.numpy(), ref[f"{key}/per_layer"][:, -1], rtol=1e-4, atol=1e-4)
     assert got.maps.shape[-2:] == tuple(int(s) // 4 for s in ref[f"{key}/shape"][-2:])  # the patch grid
     assert "gradcam" in res.maps
+    return got
 
 
 @needs_timm
@@ -149,4 +150,8 @@ def test_hf_swin_window_attention_through_the_hf_route(ref, size):
     transformers' own (output_attentions for each stage's last block, by hand for the others)."""
     from auditor.models import build_model
 
-    check_pass(ref, f"hf/{size}", build_model(factory=f"hf:{DATA / 'hf_swin_windows'}").model)
+    got = check_pass(ref, f"hf/{size}", build_model(factory=f"hf:{DATA / 'hf_swin_windows'}").model)
+    own = [k for k in ref if k.startswith(f"hf/{size}/own_attention.")]
+    assert len(own) == 2  # one per stage
+    for k in own:
+        np.testing.assert_allclose(got.extras[f"probabilities.{k.rsplit('.', 1)[1]}"].numpy(), ref[k], atol=1e-6)

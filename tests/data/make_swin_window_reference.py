@@ -28,7 +28,8 @@ token receives from its window's real queries, minus and divided by the uniform 
 merged. Written to ``tests/data/swin_window_reference.npz`` per ``{timm,hf}/{native,big}`` (48 x 40,
 and 120 x 80: a 30 x 20 patch grid): ``shape``, ``logits``, ``per_layer`` ``[B, L, 12, 10]`` and per
 block ``i``: ``windows.i``, ``mask.i`` (empty without shift), ``probs.i`` ``[B, nW, heads, N, N]``,
-``grid.i``, ``window.i`` (window height, width, shift height, width as the library ran them);
+``grid.i``, ``window.i`` (window height, width, shift height, width as the library ran them),
+for transformers also ``own_attention.i`` (its ``output_attentions`` of each stage's last block ``i``);
 plus the versions.
 """
 
@@ -200,6 +201,8 @@ def hf_reference(hf: nn.Module, x: torch.Tensor, out: dict, key: str) -> None:
         windows.append(win.round().long().numpy() - 1)
         masks.append(None if m is None else m.numpy())
         probs.append(p.numpy().reshape(-1, windows[-1].shape[0], *p.shape[1:]))
+    for stage, i in enumerate(last):  # transformers' own output_attentions, as returned
+        out[f"{key}/own_attention.{i}"] = res.attentions[stage].numpy().reshape(probs[i].shape)
     sizes = [(int(b.window_size),) * 2 + (int(b.shift_size),) * 2 for b in layers]
     store(out, key, x, res.logits, probs, windows, masks, grids, patch, sizes)
 
