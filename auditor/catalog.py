@@ -19,7 +19,7 @@ METHODS = {
     "rollout": ("attention", "attention rollout: attention multiplied through every layer",
                 "a ViT whose attention weights can be read, with a CLS token"),
     "window_attention": ("attention", "mass each token receives inside its shifted window",
-                         "the multi-attention backbone (--use-mab)"),
+                         "the multi-attention backbone (--use-mab), or a timm / transformers Swin"),
     "ocab_attention": ("attention", "overlapping cross-attention received per token",
                        "the multi-attention backbone (--use-ocab)"),
     "channel_attention": ("attention", "channel-attention weights of the mixed attention blocks",

@@ -47,7 +47,8 @@ class Recording:
 
     ``inputs`` is the whole forward batch: the ``num_queries`` images to explain, then any
     support images (few-shot). ``captured`` / ``captured_inputs`` hold the outputs / first
-    inputs of the modules that methods asked for by name (:meth:`Method.captured_layers`);
+    inputs of the modules that methods asked for by name (:meth:`Method.captured_layers`),
+    ``captured_outputs`` their whole outputs (tuples kept, e.g. ``(output, probabilities)``);
     ``input_gradient`` the gradient of the target scores w.r.t. ``inputs`` when asked for.
     """
 
@@ -62,6 +63,7 @@ class Recording:
     target_info: dict[str, Any] = field(default_factory=dict)
     captured: dict[str, Any] = field(default_factory=dict)
     captured_inputs: dict[str, Any] = field(default_factory=dict)
+    captured_outputs: dict[str, Any] = field(default_factory=dict)
     input_gradient: torch.Tensor | None = None
     num_queries: int | None = None
 
@@ -81,13 +83,14 @@ class Recorder:
     Hooks are registered in ``__enter__`` and removed in ``__exit__`` whether or not the
     model raised; exceptions propagate (never swallowed). The modules the model's adapter
     names (timm attention with a ``fused_attn`` switch) are switched to the explicit path for
-    the pass and restored.
+    the pass and restored, when attention is recorded or ``unfused`` asks for it.
     """
 
     def __init__(self, model: nn.Module, recording: Recording, *, attention: bool, activations: list[str],
-                 captures: list[str] = ()):
+                 captures: list[str] = (), unfused: bool = False):
         self.model, self.rec = model, recording
         self.attention, self.activation_names, self.capture_names = attention, activations, list(captures)
+        self.unfused = attention or unfused
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._fused: list[tuple[nn.Module, bool]] = []
 
@@ -101,7 +104,8 @@ class Recorder:
                     if forced:  # e.g. need_weights=True: the probabilities are returned, not dropped
                         self._handles.append(module.register_forward_pre_hook(
                             lambda m, args, kwargs: (args, {**kwargs, **forced}), with_kwargs=True))
-                for m in adapter.fused_attention_modules():
+            if self.unfused:
+                for m in adapter_for(self.model).fused_attention_modules():
                     self._fused.append((m, m.fused_attn))
                     m.fused_attn = False
             modules = dict(self.model.named_modules())
@@ -159,6 +163,7 @@ class Recorder:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             self.rec.captured[name] = output[0] if isinstance(output, (tuple, list)) else output
             self.rec.captured_inputs[name] = args[0] if args else None
+            self.rec.captured_outputs[name] = output
         return hook
 
 
@@ -196,6 +201,9 @@ class Method:
     needs_gradients: ClassVar[bool] = False
     needs_input_gradient: ClassVar[bool] = False
     needs_support: ClassVar[bool] = False
+    #: the pass runs attention modules on their explicit path (fused kernels off), as for
+    #: ``needs_attention``, because the method reads probabilities inside them (window attention)
+    needs_unfused_attention: ClassVar[bool] = False
     #: passes per batch, for ``auditor methods``, ``--help`` and the results' settings
     cost: ClassVar[str] = "1 forward per batch, shared with every other method"
     #: runs its own batched passes after the shared one (:meth:`compute_with_passes`)

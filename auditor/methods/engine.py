@@ -185,7 +185,8 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     batch = inputs if support is None else torch.cat([inputs, support.to(inputs.device, inputs.dtype)])
     rec = Recording(model=model, inputs=batch, num_queries=b)
     model.eval()
-    with Recorder(model, rec, attention=need_attn, activations=layers, captures=captures), \
+    unfused = any(m.needs_unfused_attention for m in active)
+    with Recorder(model, rec, attention=need_attn, activations=layers, captures=captures, unfused=unfused), \
             torch.set_grad_enabled(bool(grad_methods)):
         x = batch.detach().requires_grad_(True) if grad_methods else batch
         with torch.autocast(batch.device.type, dtype=amp_dtype(batch.device), enabled=amp):

@@ -16,7 +16,9 @@ Methods never ``isinstance`` a model class; they ask :func:`adapter_for` (``mode
 * ``final_tokens()`` -- the module whose output is the final tokens ``[B, P + N, C]``;
   ``headless()`` -- no class head (outputs are features).
 * ``window_blocks()`` / ``channel_blocks()`` / ``cross_window_blocks()`` -- the windowed-attention
-  (MAB), channel-attention (CAB) and overlapping cross-attention (OCAB) blocks.
+  (MAB, timm / transformers Swin), channel-attention (CAB) and overlapping cross-attention (OCAB)
+  blocks; ``window_layout(height, width)`` -- each windowed block's grid, window slots, shift mask
+  and the module its probabilities are read from (:class:`~.windows.WindowBlock`).
 
 Families, tried in order: a model's own ``auditor_adapter`` attribute (an adapter instance: the
 hook for user models), a transformers model loaded by ``--model hf:PATH``
@@ -37,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import NotApplicableError
+from .windows import WindowBlock, shift_mask, stage_grids, token_windows
 
 #: module name of the final tokens in timm / DINO ViTs
 FINAL_TOKENS = "norm"
@@ -109,6 +112,24 @@ class ModelAdapter:
 
     def window_blocks(self) -> list[tuple[str, nn.Module]]:
         return []
+
+    def window_probs(self, name: str) -> str:
+        """The module of window block ``name`` whose output carries its probabilities (:meth:`attention_probs`)."""
+        return f"{name}.attn.softmax"
+
+    def window_layout(self, height: int, width: int) -> list[WindowBlock]:
+        """Each windowed block's layout on an input ``height x width`` (after the forward ran on it).
+
+        Default: blocks with the MAB interface (``token_windows(grid)``, ``attention_mask(grid, device)``,
+        ``window_size`` / ``shift_size``, probabilities out of ``attn.softmax``), all on the patch grid.
+        """
+        grid = self.grid(height, width)
+        out = []
+        for name, m in self.window_blocks():
+            ws, s = m.window_size, m.shift_size
+            out.append(WindowBlock(name, self.window_probs(name), tuple(grid), 1, tuple(grid), m.token_windows(grid),
+                                   m.attention_mask(grid, torch.device("cpu")), (ws, ws), (s, s)))
+        return out
 
     def channel_blocks(self) -> list[str]:
         """Channel attention layers in forward order (:meth:`channel_weights` names each one's weights module)."""
@@ -229,7 +250,9 @@ class MultiAttentionAdapter(ViTAdapter):
 
 class TimmSwinAdapter(ModelAdapter):
     """timm ``SwinTransformer``: no prefix tokens (global pool), features kept NHWC
-    ``B x H x W x C``; Grad-CAM on ``layers.<last>.blocks.<last>.norm1`` (pytorch-grad-cam's choice)."""
+    ``B x H x W x C``; Grad-CAM on ``layers.<last>.blocks.<last>.norm1`` (pytorch-grad-cam's choice).
+    Window blocks ``layers.S.blocks.B``: probabilities out of ``attn.softmax`` (non-fused path), the
+    grid rolled before it is padded (``"roll_then_pad"``), stage ``S`` after the patch mergings so far."""
 
     family = "timm_swin"
     gradcam_layout = "nhwc"
@@ -245,12 +268,33 @@ class TimmSwinAdapter(ModelAdapter):
     def final_tokens(self) -> str | None:
         return None  # NHWC feature maps, no token sequence
 
+    def window_blocks(self) -> list[tuple[str, nn.Module]]:
+        return [(n, m) for n, m in self.model.named_modules() if re.fullmatch(r"layers\.\d+\.blocks\.\d+", n)]
+
+    def window_layout(self, height: int, width: int) -> list[WindowBlock]:
+        pe = self.model.patch_embed
+        (ph, pw), pad = pe.patch_size, bool(getattr(pe, "dynamic_img_pad", False))
+        patch = (-(-height // ph), -(-width // pw)) if pad else (height // ph, width // pw)
+        merges = [0]  # patch mergings before each stage's blocks (timm: a stage's downsample runs first)
+        for stage in self.model.layers:
+            merges.append(merges[-1] + int(not isinstance(stage.downsample, nn.Identity)))
+        grids = stage_grids(patch, merges[-1] + 1)
+        out = []
+        for name, m in self.window_blocks():
+            k = merges[int(name.split(".")[1]) + 1]
+            ws, sh = tuple(map(int, m.window_size)), tuple(map(int, m.shift_size))
+            out.append(WindowBlock(name, self.window_probs(name), grids[k], 2 ** k, patch,
+                                   token_windows(grids[k], ws, sh, "roll_then_pad"), shift_mask(grids[k], ws, sh), ws, sh))
+        return out
+
 
 class HFAdapter(ModelAdapter):
     """A transformers model wrapped by :class:`~.library.HFVisionModel` (ViT, DeiT, Dinov2 with or
     without registers, CLIP vision; Swin: Grad-CAM on the last block's ``layernorm_before``,
     tokens ``B x (h*w) x C`` of the last stage's grid). Prefix tokens from the config (DeiT:
     CLS + distillation; Dinov2WithRegisters: CLS + registers), the grid from ``patch_size``;
+    Swin's window blocks ``...layers.S.blocks.B`` give window attention (probabilities: the second
+    output of their ``attention``);
     attention probabilities are the second output of each eager attention module (transformers
     5.x: ``q_proj`` / ``k_proj``), read by hooks on the loaded model's own module names."""
 
@@ -301,6 +345,31 @@ class HFAdapter(ModelAdapter):
     def final_tokens(self) -> str | None:
         names = [n for n, _ in self.model.named_modules() if re.fullmatch(r"hf\.(?:\w+\.)?layernorm", n)]
         return names[0] if names else None
+
+    def window_blocks(self) -> list[tuple[str, nn.Module]]:
+        if self.model.model_type != "swin":
+            return []
+        return [(n, m) for n, m in self.model.named_modules()
+                if re.fullmatch(r".*layers\.\d+\.blocks\.\d+", n) and hasattr(m, "attention")]
+
+    def window_probs(self, name: str) -> str:
+        return f"{name}.attention"
+
+    def window_layout(self, height: int, width: int) -> list[WindowBlock]:
+        """transformers ``SwinLayer``: the input padded to whole patches, each stage after the first
+        halves the grid, the grid padded before it is rolled; window and shift as the layer ran them
+        (it narrows its window to a grid smaller than the window, and drops the shift, on the first forward)."""
+        p = self._config().patch_size
+        ph, pw = (p, p) if isinstance(p, int) else tuple(p)
+        patch = (-(-height // ph), -(-width // pw))
+        grids = stage_grids(patch, len(self._config().depths))
+        out = []
+        for name, m in self.window_blocks():
+            k = int(re.fullmatch(r".*layers\.(\d+)\.blocks\.\d+", name).group(1))
+            ws, sh = (int(m.window_size),) * 2, (int(m.shift_size),) * 2
+            out.append(WindowBlock(name, self.window_probs(name), grids[k], 2 ** k, patch,
+                                   token_windows(grids[k], ws, sh, "pad_then_roll"), shift_mask(grids[k], ws, sh), ws, sh))
+        return out
 
 
 class OpenClipAdapter(ModelAdapter):

@@ -30,7 +30,6 @@ them (the same place in timm's non-fused path and in DINO).
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import torch
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 
 from ..images import IMAGENET_MEAN, IMAGENET_STD
 from ._registry import register_model
+from .vit_layout import detect_vit_layout  # noqa: F401  (re-exported: the layout read from a checkpoint)
 
 
 def _pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -109,6 +109,34 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+class SwiGLU(nn.Module):
+    """SwiGLU FFN (Shazeer, 2020; DINOv2 ViT-g): ``out(silu(a) * b)`` with ``[a | b] = packed(x)``.
+
+    ``names``: the packed input and the output linear layers' names -- the official DINOv2
+    ``("w12", "w3")`` (``SwiGLUFFNFused``) or timm's ``("fc1", "fc2")`` (``SwiGLUPacked``); same
+    computation, the gate is the first half in both. ``hidden``: the width of ``a`` (``w3``'s input).
+    """
+
+    def __init__(self, dim: int, hidden: int, names: tuple[str, str] = ("w12", "w3")):
+        super().__init__()
+        self.names = names
+        setattr(self, names[0], nn.Linear(dim, 2 * hidden))
+        setattr(self, names[1], nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = getattr(self, self.names[0])(x).chunk(2, dim=-1)
+        return getattr(self, self.names[1])(F.silu(a) * b)
+
+
+#: feed-forward layers of a block: the plain MLP, or SwiGLU in the official DINOv2 / timm naming
+FFN_LAYERS = {"mlp": None, "swiglu": ("w12", "w3"), "swiglu_timm": ("fc1", "fc2")}
+
+
+def swiglu_hidden(dim: int, mlp_ratio: float) -> int:
+    """The official ``SwiGLUFFNFused`` width: ``(int(dim * mlp_ratio * 2 / 3) + 7) // 8 * 8`` (4096 for ViT-g's 1536)."""
+    return (int(int(dim * mlp_ratio) * 2 / 3) + 7) // 8 * 8
+
+
 class LayerScale(nn.Module):
     """Per-channel scale ``x * gamma`` (CaiT; DINOv2's ``ls1`` / ``ls2``)."""
 
@@ -122,13 +150,16 @@ class LayerScale(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 init_values: float | None = None):
+                 init_values: float | None = None, ffn: str = "mlp", ffn_hidden: int | None = None):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias)
         self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if ffn == "mlp":
+            self.mlp = Mlp(dim, ffn_hidden or int(dim * mlp_ratio))
+        else:
+            self.mlp = SwiGLU(dim, ffn_hidden or swiglu_hidden(dim, mlp_ratio), FFN_LAYERS[ffn])
         self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,12 +167,15 @@ class Block(nn.Module):
         return x + self.ls2(self.mlp(self.norm2(x)))
 
 
-#: how position embeddings are resized to another grid (see the module docstring)
-POS_INTERPOLATIONS = ("timm", "dinov2")
+#: how position embeddings are resized to another grid (see the module docstring); ``"dino"``
+#: (DINO v1's code, also iBOT's and FewTURE's) resizes as ``"dinov2"`` does
+POS_INTERPOLATIONS = ("timm", "dinov2", "dino")
+#: the values that resize by scale factor ``(g + 0.1) / M`` at every forward, from the checkpoint's grid
+OFFSET_INTERPOLATIONS = ("dinov2", "dino")
 
 
 def resample_pos_embed_dinov2(patch_pos: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> torch.Tensor:
-    """The official DINOv2 resize (models without registers): bicubic by scale factor
+    """The official DINOv2 resize (models without registers), and DINO v1's: bicubic by scale factor
     ``(g + 0.1) / M`` per axis, no antialias. ``[1, M_h*M_w, C]`` -> ``[1, h*w, C]``."""
     c = patch_pos.shape[-1]
     grid = patch_pos.float().reshape(1, old_grid[0], old_grid[1], c).permute(0, 3, 1, 2)
@@ -173,7 +207,7 @@ class VisionTransformer(nn.Module):
                  in_chans: int = 3, num_classes: int = 0, embed_dim: int = 384, depth: int = 12,
                  num_heads: int = 6, mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
                  reg_tokens: int = 0, reg_layout: str = "timm", no_embed_class: bool = False, distilled: bool = False,
-                 pos_interpolation: str = "timm"):
+                 pos_interpolation: str = "timm", ffn: str = "mlp", ffn_hidden: int | None = None):
         super().__init__()
         img_size, patch_size = _pair(img_size), _pair(patch_size)
         if img_size[0] % patch_size[0] or img_size[1] % patch_size[1]:
@@ -182,6 +216,8 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if reg_layout not in ("timm", "dinov2") or pos_interpolation not in POS_INTERPOLATIONS:
             raise ValueError(f"reg_layout must be timm|dinov2 and pos_interpolation one of {POS_INTERPOLATIONS}")
+        if ffn not in FFN_LAYERS:
+            raise ValueError(f"ffn must be one of {tuple(FFN_LAYERS)}, got {ffn!r}")
         self.num_classes, self.embed_dim = num_classes, embed_dim
         self.num_reg_tokens, self.reg_layout, self.distilled = int(reg_tokens), reg_layout, bool(distilled)
         self.no_embed_class, self.pos_interpolation = bool(no_embed_class), pos_interpolation
@@ -196,7 +232,8 @@ class VisionTransformer(nn.Module):
         self.pos_grid = self.patch_embed.grid_size
         self.pos_embed = nn.Parameter(torch.zeros(1, self._pos_slots() + self.patch_embed.num_patches, embed_dim))
         self.pos_drop = nn.Dropout(0.0)
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, init_values) for _ in range(depth)])
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, init_values, ffn, ffn_hidden)
+                                     for _ in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         if self.distilled:
@@ -230,7 +267,7 @@ class VisionTransformer(nn.Module):
         if tuple(grid) == tuple(self.pos_grid):
             return self.pos_embed
         slots = self._pos_slots()
-        if self.pos_interpolation == "dinov2":
+        if self.pos_interpolation in OFFSET_INTERPOLATIONS:
             patches = resample_pos_embed_dinov2(self.pos_embed[:, slots:], grid, self.pos_grid)
             return torch.cat([self.pos_embed[:, :slots], patches], dim=1)
         return resample_pos_embed(self.pos_embed, grid, self.pos_grid, num_prefix_tokens=slots)
@@ -266,7 +303,7 @@ class VisionTransformer(nn.Module):
         """Adapt a checkpoint to this model's grid.
 
         timm layouts: ``pos_embed`` is resampled to this grid once, at load (as timm does).
-        Official DINOv2 layouts (``pos_interpolation="dinov2"`` or ``register_tokens``): the
+        Official DINOv2 / DINO layouts (``pos_interpolation`` ``"dinov2"`` / ``"dino"``, or ``register_tokens``): the
         checkpoint's own (square) grid is kept and every forward resizes from it, as the official
         code does -- a resize at load and another per forward would not give the official values.
         """
@@ -277,45 +314,11 @@ class VisionTransformer(nn.Module):
         side = math.isqrt(pe.shape[1] - slots)
         if side * side != pe.shape[1] - slots:
             return state_dict  # leave it: the shape check reports the mismatch
-        if self.pos_interpolation == "dinov2" or (self.num_reg_tokens and self.reg_layout == "dinov2"):
+        if self.pos_interpolation in OFFSET_INTERPOLATIONS or (self.num_reg_tokens and self.reg_layout == "dinov2"):
             self.pos_embed = nn.Parameter(torch.zeros_like(pe, dtype=self.pos_embed.dtype, device=self.pos_embed.device))
             self.pos_grid = (side, side)
             return state_dict
         return dict(state_dict, pos_embed=resample_pos_embed(pe, self.patch_embed.grid_size, num_prefix_tokens=slots))
-
-
-def _square(n: int) -> bool:
-    return n > 0 and math.isqrt(n) ** 2 == n
-
-
-def detect_vit_layout(state_dict: dict[str, torch.Tensor], num_patches: int | None = None) -> dict[str, Any]:
-    """The ViT layout options a checkpoint was saved with, read from its keys.
-
-    ``blocks.N.ls1.gamma`` -> ``init_values``; ``register_tokens`` (official DINOv2) or
-    ``reg_token`` (timm) -> ``reg_tokens`` / ``reg_layout``; ``dist_token`` -> ``distilled``;
-    an official DINOv2 checkpoint (``mask_token``) without registers -> ``pos_interpolation="dinov2"``.
-    ``no_embed_class`` when ``pos_embed`` has no prefix slots: its token count equals
-    ``num_patches`` (the grid the model is built for), or else the count without slots is not a
-    square but the count is. Only options that differ from a plain ViT are returned.
-    """
-    out: dict[str, Any] = {}
-    if any(re.fullmatch(r"blocks\.\d+\.ls1\.gamma", k) for k in state_dict):
-        out["init_values"] = 1.0  # the value is the checkpoint's
-    regs = state_dict.get("register_tokens", state_dict.get("reg_token"))
-    if regs is not None and regs.ndim == 3:
-        out["reg_tokens"] = int(regs.shape[1])
-        out["reg_layout"] = "dinov2" if "register_tokens" in state_dict else "timm"
-    if "dist_token" in state_dict:
-        out["distilled"] = True
-    pe = state_dict.get("pos_embed")
-    if pe is not None and pe.ndim == 3:
-        slots = 1 + int("dist_token" in state_dict) + (int(regs.shape[1]) if "reg_token" in state_dict else 0)
-        count = int(pe.shape[1])
-        if count != (num_patches or 0) + slots and (count == num_patches or (_square(count) and not _square(count - slots))):
-            out["no_embed_class"] = True
-    if "mask_token" in state_dict and "register_tokens" not in state_dict:
-        out["pos_interpolation"] = "dinov2"
-    return out
 
 
 def _create_vit(width: int, layers: int, heads: int, /, *, patch_size: int = 16,
@@ -357,3 +360,10 @@ def vit_base(**kwargs: Any) -> VisionTransformer:
 def vit_large(**kwargs: Any) -> VisionTransformer:
     """ViT-Large: width 1024, depth 24, 16 heads (DINOv2 ViT-L/14 with its checkpoint)."""
     return _create_vit(1024, 24, 16, **kwargs)
+
+
+@register_model
+def vit_giant2(**kwargs: Any) -> VisionTransformer:
+    """ViT-giant2 (DINOv2's name): width 1536, depth 40, 24 heads, SwiGLU FFN of width 4096 (DINOv2 ViT-g/14 with its checkpoint,
+    official or timm layout)."""
+    return _create_vit(1536, 40, 24, **{"ffn": "swiglu", **kwargs})
