@@ -14,6 +14,8 @@ METHODS = {
     "gradcam": ("gradient", "Grad-CAM: a layer's activations weighted by the target's gradient",
                 "any model (a ViT's last block, a CNN's last conv layer)"),
     "input_gradient": ("gradient", "gradient x input at every pixel", "any model"),
+    "attnlrp": ("relevance", "AttnLRP: the target's relevance at every pixel (LRP rules for attention)",
+                "a ViT with timm / DINO blocks"),
     "cls_attention": ("attention", "how much the CLS token attends to each patch (one layer)",
                       "a ViT whose attention weights can be read, with a CLS token"),
     "rollout": ("attention", "attention rollout: attention multiplied through every layer",
