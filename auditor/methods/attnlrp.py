@@ -96,14 +96,22 @@ class _IdentityRule(torch.autograd.Function):
         return grad * ratio, None
 
 
-def lrp_layer_norm(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """LayerNorm with the standard deviation detached (lxt 2.1 ``layer_norm_forward``)."""
-    mean = x.mean(dim=-1, keepdim=True)
-    std = (((x - mean) ** 2).mean(dim=-1, keepdim=True) + module.eps).sqrt()
-    y = (x - mean) / std.detach()
-    if module.weight is not None:
-        y = y * module.weight
-    return y + module.bias if module.bias is not None else y
+class _LayerNormRule(torch.autograd.Function):
+    """LayerNorm's output forward; backward as if the standard deviation were a constant (lxt 2.1
+    ``layer_norm_forward``: ``(x - mean) / std.detach() * weight + bias``): the gradient
+    ``g * weight``, centred over the channels, divided by ``std``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, out: torch.Tensor, weight: torch.Tensor | None, eps: float) -> torch.Tensor:
+        var = torch.var(x, dim=-1, unbiased=False, keepdim=True)
+        ctx.save_for_backward((var + eps).sqrt(), weight)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        std, weight = ctx.saved_tensors
+        g = grad if weight is None else grad * weight
+        return (g - g.mean(dim=-1, keepdim=True)) / std, None, None, None
 
 
 def _qkv_rule(attention: str, module: nn.Module, args: tuple, qkv: torch.Tensor) -> torch.Tensor:
@@ -125,7 +133,8 @@ def lrp_rules(model: nn.Module, attention: str = "attnlrp") -> Iterator[None]:
     try:
         for name, module in model.named_modules():
             if isinstance(module, nn.LayerNorm):
-                handles.append(module.register_forward_hook(lambda m, a, out: lrp_layer_norm(m, a[0])))
+                handles.append(module.register_forward_hook(
+                    lambda m, a, out: _LayerNormRule.apply(a[0], out.detach(), m.weight, m.eps)))
             elif isinstance(module, nn.GELU):
                 handles.append(module.register_forward_hook(lambda m, a, out: _IdentityRule.apply(a[0], out.detach())))
             elif name.endswith("attn.qkv"):
