@@ -16,6 +16,8 @@ METHODS = {
     "input_gradient": ("gradient", "gradient x input at every pixel", "any model"),
     "attnlrp": ("relevance", "AttnLRP: the target's relevance at every pixel (LRP rules for attention)",
                 "a ViT with timm / DINO blocks"),
+    "legrad": ("gradient", "LeGrad: each block's score's positive gradient w.r.t. its attention, averaged",
+               "a ViT whose attention weights can be read, with a final norm and head"),
     "cls_attention": ("attention", "how much the CLS token attends to each patch (one layer)",
                       "a ViT whose attention weights can be read, with a CLS token"),
     "rollout": ("attention", "attention rollout: attention multiplied through every layer",

@@ -57,18 +57,22 @@ def test_relevance_equals_lxt(ref, attention, dtype):
     assert np.abs(ref["gradient_x_input"] - want).max() > 0.3 * np.abs(want).max()
 
 
+def timm_lxt_vit() -> torch.nn.Module:
+    """timm's ViT (float64) with the weights of :func:`lxt_vit`; the test is skipped without timm."""
+    timm = pytest.importorskip("timm", reason="timm is an optional extra: pip install 'attention-auditor[timm]'")
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, embed_dim=64, depth=2,
+                              num_heads=4, mlp_ratio=2.0, num_classes=10)
+    model.load_state_dict({k: v.float() for k, v in load_file(DATA / "attnlrp_vit.safetensors").items()})
+    return model.double().eval()
+
+
 @pytest.mark.parametrize("attention", ["attnlrp", "cp"])
 def test_timm_vit_with_fused_attention_equals_lxt(ref, attention):
     """timm's ViT (``fused_attn``: scaled_dot_product_attention, whose backward is the exact softmax
     gradient the rules need) with the same weights. Measured with timm 1.0.31, torch 2.14.1: 8e-8 and
     1e-7 of the largest |relevance|."""
-    timm = pytest.importorskip("timm", reason="timm is an optional extra: pip install 'attention-auditor[timm]'")
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, embed_dim=64, depth=2,
-                              num_heads=4, mlp_ratio=2.0, num_classes=10)
-    model.load_state_dict({k: v.float() for k, v in load_file(DATA / "attnlrp_vit.safetensors").items()})
-    model = model.double().eval()
-    res = compute_maps(model, torch.from_numpy(ref["x"]).double(), [create_method("attnlrp", attention=attention)],
-                       target=ref["targets"].tolist())
+    res = compute_maps(timm_lxt_vit(), torch.from_numpy(ref["x"]).double(),
+                       [create_method("attnlrp", attention=attention)], target=ref["targets"].tolist())
     want = ref[f"{attention}_relevance"]
     np.testing.assert_allclose(res.maps["attnlrp"].maps.numpy(), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
