@@ -9,8 +9,8 @@ from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
 from .registry import (build_methods, create_method, default_methods, describe_method, list_methods, method_class,
                        method_options, parse_method_options, register_method)
-from . import (ablationcam, channel_attention, cls_attention, eigencam, eigengradcam, gradcam,  # noqa: F401
-               gradcam_plusplus, hirescam, input_gradient, integrated_gradients, layercam, occlusion,
+from . import (ablationcam, attnlrp, channel_attention, cls_attention, eigencam, eigengradcam, gradcam,  # noqa: F401
+               gradcam_plusplus, hirescam, input_gradient, integrated_gradients, layercam, legrad, occlusion,
                ocab_attention, reconstruction_attention, rollout, scorecam, smoothgrad, window_attention,
                xgradcam)  # (register the methods)
 
