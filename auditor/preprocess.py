@@ -64,6 +64,8 @@ class Preprocess:
             ``"squash"`` (timm's: resize to ``scale_size`` exactly, then crop).
         crop_offset: crop only: how an odd margin splits -- ``"round"`` (torchvision's
             ``CenterCrop``, timm) or ``"floor"`` (Hugging Face).
+        crop_pct: crop only, the configured share (timm's ``crop_pct``; ``scale_size`` was
+            ``floor(size / crop_pct)``), recorded for the reader.
         source: where these settings came from (recorded; not compared).
     """
 
@@ -76,6 +78,7 @@ class Preprocess:
     scale_size: tuple[int, int] | None = None
     crop_mode: str = "center"
     crop_offset: str = "round"
+    crop_pct: float | None = None
     source: str = "default"
 
     def __post_init__(self) -> None:
@@ -99,19 +102,12 @@ class Preprocess:
                                  "crop_mode 'center' or 'squash' (timm's 'border' pads: not supported), offset "
                                  "'round' or 'floor'")
 
-    @property
-    def crop_pct(self) -> float | None:
-        """The crop's share of the resized image's side (timm's ``crop_pct``), None for squash."""
-        return None if self.scale_size is None else round(self.size[0] / self.scale_size[0], 6)
-
     def to_dict(self) -> dict[str, Any]:
         """What results record; the crop's fields only with ``resize="crop"``."""
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         if self.resize != "crop":
-            for k in ("scale_size", "crop_mode", "crop_offset"):
+            for k in ("scale_size", "crop_mode", "crop_offset", "crop_pct"):
                 d.pop(k)
-        else:
-            d["crop_pct"] = self.crop_pct
         return d
 
     @classmethod
@@ -202,7 +198,7 @@ def from_timm_config(cfg: Mapping[str, Any], size: tuple[int, int] | None = None
     return Preprocess(size=size, mean=tuple(cfg.get("mean") or IMAGENET_MEAN), std=tuple(cfg.get("std") or IMAGENET_STD),
                       interpolation=str(cfg.get("interpolation") or "bicubic"), resize="crop", resampler="pil",
                       scale_size=tuple(math.floor(s / crop_pct) for s in size), crop_mode=mode, crop_offset="round",
-                      source="timm pretrained_cfg")
+                      crop_pct=crop_pct, source="timm pretrained_cfg")
 
 
 def from_hf_processor(p: Mapping[str, Any], size: tuple[int, int] | None = None) -> Preprocess:
@@ -230,7 +226,8 @@ def from_hf_processor(p: Mapping[str, Any], size: tuple[int, int] | None = None)
         if size is not None:
             short = math.floor(size[0] * short / out[0])
             out = tuple(size)
-        return Preprocess(size=out, resize="crop", scale_size=(short, short), crop_offset="floor", **common)
+        return Preprocess(size=out, resize="crop", scale_size=(short, short), crop_offset="floor",
+                          crop_pct=round(out[0] / short, 6), **common)
     if {"height", "width"} <= set(rs):
         return Preprocess(size=tuple(size or (int(rs["height"]), int(rs["width"]))), **common)
     raise UsageError(f"preprocessor_config.json: size {rs} with do_center_crop={p.get('do_center_crop')} is not a "
@@ -262,10 +259,10 @@ def model_preprocess(model: Any, image_size: int | tuple[int, int] | None = None
     if own is None:
         own = Preprocess(size=base, mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
     if resize == "crop" and own.resize == "squash":
-        own = replace(own, resize="crop", resampler="pil", crop_offset="round",
+        own = replace(own, resize="crop", resampler="pil", crop_offset="round", crop_pct=DEFAULT_CROP_PCT,
                       scale_size=tuple(math.floor(s / DEFAULT_CROP_PCT) for s in own.size),
                       source=f"{own.source} + --resize crop (timm's default crop_pct {DEFAULT_CROP_PCT})")
     elif resize == "squash" and own.resize == "crop":
-        own = replace(own, resize="squash", scale_size=None, crop_mode="center", crop_offset="round",
+        own = replace(own, resize="squash", scale_size=None, crop_mode="center", crop_offset="round", crop_pct=None,
                       source=f"{own.source} + --resize squash")
     return replace(own, mean=tuple(mean) if mean else own.mean, std=tuple(std) if std else own.std)

@@ -65,8 +65,8 @@ def region_pixels(shape: tuple[int, int], region: tuple[float, float, float, flo
 
 
 def crop_frame(image: np.ndarray, region: tuple[float, float, float, float] | None) -> np.ndarray:
-    """``image`` ``[H, W, 3]`` uint8 with the model's centre crop framed (black outside, white
-    inside, so it shows on any picture); unchanged when ``region`` is None (no crop)."""
+    """``image`` ``[H, W, 3]`` uint8 with the model's centre crop framed (white and black lines,
+    so it shows on any picture); unchanged when ``region`` is None (no crop)."""
     if region is None:
         return image
     out = image.copy()
