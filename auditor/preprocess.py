@@ -250,7 +250,12 @@ def model_preprocess(model: Any, image_size: int | tuple[int, int] | None = None
     cfg = getattr(model, "default_cfg", None) or getattr(model, "pretrained_cfg", None) or {}
     size = None if image_size is None else (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if isinstance(cfg.get("image_processor"), Mapping):
-        own = from_hf_processor(cfg["image_processor"], size)
+        try:
+            own = from_hf_processor(cfg["image_processor"], size)
+        except UsageError:
+            if resize != "squash":
+                raise
+            own = None  # a resize we do not reproduce: --resize squash still takes its mean / std
     elif "crop_pct" in cfg:
         own = from_timm_config(cfg, size)
     else:

@@ -4,6 +4,7 @@ treat what it never saw, and which preprocessing a model gets."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -204,3 +205,30 @@ def test_results_with_a_crop_match_the_schema():
     jsonschema.validate(CROP.to_dict(), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**CROP.to_dict(), "crop_offset": "ceil"}, schema)
+
+
+def test_hf_folder_with_dinov2s_processor_config_is_cropped_as_hf_does(tmp_path):
+    pytest.importorskip("transformers")
+    import shutil
+
+    from auditor.models import build_model
+
+    folder = tmp_path / "dino"
+    shutil.copytree(Path(__file__).parent / "data" / "hf_dinov2", folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": 256},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": 224, "width": 224}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225]}))
+    model = build_model(None, factory=f"hf:{folder}").model
+    pre = model_preprocess(model)
+    assert (pre.resize, pre.size, pre.scale_size, pre.crop_offset, pre.source) == (
+        "crop", (224, 224), (256, 256), "floor", "preprocessor_config.json")
+    assert model_preprocess(model, resize="squash").resize == "squash"
+    cfg = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").write_text(json.dumps({**cfg, "size": {"longest_edge": 300},
+                                                                 "do_center_crop": False}))
+    odd = build_model(None, factory=f"hf:{folder}").model
+    with pytest.raises(UsageError, match="--resize squash"):
+        model_preprocess(odd)
+    assert model_preprocess(odd, resize="squash").mean == (0.485, 0.456, 0.406)
