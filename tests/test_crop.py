@@ -180,7 +180,7 @@ def test_audit_with_crop_records_it_and_refuses_to_score_an_object_it_never_saw(
     assert left["metrics"]["gradcam"]["pointing_game"] is None  # NaN in results
     assert "outside the model's centre crop" in left["map_status"]["gradcam"]
     assert centre["metrics"]["gradcam"]["pointing_game"] == 1.0
-    assert (tmp_path / "o" / "report.html").is_file()
+    assert "resize to cover 36x36, centre crop 32x32 (crop_pct 0.875" in (tmp_path / "o" / "report.html").read_text()
 
 
 def test_report_overlay_places_the_map_in_the_crop_and_frames_it():
