@@ -32,20 +32,24 @@ from .target import Target
 
 @dataclass
 class Item:
-    """A record, decoded: ``image`` ``[H, W, 3]`` uint8, ``inputs`` ``[3, h, w]``, or ``error``."""
+    """A record, decoded: ``image`` ``[H, W, 3]`` uint8, ``inputs`` ``[3, h, w]``, or ``error``;
+    ``region``: the part of the image the model saw (a centre crop, fractions ``(x0, y0, x1, y1)``)
+    or None (all of it)."""
 
     record: Any
     image: np.ndarray | None = None
     annotations: Any = None
     inputs: torch.Tensor | None = None
     error: str | None = None
+    region: tuple[float, float, float, float] | None = None
 
 
 def load_item(record: Any, preprocess, mask_classes: str = "target") -> Item:
     try:
         image = load_image(record.image)
         ann = load_annotations(record, image.shape[:2], mask_classes=mask_classes)
-        return Item(record, image, ann, preprocess(image)[0])
+        region = preprocess.region(image.shape[:2]) if hasattr(preprocess, "region") else None
+        return Item(record, image, ann, preprocess(image)[0], region=region)
     except AuditorError as e:
         return Item(record, error=str(e))
 
@@ -94,8 +98,8 @@ def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any
         ann = shrink_annotations(it.annotations, at)
         row["metrics"], row["map_status"] = score_item(it.record.id, it.image.shape[:2], ann,
                                                         {m: r.maps[i] for m, r in res.maps.items()}, modes, writer,
-                                                        scored_at=at)
-        layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, ann.mask, modes)
+                                                        scored_at=at, region=it.region)
+        layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, ann.mask, modes, region=it.region)
         if layered:
             row["per_layer"] = layered
         for m, r in res.maps.items():  # integrated gradients: sum(attributions) - (score(x) - score(baseline))

@@ -16,7 +16,7 @@ from .cli_options import (SpaceSeparated, _carries_arch, _data, _existing_file, 
                           _overrides, _Progress, _report_out, _results_json, batch_size_option, check_model,
                           checkpoint_option, colormap_option, device_option, few_shot_options, gallery_option, gate_options, score_size_option,
                           image_size_option,
-                          methods_option, model_options, multi_attention_options, option, out_option,
+                          method_option_option, methods_option, model_options, resize_option, multi_attention_options, option, out_option,
                           outside_root_option, trust_option)
 from .errors import EXIT_INTERNAL, AuditorError
 
@@ -65,6 +65,7 @@ def main() -> None:
 @option("--head", type=int, default=None, help="One attention head [default: mean of the heads].")
 @option("--target-class", type=click.IntRange(min=0), default=None, help="Class index to explain [default: predicted].")
 @option("--gradcam-layer", default=None, metavar="NAME", help="Module name for Grad-CAM [default: chosen for the model].")
+@method_option_option
 @option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @colormap_option
 @option("--save-maps", is_flag=True, help="Also write maps.npz (float32 maps at the image's size, unnormalised).")
@@ -72,8 +73,8 @@ def main() -> None:
 @option("--support", cls=SpaceSeparated, multiple=True, metavar="IMAGE...", callback=_existing_file("support image"),
         help="Support images of the query's class (few-shot, multi-attention models): reconstruction attention, "
              "prototype target.")
-def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
-              trust_checkpoint, out, layer, head, target_class, gradcam_layer, alpha, colormap, save_maps,
+def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, resize, embed_dim, depth, num_heads,
+              device, trust_checkpoint, out, layer, head, target_class, gradcam_layer, method_options, alpha, colormap, save_maps,
               use_mab, use_ocab, use_drff, window_size, support) -> None:
     """One image: Grad-CAM and patch attention overlays and a patch grid (the original guide's flow)."""
     from .visualize import visualize as run_visualize
@@ -84,8 +85,8 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
                         use_drff=use_drff, window_size=window_size)
     check_model(arch, factory, checkpoint, patch_size=patch_size, image_size=image_size, model_kwargs=kwargs)
     run_visualize(image_path, arch=arch, factory=factory, checkpoint=checkpoint, patch_size=patch_size,
-                  image_size=image_size, output_dir=out, layer=layer, head=head, target_class=target_class,
-                  gradcam_layer=gradcam_layer, device=device, alpha=alpha, colormap=colormap, save_maps=save_maps,
+                  image_size=image_size, resize=resize, output_dir=out, layer=layer, head=head,
+                  target_class=target_class, gradcam_layer=gradcam_layer, method_options=method_options, device=device, alpha=alpha, colormap=colormap, save_maps=save_maps,
                   trust_checkpoint=trust_checkpoint, log=click.echo, support=support, model_kwargs=kwargs)
 
 
@@ -97,9 +98,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @model_options
 @out_option("Output folder (results.json, results.csv, junit.xml, token_maps.npz, report.html).", required=True)
 @methods_option
-@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
-              help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
-                   "`auditor methods` lists them).")
+@method_option_option
 @click.option("--thresholds", type=click.Path(dir_okay=False), default=None, help="Thresholds TOML file.")
 @click.option("--fail-under", multiple=True, metavar="METHOD.METRIC=V", help="Fail when the mean is below V (repeatable).")
 @click.option("--max-drop", multiple=True, metavar="METHOD.METRIC=D", help="Fail when worse than --baseline by more than D.")
@@ -140,7 +139,7 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, emb
 @click.option("--faithfulness-baseline", type=click.Choice(["blur", "mean", "noise", "zero"]), default="blur",
               show_default=True, help="What deleted pixels become (insertion starts from it).")
 @multi_attention_options
-def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, depth, num_heads, device,
+def run(data, checkpoint, arch, factory, patch_size, image_size, resize, embed_dim, depth, num_heads, device,
         trust_checkpoint, out, methods, method_options, thresholds, fail_under, max_drop, baseline, max_nan,
         max_errors, gate_on,
         allow_different_data, class_map, mask_classes, batch_size, save_maps, mean, std,
@@ -168,7 +167,8 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, embed_dim, dept
                        thresholds=thresholds, fail_under=fail_under, max_drop=max_drop, baseline=baseline,
                        max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                        allow_different_data=allow_different_data, class_map=class_map, batch_size=batch_size,
-                       save_maps=save_maps, device=device, image_size=image_size, mean=mean, std=std, target=target,
+                       save_maps=save_maps, device=device, image_size=image_size, resize=resize, mean=mean, std=std,
+                       target=target,
                        allow_outside_root=allow_outside_root, overwrite=overwrite,
                        trust_checkpoint=trust_checkpoint, patch_size=patch_size,
                        model_kwargs=model_kwargs, progress=_Progress(), report=False, resume=resume,
@@ -246,10 +246,9 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 @click.option("--class-map", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Data-set class name -> model class index, for both models (see `auditor run --help`).")
 @methods_option
-@click.option("--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
-              help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
-                   "`auditor methods` lists them).")
+@method_option_option
 @image_size_option
+@resize_option
 @batch_size_option
 @device_option
 @few_shot_options
@@ -261,7 +260,7 @@ def _model_spec(name: str | None, checkpoint: str | None) -> dict:
 def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoint_b, out, max_drop, thresholds,
             fail_under, max_nan, max_errors, gate_on, allow_different_data, class_map, mask_classes, methods,
             method_options,
-            image_size, batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root,
+            image_size, resize, batch_size, device, split, target, episodes, n_way, k_shot, n_query, seed, allow_outside_root,
             overwrite, trust_checkpoint, colormap) -> None:
     """Two checkpoints on the same images in one report; exit 1 when a check of the gate fails."""
     from .compare import compare_models, compare_results, format_comparison
@@ -270,7 +269,7 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
         if not (results_a and results_b) or data or model_a or model_b:
             raise click.UsageError("give either --results-a and --results-b, or --data with --model-a and --model-b")
         ignored = _given("split", "target", "episodes", "n_way", "k_shot", "n_query", "class_map", "mask_classes",
-                         "method_options")
+                         "method_options", "resize")
         if ignored:
             raise click.UsageError(f"{', '.join(ignored)} apply when compare runs the audits (--data with "
                                    "--model-a / --model-b), not to finished results")
@@ -288,7 +287,7 @@ def compare(results_a, results_b, data, model_a, checkpoint_a, model_b, checkpoi
                               fail_under=fail_under, max_nan=max_nan, max_errors=max_errors, gate_on=gate_on,
                               class_map=class_map, cmap=colormap,
                               methods=methods, method_options=method_options, image_size=image_size,
-                              batch_size=batch_size, device=device,
+                              resize=resize, batch_size=batch_size, device=device,
                               target=target, allow_outside_root=allow_outside_root, overwrite=overwrite,
                               trust_checkpoint=trust_checkpoint, split=split, seed=seed,
                               episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), mask_classes=mask_classes)

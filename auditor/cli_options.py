@@ -159,6 +159,16 @@ gallery_option = option("--gallery", type=click.IntRange(min=0), default=60, sho
 score_size_option = option("--score-size", type=click.IntRange(min=8), default=None, metavar="N",
                            help="Score maps against the references at most N pixels on the longest side (the "
                                 "references shrunk by area; faster on large photos) [default: each image's own size].")
+resize_option = option(
+    "--resize", type=click.Choice(["auto", "squash", "crop"]), default="auto", show_default=True,
+    help="How an image meets the model's input size: crop = resize + centre crop (timm / Hugging Face: the model "
+         "never sees the border, where its maps are 'no evidence'); squash = the whole image resized, aspect not "
+         "kept; auto = the model's own data config (timm pretrained_cfg, preprocessor_config.json) when it has "
+         "one, else squash.")
+method_option_option = option(
+    "--method-option", "method_options", multiple=True, metavar="METHOD.OPTION=VALUE",
+    help="A method's option, e.g. rollout.head_fusion=max, gradcam.layer=blocks.10.norm1 (repeatable; "
+         "`auditor methods` lists them).")
 outside_root_option = option("--allow-outside-root", is_flag=True,
                              help="Allow manifest paths outside the manifest's folder.")
 
@@ -184,6 +194,7 @@ def model_options(f):
         option("--patch-size", "patch_size", hidden=("--patch_size",), type=click.IntRange(min=1), default=None,
                help="ViT patch size [default: from the checkpoint, else 16]."),
         image_size_option,
+        resize_option,
         option("--embed-dim", type=click.IntRange(min=1), default=None, help="Override the architecture's width."),
         option("--depth", type=click.IntRange(min=1), default=None, help="Override the number of blocks."),
         option("--num-heads", type=click.IntRange(min=1), default=None, help="Override the number of heads."),

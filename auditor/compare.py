@@ -152,8 +152,10 @@ def _comparison(a: AuditResult, b: AuditResult, verdicts: list[dict[str, Any]], 
         for ra, rb in pairs:
             shape = paired.image_shape(paired.resolve_pair_image(ra, rb, (a.out, b.out)))
             rid = str(ra["id"])
+            regions = tuple(s.preprocess.region(shape) if shape and s.preprocess else None for s in (side_a, side_b))
             agree = {m: paired.map_agreement(side_a.maps.get(m, rid), side_b.maps.get(m, rid), shape,
-                                             side_a.normalization[m], side_b.normalization[m]) for m in methods}
+                                             side_a.normalization[m], side_b.normalization[m], regions=regions)
+                     for m in methods}
             delta = {m: {k: _sub(ra, rb, m, k) for k in metrics} for m in methods}
             images.append({"id": rid, "disagreement": paired.disagreement(agree), "agreement": agree, "delta": delta})
     finally:

@@ -30,7 +30,9 @@ class AuditConfig:
     ``nn.Module`` given as ``model``. ``methods``: names and / or configured method objects;
     ``method_options``: ``["rollout.head_fusion=max", ...]`` or ``{"rollout": {...}}`` for methods
     given by name (:func:`auditor.methods.build_methods`). Gate options: ``max_nan``, ``max_errors`` (``None``: the
-    thresholds file's ``[errors] max``, else 0), ``gate_on`` (:mod:`auditor.gate`).
+    thresholds file's ``[errors] max``, else 0), ``gate_on`` (:mod:`auditor.gate`). ``resize``:
+    ``"auto"`` (the model's own data config, else squash), ``"squash"`` or ``"crop"``
+    (:func:`auditor.preprocess.model_preprocess`).
     """
 
     data: str | Path
@@ -51,6 +53,7 @@ class AuditConfig:
     image_size: int | tuple[int, int] | None = None
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
+    resize: str = "auto"
     target: str | None = None
     class_map: str | Path | Mapping[str, int] | None = None
     allow_outside_root: bool = False
@@ -125,6 +128,10 @@ def validate(cfg: AuditConfig) -> Setup:
 
         require_ray()
     check_mask_classes(cfg.mask_classes)
+    from .preprocess import RESIZE_MODES
+
+    if cfg.resize not in RESIZE_MODES:
+        raise UsageError(f"resize={cfg.resize!r}: choose one of {', '.join(RESIZE_MODES)}")
     if cfg.score_size is not None and (isinstance(cfg.score_size, bool) or not isinstance(cfg.score_size, int)
                                        or cfg.score_size < 8):
         raise UsageError(f"score_size={cfg.score_size!r}: give the longest side to score at, in pixels (an integer "
@@ -155,7 +162,7 @@ def validate(cfg: AuditConfig) -> Setup:
                              **(cfg.model_kwargs or {}))
     model = loaded.model
     method_objs = build_methods(cfg.methods, cfg.method_options)
-    pre = input_preprocess(model, cfg.image_size, cfg.mean, cfg.std)
+    pre = input_preprocess(model, cfg.image_size, cfg.mean, cfg.std, cfg.resize)
     records = dataset.records if plan is None else [r for ep in plan.episodes for r in (*ep.query, *ep.support)]
     target = resolve_target(cfg.target, model, records, dataset.classes, size=output_size(model, pre),
                             episodes=plan is not None, class_map=cfg.class_map)

@@ -48,6 +48,21 @@ def _target(settings: Mapping[str, Any]) -> Any:
     return t.get("kind") if isinstance(t, Mapping) else t
 
 
+#: what results written before ``resize`` existed did (a squash resize in torch)
+_PREPROCESSING_DEFAULTS = {"resize": "squash", "resampler": "torch"}
+
+
+def _preprocessing(settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The preprocessing that decides what the model saw: older results' defaults filled in,
+    ``source`` (where the settings were read from) left out."""
+    p = settings.get("preprocessing")
+    if p is None:
+        return None
+    out = {**_PREPROCESSING_DEFAULTS, **p}
+    out.pop("source", None)
+    return out
+
+
 def differences(a: Mapping[str, Any], b: Mapping[str, Any], *, preprocessing: bool = True) -> list[str]:
     """What differs between two results' data, target and (``preprocessing``) preprocessing;
     empty when they are comparable."""
@@ -66,7 +81,7 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any], *, preprocessing: bo
     ma, mb = sa.get("mask_classes", "any"), sb.get("mask_classes", "any")  # results before masks: every object
     if ma != mb:
         out.append(f"the objects that form the masks (--mask-classes {ma} vs {mb})")
-    pa, pb = sa.get("preprocessing"), sb.get("preprocessing")
+    pa, pb = _preprocessing(sa), _preprocessing(sb)
     if preprocessing and pa != pb:
         keys = sorted(k for k in set(pa or {}) | set(pb or {}) if (pa or {}).get(k) != (pb or {}).get(k))
         out.append("the preprocessing (" + "; ".join(f"{k}: {(pa or {}).get(k)} vs {(pb or {}).get(k)}" for k in keys) + ")")

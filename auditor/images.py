@@ -2,26 +2,20 @@
 
 Any PIL-readable file becomes an RGB ``uint8`` array ``[H, W, 3]`` in its *displayed*
 orientation (EXIF rotation applied), so boxes and fixations refer to what a viewer sees.
-Preprocessing is explicit (:class:`Preprocess`) and recorded in results: a plain resize
-to the model's input size (no crop, so every map covers the whole image) and mean/std
-normalisation.
+Preprocessing (resize or resize + centre crop, mean / std) is :class:`auditor.preprocess.Preprocess`,
+re-exported here.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: F401  (re-exported)
 #: Refuse images above this many pixels (PIL's own default is ~89 M, a warning only).
 MAX_PIXELS = 178_956_970
 
@@ -82,44 +76,3 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes a model input: resize to ``size`` then normalise.
-
-    Attributes:
-        size: ``(height, width)`` of the model input.
-        mean, std: per-channel normalisation of ``[0, 1]`` RGB values.
-        interpolation: resize filter (``"bilinear"`` or ``"bicubic"``), antialiased.
-    """
-
-    size: tuple[int, int] = (224, 224)
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-
-    def __post_init__(self) -> None:
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ImageError(f"Invalid input size {self.size}: give positive (height, width).")
-        if any(s <= 0 for s in self.std):
-            raise ImageError(f"Invalid std {self.std}: every value must be > 0.")
-
-    def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    def __call__(self, images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
-        """``[H, W, 3]`` uint8 image(s) -> float32 tensor ``[B, 3, h, w]``."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            images = [images]
-        out = []
-        for img in images:
-            t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
-            if tuple(t.shape[-2:]) != tuple(self.size):
-                t = F.interpolate(t, size=self.size, mode=self.interpolation, align_corners=False, antialias=True)
-                t = t.clamp_(0.0, 1.0)
-            out.append(t)
-        x = torch.cat(out)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std

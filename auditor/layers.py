@@ -21,14 +21,19 @@ LAYER_METRICS = ("pointing_game", "relevance_mass")
 
 
 def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: np.ndarray | None,
-                 modes: dict[str, str]) -> dict[str, dict[str, list[float | None]]]:
+                 modes: dict[str, str], *, region: maplib.Region | None = None) -> dict[str, dict[str, list[float | None]]]:
     """Per-layer metric values of image ``index`` for every method with ``per_layer`` maps.
 
     ``extras``: ``{method: MapResult.extras}``; ``mask``: the image's box mask ``[H, W]``
-    (None: nothing to score). A layer whose map is constant scores None.
+    (None: nothing to score). A layer whose map is constant scores None; so does every layer
+    when the object lies wholly outside the model's centre crop ``region``.
     """
     if mask is None:
         return {}
+    shape = mask.shape
+    seen = maplib.region_mask(shape, region)
+    if seen is not None and not (mask & seen).any():  # the object is outside the crop: no layer can be scored
+        mask = None
     out: dict[str, dict[str, list[float | None]]] = {}
     for method, ex in extras.items():
         layers = ex.get("per_layer")
@@ -36,8 +41,8 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
             continue
         raw = layers[index].numpy()
         post = maplib.PostProcess.from_mode(modes[method])
-        ok = [post.problem(m) is None for m in raw]
-        sal = iter(post(raw[ok], mask.shape))  # the scorable layers, in one upsampling
+        ok = [mask is not None and post.problem(m) is None for m in raw]
+        sal = iter(post(raw[ok], shape, region))  # the scorable layers, in one upsampling
         images = [next(sal) if good else None for good in ok]
         out[method] = {k: [None if s is None else float(BOX_METRICS[k](s, mask)) for s in images]
                        for k in LAYER_METRICS}

@@ -3,8 +3,13 @@
 Two explicit steps, both recorded in results:
 
 1. :func:`upsample` -- raw ``[B, h, w]`` token/feature maps to the image's ``H x W``
-   (bilinear, ``align_corners=False``: each token's value sits at its patch centre). The
-   model sees the whole image resized (no crop), so the grid spans the whole image.
+   (bilinear, ``align_corners=False``: each token's value sits at its patch centre). With a
+   squash resize the grid spans the whole image. With a centre crop (``region``, see
+   :meth:`auditor.preprocess.Preprocess.region`) the grid spans the crop only, and every pixel
+   outside it -- "no evidence": the model never saw it -- takes the map's lowest value inside
+   the crop, so after min-max it is 0, the bottom of every ranking (AUC, NSS, top-k) and no mass
+   (relevance mass, density metrics). References wholly outside the crop are not scored
+   (:func:`auditor.scoring.score_item`: NaN with the reason).
 2. :func:`normalize` -- ``"minmax"`` to ``[0, 1]``; ``"relu_minmax"`` (Grad-CAM's ReLU
    first); ``"none"``. A constant map normalises to all zeros (documented, tested).
 
@@ -26,18 +31,71 @@ import torch.nn.functional as F
 NORMALIZATIONS = ("minmax", "relu_minmax", "none")
 
 
-def upsample(maps: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``[B, h, w]`` or ``[h, w]`` -> float32 ``[B, H, W]`` / ``[H, W]`` at ``size = (H, W)``."""
+Region = tuple[float, float, float, float]
+
+
+def upsample(maps: torch.Tensor | np.ndarray, size: tuple[int, int], region: Region | None = None) -> np.ndarray:
+    """``[B, h, w]`` or ``[h, w]`` -> float32 ``[B, H, W]`` / ``[H, W]`` at ``size = (H, W)``.
+
+    ``region``: ``(x0, y0, x1, y1)`` fractions of the width / height that the grid spans (a
+    centre crop); pixels whose centre lies outside take each map's lowest value inside.
+    """
     t = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).float()
     single = t.ndim == 2
     if single:
         t = t[None]
     if t.ndim != 3:
         raise ValueError(f"expected maps of shape [B, h, w] or [h, w], got {tuple(t.shape)}")
-    if tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
-    out = t.cpu().numpy().astype(np.float32, copy=False)
+    if region is not None:
+        out = _place(t.cpu().numpy().astype(np.float64), size, region)
+    else:
+        if tuple(t.shape[-2:]) != tuple(size):
+            t = F.interpolate(t[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+        out = t.cpu().numpy().astype(np.float32, copy=False)
     return out[0] if single else out
+
+
+def _axis(n_in: int, n_out: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear weights ``[n_out, n_in]`` of ``n_in`` cells spanning output pixels ``[lo, hi)``
+    (``align_corners=False``, clamped at the edges, as ``F.interpolate``), and which output
+    pixels' centres lie inside (at least the one nearest the span's middle)."""
+    centre = np.arange(n_out) + 0.5
+    inside = (centre >= lo) & (centre < hi)
+    if not inside.any():
+        inside[int(np.clip(np.floor((lo + hi) / 2), 0, n_out - 1))] = True
+    src = np.clip((centre - lo) / (hi - lo) * n_in - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    frac = src - i0
+    w = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    np.add.at(w, (rows, i0), 1 - frac)
+    np.add.at(w, (rows, i1), frac)
+    return w, inside
+
+
+def region_mask(size: tuple[int, int], region: Region | None) -> np.ndarray | None:
+    """bool ``[H, W]``: the pixels of an image at ``size`` that the model saw (None: all of them)."""
+    if region is None:
+        return None
+    h, w = size
+    _, ys = _axis(1, h, region[1] * h, region[3] * h)
+    _, xs = _axis(1, w, region[0] * w, region[2] * w)
+    return ys[:, None] & xs[None, :]
+
+
+def _place(maps: np.ndarray, size: tuple[int, int], region: Region) -> np.ndarray:
+    """``[B, h, w]`` float64 -> float32 ``[B, H, W]``: bilinear over the region, each map's
+    lowest inside value outside it."""
+    (b, h, w), (H, W) = maps.shape, size
+    wy, ys = _axis(h, H, region[1] * H, region[3] * H)
+    wx, xs = _axis(w, W, region[0] * W, region[2] * W)
+    out = np.einsum("yh,bhw,xw->byx", wy, maps, wx)
+    inside = ys[:, None] & xs[None, :]
+    if b:
+        low = out[:, inside].min(axis=1)
+        out[:, ~inside] = low[:, None]
+    return out.astype(np.float32)
 
 
 def normalize(saliency: np.ndarray, mode: str = "minmax") -> np.ndarray:
@@ -135,12 +193,14 @@ class PostProcess:
         s = _numpy(raw)
         return normalize(np.maximum(s, 0) if self.relu else s, self.normalize)
 
-    def __call__(self, raw: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-        """Raw ``[h, w]`` -> float32 ``[H, W]`` at ``size``; ``[L, h, w]`` -> ``[L, H, W]`` (one upsampling)."""
+    def __call__(self, raw: torch.Tensor | np.ndarray, size: tuple[int, int],
+                 region: Region | None = None) -> np.ndarray:
+        """Raw ``[h, w]`` -> float32 ``[H, W]`` at ``size``; ``[L, h, w]`` -> ``[L, H, W]`` (one upsampling).
+        ``region``: the centre crop the map covers (:func:`upsample`; 0 outside after min-max)."""
         s = _numpy(raw)
         if self.relu:
             s = np.maximum(s, 0)
-        up = upsample(s, size)
+        up = upsample(s, size, region)
         if up.ndim == 2:
             return normalize(up, self.normalize)
         return np.stack([normalize(u, self.normalize) for u in up]) if len(up) else up
@@ -154,9 +214,10 @@ def _numpy(raw: torch.Tensor | np.ndarray) -> np.ndarray:
     return raw.detach().cpu().numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw)
 
 
-def to_image(raw: torch.Tensor | np.ndarray, size: tuple[int, int], mode: str = "minmax") -> np.ndarray:
-    """Raw map ``[h, w]`` -> map ``[H, W]`` in ``[0, 1]`` (float32): ``PostProcess.from_mode(mode)(raw, size)``."""
-    return PostProcess.from_mode(mode)(_numpy(raw), size)
+def to_image(raw: torch.Tensor | np.ndarray, size: tuple[int, int], mode: str = "minmax",
+             region: Region | None = None) -> np.ndarray:
+    """Raw map ``[h, w]`` -> map ``[H, W]`` in ``[0, 1]`` (float32): ``PostProcess.from_mode(mode)(raw, size, region)``."""
+    return PostProcess.from_mode(mode)(_numpy(raw), size, region)
 
 
 def to_images(raw: torch.Tensor | np.ndarray, size: tuple[int, int], mode: str = "minmax") -> np.ndarray:

@@ -56,15 +56,41 @@ def patch_edges(n: int, length: int) -> np.ndarray:
     return np.rint(np.linspace(0, length, n + 1)).astype(int)
 
 
+def region_pixels(shape: tuple[int, int], region: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """A region ``(x0, y0, x1, y1)`` (fractions) as pixel bounds ``(r0, r1, c0, c1)`` of an image
+    ``shape = (H, W)``, at least one pixel each way."""
+    h, w = shape
+    r0, c0 = min(h - 1, round(region[1] * h)), min(w - 1, round(region[0] * w))
+    return r0, max(r0 + 1, min(h, round(region[3] * h))), c0, max(c0 + 1, min(w, round(region[2] * w)))
+
+
+def crop_frame(image: np.ndarray, region: tuple[float, float, float, float] | None) -> np.ndarray:
+    """``image`` ``[H, W, 3]`` uint8 with the model's centre crop framed (white and black lines,
+    so it shows on any picture); unchanged when ``region`` is None (no crop)."""
+    if region is None:
+        return image
+    out = image.copy()
+    _frame(out, *region_pixels(image.shape[:2], region), max(2, min(image.shape[:2]) // 150))
+    return out
+
+
 def patch_grid(image: np.ndarray, token_map: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet",
-               line: tuple[int, int, int] = (255, 255, 255), top_k: int = 5) -> np.ndarray:
+               line: tuple[int, int, int] = (255, 255, 255), top_k: int = 5,
+               region: tuple[float, float, float, float] | None = None) -> np.ndarray:
     """The image cut into the model's patch grid, each patch tinted by its value (the same
     colour map and normalisation as the overlays).
 
     ``token_map`` ``[h, w]`` in ``[0, 1]`` (one value per patch); thin white lines are the
     patch borders; the ``top_k`` patches (highest values) get a thick black-and-white frame
-    (:data:`PATCH_GRID_LEGEND`). Returns uint8 ``[H, W, 3]`` at the image's size.
+    (:data:`PATCH_GRID_LEGEND`). ``region``: the centre crop the grid covers (fractions
+    ``(x0, y0, x1, y1)``; the rest of the image is left as it is). Returns uint8 ``[H, W, 3]``
+    at the image's size.
     """
+    if region is not None:
+        r0, r1, c0, c1 = region_pixels(image.shape[:2], region)
+        out = image.copy()
+        out[r0:r1, c0:c1] = patch_grid(image[r0:r1, c0:c1], token_map, alpha=alpha, cmap=cmap, line=line, top_k=top_k)
+        return out
     height, width = image.shape[:2]
     gh, gw = token_map.shape
     rows, cols = patch_edges(gh, height), patch_edges(gw, width)

@@ -84,7 +84,7 @@ def write_run_file(out: Path, fp: dict[str, Any]) -> None:
 
 _WHAT = {"data": "the data set path", "dataset_sha256": "the data set's records or image files",
          "model": "the model or its checkpoint", "weights_sha256": "the model's weights",
-         "methods": "the methods", "preprocessing": "the preprocessing (image size, mean, std)",
+         "methods": "the methods", "preprocessing": "the preprocessing (image size, resize or centre crop, interpolation, mean, std)",
          "target": "the target", "mask_classes": "--mask-classes", "seed": "the seed", "batch_size": "--batch-size",
          "save_maps": "--save-maps", "version": "the attention-auditor version that wrote it"}
 

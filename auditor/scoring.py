@@ -77,9 +77,19 @@ def shrink_annotations(ann: Any, shape: tuple[int, int]) -> Any:
     return dataclasses.replace(ann, **changes) if changes else ann
 
 
+def unseen_references(ann: Any, seen: np.ndarray | None) -> list[str]:
+    """The metrics whose reference lies wholly outside ``seen`` (bool ``[H, W]``, the model's
+    centre crop; None: the whole image), so the model never saw it: box metrics when no mask
+    pixel is inside, fixation metrics when no fixation is, density metrics when no gaze mass is."""
+    if seen is None:
+        return []
+    return [name for refs, table in _references(ann) if not (np.asarray(refs) * seen).any() for name in table]
+
+
 def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, torch.Tensor],
                modes: dict[str, str | maplib.PostProcess], writer: MapWriter | None,
-               *, scored_at: tuple[int, int] | None = None) -> tuple[dict, dict]:
+               *, scored_at: tuple[int, int] | None = None,
+               region: maplib.Region | None = None) -> tuple[dict, dict]:
     """``(metrics, map_status)`` of one image from its raw maps ``{method: [h, w]}``.
 
     Each map goes through its method's :class:`auditor.maps.PostProcess` (``modes``: the
@@ -88,20 +98,31 @@ def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, t
     before scoring, and the baselines through :data:`auditor.maps.BASELINE_POSTPROCESS`; a
     degenerate map (constant, NaN) gets NaN metrics and its problem in ``map_status``.
     ``writer`` receives the raw (and, if it keeps them, image-size) maps under ``image_id``.
+
+    ``region``: the model's centre crop (:meth:`auditor.preprocess.Preprocess.region`); each map
+    covers it and is 0 outside (:mod:`auditor.maps`). A reference wholly outside the crop gives
+    its metrics NaN and the reason in ``map_status`` (the model never saw the object): it counts
+    against the gate like any undefined map. The baselines still cover the whole image.
     """
     metrics: dict[str, dict[str, float]] = {}
     status: dict[str, str] = {}
     at = tuple(scored_at) if scored_at is not None else tuple(shape)
+    unseen = unseen_references(ann, maplib.region_mask(at, region))
     for method, token_map in raw.items():
         if writer is not None:
-            writer.add(method, image_id, token_map.numpy(), maplib.upsample(token_map, shape) if writer.full else None)
+            writer.add(method, image_id, token_map.numpy(),
+                       maplib.upsample(token_map, shape, region) if writer.full else None)
         post = maplib.PostProcess.from_mode(modes[method])
         problem = post.problem(token_map)
         if problem:
             status[method] = problem
             metrics[method] = _nan_metrics(ann)
         else:
-            metrics[method] = score(post(token_map, at), ann)
+            metrics[method] = score(post(token_map, at, region), ann)
+            if unseen:
+                metrics[method].update(dict.fromkeys(unseen, float("nan")))
+                status[method] = ("the annotation lies wholly outside the model's centre crop (--resize crop): "
+                                  "the model never saw it, so " + ", ".join(unseen) + " are undefined")
     for name, base in _baselines(at, image_id).items():
         metrics[name] = score(base, ann)
     return metrics, status

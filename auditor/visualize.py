@@ -19,8 +19,9 @@ from . import maps as maplib
 from . import render
 import torch
 
-from .images import IMAGENET_MEAN, IMAGENET_STD, Preprocess, load_image
-from .methods import compute_maps, create_method
+from .images import load_image
+from .preprocess import Preprocess, model_preprocess
+from .methods import build_methods, compute_maps, parse_method_options
 from .models import build_model
 
 
@@ -34,14 +35,31 @@ def _mark() -> str:
 
 
 def input_preprocess(model: Any, image_size: int | tuple[int, int] | None,
-                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Preprocess:
-    """Preprocessing from explicit options, else the model's ``default_cfg``, else 224 / ImageNet."""
-    cfg = getattr(model, "default_cfg", None) or getattr(model, "pretrained_cfg", None) or {}
-    if image_size is None:
-        image_size = tuple(cfg["input_size"][-2:]) if "input_size" in cfg else (224, 224)
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    return Preprocess(size=size, mean=tuple(mean or cfg.get("mean", IMAGENET_MEAN)),
-                      std=tuple(std or cfg.get("std", IMAGENET_STD)))
+                     mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                     resize: str = "auto") -> Preprocess:
+    """Preprocessing from explicit options, else the model's data config, else 224 / ImageNet
+    squash (:func:`auditor.preprocess.model_preprocess`)."""
+    return model_preprocess(model, image_size, resize=resize, mean=mean, std=std)
+
+
+def _merged_options(method_options: Sequence[str] | dict[str, dict[str, Any]], *, gradcam_layer: str | None,
+                    layer: int, head: int | None) -> dict[str, dict[str, Any]]:
+    """``--method-option`` values with the shorthands ``--gradcam-layer`` / ``--layer`` / ``--head``
+    folded in; a value given both ways is a UsageError."""
+    from .errors import UsageError
+
+    opts = ({m: dict(kw) for m, kw in method_options.items()} if isinstance(method_options, dict)
+            else parse_method_options(list(method_options)))
+    for method, option, flag, value, default in (("gradcam", "layer", "--gradcam-layer", gradcam_layer, None),
+                                                 ("cls_attention", "layer", "--layer", layer, -1),
+                                                 ("cls_attention", "head", "--head", head, None)):
+        if value == default:
+            continue
+        if option in opts.get(method, {}):
+            raise UsageError(f"{flag} {value} and --method-option {method}.{option}={opts[method][option]} set the "
+                             "same thing: give one of them")
+        opts.setdefault(method, {})[option] = value
+    return opts
 
 
 def check_choices(model: Any, *, layer: int, head: int | None, target_class: int | None,
@@ -102,7 +120,8 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
               gradcam_layer: str | None = None, device: str = "cpu", alpha: float = 0.5,
               colormap: str = "jet", save_maps: bool = False, trust_checkpoint: bool = False,
               log: Callable[[str], None] = print, model_kwargs: dict[str, Any] | None = None,
-              support: Sequence[str | Path] | None = None) -> dict[str, Path]:
+              support: Sequence[str | Path] | None = None, resize: str = "auto",
+              method_options: Sequence[str] | dict[str, dict[str, Any]] = ()) -> dict[str, Path]:
     """Write ``gradcam_overlay.png``, ``patch_attention_overlay.png`` and ``patch_grid.png``.
 
     Multi-attention models (``use_mab`` / ``use_ocab`` / ``use_drff``, from ``model_kwargs`` or
@@ -114,6 +133,12 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     image side by side, each with the mass its tokens receive from the other side); their
     gradient target is the prototype similarity with support images, else the norm of the
     mean patch token.
+
+    ``method_options``: ``["gradcam.layer=blocks.10.norm1", "cls_attention.head=3"]`` (as
+    ``auditor run``'s) for the methods drawn here; ``gradcam_layer`` / ``layer`` / ``head`` are
+    shorthands for ``gradcam.layer`` / ``cls_attention.layer`` / ``cls_attention.head`` (giving
+    both is refused). ``resize``: ``auto`` / ``squash`` / ``crop`` (:func:`auditor.preprocess.model_preprocess`);
+    with a crop the maps cover the crop, which is framed on every overlay.
 
     Maps are drawn at the image's original size; with ``save_maps`` the float32 maps at that
     size, before display normalisation, go to ``maps.npz`` (keys ``<method>/<image stem>``).
@@ -139,17 +164,24 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     model = loaded.model
     for note in getattr(model, "notes", []):
         log(f"   Note: {note}")
-    check_choices(model, layer=layer, head=head, target_class=target_class, gradcam_layer=gradcam_layer)
+    names = ["gradcam", "cls_attention"] + (list(MULTI_ATTENTION_METHODS) if hasattr(model, "cls_bypasses_blocks") else [])
+    options = _merged_options(method_options, gradcam_layer=gradcam_layer, layer=layer, head=head)
+    methods = build_methods(names, options)
+    cls_opts = options.get("cls_attention", {})
+    check_choices(model, layer=cls_opts.get("layer", -1), head=cls_opts.get("head"), target_class=target_class,
+                  gradcam_layer=options.get("gradcam", {}).get("layer"))
     log(f"   {ok} Model loaded successfully")
-    pre = input_preprocess(model, image_size)
+    pre = input_preprocess(model, image_size, resize=resize)
+    region = pre.region((height, width))
+    if region is not None:
+        x0, y0, x1, y1 = pre.crop_box((height, width))
+        log(f"   Centre crop ({pre.source}): the model sees x {x0:.0f}-{x1:.0f}, y {y0:.0f}-{y1:.0f} of the image; "
+            "outside the frame its maps show no evidence")
     x = pre(image).to(next(model.parameters()).device)
     support_images = [load_image(p) for p in support or ()]
     support_x = torch.cat([pre(im) for im in support_images]).to(x.device) if support_images else None
 
     log("\n[3/4] Computing Grad-CAM...")
-    methods = [create_method("gradcam", layer=gradcam_layer), create_method("cls_attention", layer=layer, head=head)]
-    if hasattr(model, "cls_bypasses_blocks"):  # the multi-attention fork (support alone is a prototype target)
-        methods += [create_method(name) for name in MULTI_ATTENTION_METHODS]
     if support and target_class is not None:
         from .errors import UsageError
 
@@ -176,6 +208,8 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     saved: dict[str, np.ndarray] = {}
 
     def save(name: str, array: np.ndarray, title: str, legend: str = "") -> None:
+        if region is not None and array.shape[:2] == (height, width):
+            array = render.crop_frame(array, region)
         fig = render.figure(array, f"{title} · {image_path.name} · {target_text}", cmap=colormap, legend=legend)
         written[name] = render.save_png(fig, out / name)
         log(f"{ok} Saved: {written[name]}")
@@ -188,27 +222,29 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
             log(f"   {name}: not applicable ({res.skipped.get(name, 'no map')})")
             continue
         raw = res.maps[name].maps[0]
-        full = maplib.upsample(raw, (height, width))
+        full = maplib.upsample(raw, (height, width), region)
         saved[f"{name}/{image_path.stem}"] = full
         post = maplib.PostProcess.from_mode(method.normalization)  # the scored map is the drawn map
         problem = post.problem(raw)
         if problem:
             log(f"   Warning: {name}: {problem}")
-        heat = post(raw, (height, width))
-        title = TITLES[name].format(layer="last layer" if layer == -1 else f"layer {layer}",
-                                    head="mean of heads" if head is None else f"head {head}")
+        heat = post(raw, (height, width), region)
+        title = TITLES[name].format(layer="last layer" if method.layer == -1 else f"layer {method.layer}",
+                                    head="mean of heads" if method.head is None else f"head {method.head}") \
+            if name == "cls_attention" else TITLES[name]
         save(FIGURES[name], render.overlay(image, heat, alpha=alpha, cmap=colormap), title)
         if name == "cls_attention":
             grid = post.token_map(raw)  # the overlay's post-processing and colours, one tint per patch
-            save("patch_grid.png", render.patch_grid(image, grid, alpha=alpha, cmap=colormap, top_k=5),
+            save("patch_grid.png", render.patch_grid(image, grid, alpha=alpha, cmap=colormap, top_k=5, region=region),
                  f"{title}, per patch", render.patch_grid_legend(5, tuple(grid.shape)))
         if name == "reconstruction_attention" and not problem:
             extras = res.maps[name].extras
             save("reconstruction_best_match_overlay.png",
-                 render.overlay(image, maplib.to_image(extras["best_match"][0], (height, width)), alpha=alpha,
+                 render.overlay(image, maplib.to_image(extras["best_match"][0], (height, width), region=region), alpha=alpha,
                                 cmap=colormap), "Reconstruction: each query token's best-match weight")
             panels = [render.overlay(image, heat, alpha=alpha, cmap=colormap)] + [
-                render.overlay(im, maplib.to_image(m, im.shape[:2]), alpha=alpha, cmap=colormap)
+                render.overlay(im, maplib.to_image(m, im.shape[:2], region=pre.region(im.shape[:2])), alpha=alpha,
+                               cmap=colormap)
                 for im, m in zip(support_images, extras["support_maps"][0])]
             save("reconstruction_pairs.png", render.side_by_side(panels),
                  "Reconstruction: query (left) and each support image, mass received from the other side")

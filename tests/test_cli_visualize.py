@@ -159,3 +159,65 @@ def test_support_on_a_plain_vit_adds_no_multi_attention_figure(chelsea_png, tmp_
 def test_loading_line_names_the_bundled_checkpoint(chelsea_png, tmp_path):
     r = invoke("visualize", "--image-path", chelsea_png, "--checkpoint", "demo:clean", "--out", tmp_path / "o")
     assert "[2/4] Loading model: demo:clean" in r.output and "None" not in r.output
+
+
+def _maps(out):
+    with np.load(out / "maps.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture
+def classifier_ckpt(tmp_path):
+    """A 2-block ViT-Ti/16 with a 5-class head and random LayerNorm weights (default norms make a
+    headless Grad-CAM float noise), as a state_dict file."""
+    torch.manual_seed(0)
+    model = create_model("vit_tiny", depth=2, num_classes=5)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(1.0, 0.5)
+    path = tmp_path / "classifier.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_method_option_sets_the_gradcam_layer_and_the_attention_head(chelsea_png, classifier_ckpt, tmp_path):
+    base = ["visualize", "--image-path", chelsea_png, "--arch", "vit_tiny", "--depth", 2, "--save-maps",
+            "--checkpoint", classifier_ckpt, "--target-class", 2]
+    assert invoke(*base, "--out", tmp_path / "a").exit_code == 0
+    r = invoke(*base, "--out", tmp_path / "b", "--method-option", "gradcam.layer=blocks.0.norm1",
+               "--method-option", "cls_attention.head=1")
+    assert r.exit_code == 0, r.output
+    r2 = invoke(*base, "--out", tmp_path / "c", "--gradcam-layer", "blocks.0.norm1", "--head", "1")
+    assert r2.exit_code == 0, r2.output
+    a, b, c = _maps(tmp_path / "a"), _maps(tmp_path / "b"), _maps(tmp_path / "c")
+    assert not np.allclose(a["gradcam/chelsea"], b["gradcam/chelsea"])
+    assert not np.allclose(a["cls_attention/chelsea"], b["cls_attention/chelsea"])
+    for k in b:  # the option and its shorthand are the same setting
+        np.testing.assert_array_equal(b[k], c[k])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gradcam-layer", "blocks.1.norm1", "--method-option", "gradcam.layer=blocks.0.norm1"], "set the same thing"),
+    (["--method-option", "rollout.head_fusion=max"], "not among the methods"),
+    (["--method-option", "gradcam.nope=1"], "Valid options: gradcam.layer"),
+    (["--method-option", "cls_attention.head=x"], "expected int"),
+])
+def test_bad_method_options_exit_2_naming_the_fix(chelsea_png, tmp_path, args, message):
+    r = CliRunner().invoke(main, ["visualize", "--image-path", str(chelsea_png), "--arch", "vit_tiny", "--depth", "2",
+                                  "--out", str(tmp_path / "o"), *map(str, args)])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and "Traceback" not in r.output
+
+
+def test_resize_crop_maps_cover_the_crop_and_the_log_says_where(chelsea_png, tmp_path):
+    out = tmp_path / "o"
+    r = invoke("visualize", "--image-path", chelsea_png, "--arch", "vit_tiny", "--depth", 2, "--resize", "crop",
+               "--out", out, "--save-maps")
+    assert r.exit_code == 0, r.output
+    # 300 x 451 -> short side floor(224 / 0.875) = 256, long int(256 * 451 / 300) = 384; left round(80.0) = 80
+    assert "the model sees x 94-357, y 19-281 of the image" in r.output
+    m = _maps(out)["gradcam/chelsea"]
+    assert m.shape == (300, 451)
+    inside = m[19:281, 94:357]
+    assert (m[:, :90] == inside.min()).all() and (m[:, 360:] == inside.min()).all()

@@ -106,7 +106,8 @@ class HFVisionModel(nn.Module):
 
 
 def _hf_default_cfg(folder: Path, config: Any) -> dict[str, Any]:
-    """Input size, mean and std from ``preprocessor_config.json`` (or the config's image size)."""
+    """Input size, mean and std from ``preprocessor_config.json`` (or the config's image size); the
+    whole file under ``"image_processor"``."""
     size = getattr(config, "image_size", 224)
     cfg: dict[str, Any] = {"input_size": (3, *((size, size) if isinstance(size, int) else size))}
     pre = folder / "preprocessor_config.json"
@@ -114,6 +115,7 @@ def _hf_default_cfg(folder: Path, config: Any) -> dict[str, Any]:
         p = json.loads(pre.read_text())
         if "image_mean" in p and "image_std" in p:
             cfg.update(mean=tuple(p["image_mean"]), std=tuple(p["image_std"]))
+        cfg["image_processor"] = p  # its resize / crop: auditor.preprocess.from_hf_processor
     return cfg
 
 

@@ -11,7 +11,9 @@ relatively (the folder must travel with the report). Either way the page works f
 Overlays are drawn at thumbnail size: the raw token map goes through the method's recorded
 :class:`auditor.maps.PostProcess` (ReLU at token resolution, bilinear upsampling straight to
 the thumbnail, min-max) and is blended (:func:`auditor.render.overlay`) -- the same function
-the audit scored at full size, without ever touching a model.
+the audit scored at full size, without ever touching a model. When the model saw a centre crop
+(``settings.preprocessing.resize == "crop"``) the map covers the crop, is 0 outside it, and the
+crop is framed on the overlay (:func:`auditor.render.crop_frame`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from PIL import Image, ImageDraw
 from .. import maps as maplib
 from ..images import load_image
 from ..io import write_bytes
-from ..render import colormap_lut, encode, overlay, patch_grid
+from ..render import colormap_lut, crop_frame, encode, overlay, patch_grid
 
 INLINE_LIMIT_BYTES = 8 * 2**20
 THUMB_SIDE = 256
@@ -173,20 +175,26 @@ def _grow(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def heat_map(pic: Picture, token_map: np.ndarray, post: "str | maplib.PostProcess") -> np.ndarray:
+def heat_map(pic: Picture, token_map: np.ndarray, post: "str | maplib.PostProcess",
+             region: "maplib.Region | None" = None) -> np.ndarray:
     """The array an overlay draws: ``post`` (the method's :class:`auditor.maps.PostProcess` or
     its recorded normalisation) of the raw token map ``[h, w]`` at the thumbnail's size --
-    the scored map itself when the thumbnail has the image's size."""
-    return maplib.PostProcess.from_mode(post)(np.asarray(token_map, dtype=np.float32), pic.thumb.shape[:2])
+    the scored map itself when the thumbnail has the image's size. ``region``: the model's
+    centre crop (fractions of the image), outside which the map is 0."""
+    return maplib.PostProcess.from_mode(post)(np.asarray(token_map, dtype=np.float32), pic.thumb.shape[:2], region)
 
 
 def heat_overlay(pic: Picture, token_map: np.ndarray, normalization: "str | maplib.PostProcess", *,
-                 cmap: str = "jet", alpha: float = 0.5, style: str = "overlay") -> np.ndarray:
-    """A method's raw token map ``[h, w]`` drawn over the thumbnail (``style``: overlay or grid)."""
+                 cmap: str = "jet", alpha: float = 0.5, style: str = "overlay",
+                 region: "maplib.Region | None" = None) -> np.ndarray:
+    """A method's raw token map ``[h, w]`` drawn over the thumbnail (``style``: overlay or grid);
+    with a centre crop (``region``) the map covers the crop and the crop is framed."""
     if style == "grid":
         tints = maplib.PostProcess.from_mode(normalization).token_map(np.asarray(token_map, dtype=np.float32))
-        return patch_grid(pic.thumb, tints, alpha=alpha, cmap=cmap, top_k=3)
-    return overlay(pic.thumb, heat_map(pic, token_map, normalization), alpha=alpha, cmap=cmap)
+        out = patch_grid(pic.thumb, tints, alpha=alpha, cmap=cmap, top_k=3, region=region)
+    else:
+        out = overlay(pic.thumb, heat_map(pic, token_map, normalization, region), alpha=alpha, cmap=cmap)
+    return crop_frame(out, region)
 
 
 def colour_scale_css(cmap: str, stops: int = 11) -> str:

@@ -131,7 +131,9 @@ def header(result: AuditResult, *, label: str = "") -> dict[str, Any]:
     pre = s.get("preprocessing") or {}
     size = pre.get("size")
     prep = ", ".join(p for p in (
-        f"resize to {size[0]}x{size[1]}" if size else "",
+        (f"resize to cover {pre['scale_size'][0]}x{pre['scale_size'][1]}, centre crop {size[0]}x{size[1]} "
+         f"(crop_pct {pre.get('crop_pct')}; maps cover the framed crop)" if pre.get("resize") == "crop" and size
+         else f"resize to {size[0]}x{size[1]}" if size else ""),
         f"{pre['interpolation']}" if pre.get("interpolation") else "",
         f"mean {tuple(round(v, 3) for v in pre['mean'])}" if pre.get("mean") else "",
         f"std {tuple(round(v, 3) for v in pre['std'])}" if pre.get("std") else "") if p)

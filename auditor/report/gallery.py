@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import maps as maplib
 from ..errors import AuditorError
+from ..preprocess import Preprocess
 from ..render import encode
 from .assets import JPEG_QUALITY, AssetSink, Picture, annotate, heat_overlay, load_picture
 from .common import resolve_image
@@ -58,6 +59,7 @@ class Side:
     out: Path
     methods: list[str]
     normalization: dict[str, str]
+    preprocess: Preprocess | None = None  # the run's preprocessing; a centre crop places its maps
     maps: TokenMaps = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,7 +72,7 @@ def side_of(result: Any, label: str = "") -> Side:
     data = result.data
     methods = methods_of(data)
     norm = {m: str((data["settings"].get("methods") or {}).get(m, {}).get("normalization", "minmax")) for m in methods}
-    return Side(label, result.out, methods, norm)
+    return Side(label, result.out, methods, norm, Preprocess.from_dict(data["settings"].get("preprocessing")))
 
 
 class References:
@@ -165,6 +167,7 @@ class Job:
     image_id: str
     record_id: str  # the data set's id (an episode's row id is ep<k>/<record id>)
     maps: list[tuple[str, str, str, np.ndarray | None]]
+    crops: list[Preprocess | None] = field(default_factory=list)  # each map's side's preprocessing
 
 
 def _draw(job: Job, refs: References, cmap: str, style: str) -> tuple[bytes | None, list[bytes | None], str]:
@@ -177,11 +180,12 @@ def _draw(job: Job, refs: References, cmap: str, style: str) -> tuple[bytes | No
     mask, points = refs.of(job.record_id, pic.full_shape)
     original = encode(annotate(pic, mask, points), "JPEG", quality=JPEG_QUALITY)
     panels = []
-    for _, _, norm, token_map in job.maps:
+    for (_, _, norm, token_map), pre in zip(job.maps, job.crops or [None] * len(job.maps)):
         # a constant / non-finite map has nothing to show (normalising would magnify rounding noise)
         ok = token_map is not None and maplib.map_problem(token_map, norm) is None
+        region = pre.region(pic.full_shape) if pre is not None else None
         # the reference box / mask outline on every overlay too, so a reader judges each map against it
-        panels.append(encode(annotate(Picture(heat_overlay(pic, token_map, norm, cmap=cmap, style=style),
+        panels.append(encode(annotate(Picture(heat_overlay(pic, token_map, norm, cmap=cmap, style=style, region=region),
                                               pic.full_shape), mask), "JPEG", quality=JPEG_QUALITY) if ok else None)
     return original, panels, ""
 
@@ -197,7 +201,8 @@ def draw_cards(rows: Sequence[Mapping[str, Any]], sides: Sequence[Side], sink: A
             chunk = rows[start:start + CHUNK]
             jobs = [Job(resolve_image(r.get("image"), base), str(r["id"]), str(r.get("record_id", r["id"])),
                         [(s.label, m, s.normalization[m], s.maps.get(m, str(r["id"]))) for m in methods for s in sides
-                         if m in s.methods])  # A and B side by side per method
+                         if m in s.methods],  # A and B side by side per method
+                        [s.preprocess for m in methods for s in sides if m in s.methods])
                     for r in chunk]
             for row, job, (orig, panels, problem) in zip(chunk, jobs, pool.map(lambda j: _draw(j, refs, cmap, style), jobs)):
                 yield _card_images(row, job, orig, panels, problem, sink, map_note)

@@ -94,17 +94,19 @@ def image_shape(path: Path | None) -> tuple[int, int] | None:
 
 
 def map_agreement(map_a: np.ndarray | None, map_b: np.ndarray | None, shape: tuple[int, int] | None,
-                  norm_a: str | maplib.PostProcess, norm_b: str | maplib.PostProcess) -> dict[str, float]:
+                  norm_a: str | maplib.PostProcess, norm_b: str | maplib.PostProcess, *,
+                  regions: tuple[maplib.Region | None, maplib.Region | None] = (None, None)) -> dict[str, float]:
     """Spearman, CC and top-k overlap of two raw token maps, each post-processed to ``shape``
-    (``norm_a`` / ``norm_b``: each side's :class:`auditor.maps.PostProcess` or recorded mode)."""
+    (``norm_a`` / ``norm_b``: each side's :class:`auditor.maps.PostProcess` or recorded mode;
+    ``regions``: each side's centre crop, outside which its map is 0)."""
     nan = {k: float("nan") for k in AGREEMENT}
     if map_a is None or map_b is None:
         return nan
     if shape is None:  # no image: the finer grid of the two
         shape = tuple(max(map_a.shape[i], map_b.shape[i]) for i in (0, 1))
     try:
-        a = maplib.PostProcess.from_mode(norm_a)(map_a, shape)
-        b = maplib.PostProcess.from_mode(norm_b)(map_b, shape)
+        a = maplib.PostProcess.from_mode(norm_a)(map_a, shape, regions[0])
+        b = maplib.PostProcess.from_mode(norm_b)(map_b, shape, regions[1])
     except ValueError:
         return nan
     from ..metrics import agreement, gaze
