@@ -149,6 +149,18 @@ def test_models_without_what_they_need_are_skipped_with_the_reason():
     assert "start_layer 2 does not exist: the model has 2 blocks" in res.skipped["transformer_attribution"]
 
 
+def test_attention_weights_off_the_score_path_are_refused_not_misread():
+    """OpenCLIP's MultiheadAttention returns its weights beside the product it uses: no gradient reaches them."""
+    from test_adapters import FakeOpenClipTower
+
+    model = FakeOpenClipTower().eval()
+    res = compute_maps(model, torch.randn(2, 3, 8, 12), build_methods(CHEFER + ["rollout"]))
+    assert "rollout" in res.maps
+    assert "not on the path from input to score" in res.skipped["generic_attention"]
+    assert "timm / DINO layout" in res.skipped["transformer_attribution"]
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
 def test_options_costs_and_default_list():
     with pytest.raises(UsageError, match="start_layer must be >= 0"):
         build_methods(["transformer_attribution"], ["transformer_attribution.start_layer=-1"])

@@ -2,8 +2,9 @@
 
 :func:`compute_maps` registers the hooks all methods need (:class:`~.base.Recorder`), runs
 the model once on the batch, and -- only if a gradient method was asked for -- takes the
-gradients of the batch's target scores with respect to the recorded layers in a single
-``torch.autograd.grad`` call (parameter ``.grad`` fields are left untouched).
+gradients of the batch's target scores with respect to the recorded layers (and, for
+Generic Attention / Transformer Attribution, every recorded attention probability tensor) in a
+single ``torch.autograd.grad`` call (parameter ``.grad`` fields are left untouched).
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ def positive_head_mean(attention: torch.Tensor, gradient: torch.Tensor) -> torch
 
 @register_method
 class GenericAttention(AttentionMethod):
+    """Generic Attention: per layer ``mean_h((grad A ⊙ A)^+)``, rolled out as ``R <- R + Ā R``; the CLS row."""
+
     name = "generic_attention"
     needs_attention_gradients = True
     cost = SHARED_BACKWARD

@@ -51,6 +51,8 @@ def _branch(modules: dict[str, nn.Module], block: str, scale: str, fallback: str
 
 @register_method
 class TransformerAttribution(GenericAttention):
+    """Transformer Attribution: per layer ``mean_h((grad A ⊙ R_A)^+)`` with LRP relevance ``R_A``, rolled out."""
+
     name = "transformer_attribution"
     cost = ("1 forward + 1 backward per batch, shared with every other gradient method, then an LRP sweep "
             "through the blocks (about 2 backward passes of arithmetic, no extra forward)")
