@@ -34,6 +34,7 @@ import torch
 
 from auditor.errors import UsageError
 from auditor.methods import build_methods, compute_maps, create_method, describe_method, default_methods
+from auditor.methods.lrp import clone_merge, linear_zplus, safe_divide
 from auditor.models import build_model, create_model, load_checkpoint
 
 from conftest import tiny_vit
@@ -168,3 +169,25 @@ def test_options_costs_and_default_list():
     assert describe_method("generic_attention")["cost"].startswith("1 forward + 1 backward per batch, shared")
     assert "LRP sweep" in describe_method("transformer_attribution")["cost"]
     assert describe_method("transformer_attribution")["options"]["start_layer"]["default"] == 0
+
+
+def reference_safe_divide(a, b):
+    """modules/layers_ours.py's ``safe_divide``, verbatim."""
+    den = b.clamp(min=1e-9) + b.clamp(max=1e-9)
+    den = den + den.eq(0).type(den.type()) * 1e-9
+    return a / den * b.ne(0).type(b.type())
+
+
+def test_rules_written_for_speed_give_the_reference_formulas_bit_for_bit():
+    b = torch.tensor([2.0, -3.0, 0.0, -1e-9, 1e-9, 1e-12, -5e-10, 7.5])
+    a = torch.tensor([1.0, 1.0, 5.0, 1.0, 1.0, -2.0, 3.0, 0.0])
+    assert torch.equal(safe_divide(a, b), reference_safe_divide(a, b))
+    assert safe_divide(a, b)[2] == 0 and safe_divide(a, b)[3] == 1e9  # b == 0; b + 1e-9 == 0 -> 1e-9
+    g = torch.Generator().manual_seed(0)
+    x, w, r = torch.randn(2, 5, 6, generator=g), torch.randn(4, 6, generator=g), torch.randn(2, 5, 4, generator=g)
+    x[0, 0, :3] = 0
+    px, nx, pw, nw = x.clamp(min=0), x.clamp(max=0), w.clamp(min=0), w.clamp(max=0)
+    s = reference_safe_divide(r, px @ pw.T + nx @ nw.T)
+    assert torch.equal(linear_zplus(x, w, r), px * (s @ pw) + nx * (s @ nw))  # ViT_LRP Linear.relprop, alpha 1
+    r1 = torch.randn(2, 5, 6, generator=g)
+    assert torch.equal(clone_merge(x, r1, 2 * r1), x * (reference_safe_divide(r1, x) + reference_safe_divide(2 * r1, x)))
