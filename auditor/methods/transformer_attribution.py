@@ -103,7 +103,7 @@ class TransformerAttribution(GenericAttention):
             mods = adapter.modules()
             one_hot = torch.zeros(tokens.shape[0], mods[heads[0][0]].out_features, dtype=tokens.dtype,
                                   device=tokens.device)
-            one_hot[torch.arange(len(classes)), torch.as_tensor(classes)] = 1.0
+            one_hot[torch.arange(len(classes), device=tokens.device), torch.as_tensor(classes, device=tokens.device)] = 1.0
             return heads_relevance(tokens, [(mods[n], i, w) for n, i, w in heads], one_hot), "one-hot at the head"
         grad = rec.gradients.get(adapter.final_tokens())
         if grad is None:
