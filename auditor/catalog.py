@@ -22,6 +22,11 @@ METHODS = {
                       "a ViT whose attention weights can be read, with a CLS token"),
     "rollout": ("attention", "attention rollout: attention multiplied through every layer",
                 "a ViT whose attention weights can be read, with a CLS token"),
+    "generic_attention": ("attention", "Generic Attention (Chefer et al. 2021): gradient-weighted attention, "
+                          "positive part, rolled out", "a ViT whose attention weights can be read, with a CLS token"),
+    "transformer_attribution": ("attention", "Transformer Attribution (Chefer et al. 2021): LRP relevance of each "
+                                "attention times its gradient, rolled out",
+                                "a ViT in the timm / DINO block layout, with a CLS token"),
     "window_attention": ("attention", "mass each token receives inside its shifted window",
                          "the multi-attention backbone (--use-mab), or a timm / transformers Swin"),
     "ocab_attention": ("attention", "overlapping cross-attention received per token",

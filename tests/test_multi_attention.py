@@ -265,8 +265,9 @@ def test_cls_maps_are_not_applicable_and_one_forward_gives_every_map():
     one_pass = [n for n in list_methods() if not method_class(n).needs_own_passes]
     res = compute_maps(model, x, [create_method(n) for n in one_pass], support=support)
     assert len(calls) == 1
-    assert sorted(res.skipped) == ["cls_attention", "ocab_attention", "rollout"]
-    assert "bypasses every block" in res.skipped["cls_attention"] and "bypasses every block" in res.skipped["rollout"]
+    cls_methods = ["cls_attention", "generic_attention", "rollout", "transformer_attribution"]
+    assert sorted(res.skipped) == sorted(cls_methods + ["ocab_attention"])
+    assert all("bypasses every block" in res.skipped[n] for n in cls_methods)
     assert "no OCAB" in res.skipped["ocab_attention"]
     assert res.target_kind == "prototype" and res.output.shape[0] == 2
     assert all(r.maps.shape[0] == 2 for r in res.maps.values())

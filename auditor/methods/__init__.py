@@ -9,10 +9,10 @@ from .base import MapResult, Method, Recorder, Recording
 from .engine import PassResult, compute_maps, is_headless, target_scores
 from .registry import (build_methods, create_method, default_methods, describe_method, list_methods, method_class,
                        method_options, parse_method_options, register_method)
-from . import (ablationcam, attnlrp, channel_attention, cls_attention, eigencam, eigengradcam, gradcam,  # noqa: F401
-               gradcam_plusplus, hirescam, input_gradient, integrated_gradients, layercam, legrad, occlusion,
-               ocab_attention, reconstruction_attention, rollout, scorecam, smoothgrad, window_attention,
-               xgradcam)  # (register the methods)
+from . import (ablationcam, attnlrp, channel_attention, cls_attention, eigencam, eigengradcam,  # noqa: F401
+               generic_attention, gradcam, gradcam_plusplus, hirescam, input_gradient, integrated_gradients,
+               layercam, legrad, occlusion, ocab_attention, reconstruction_attention, rollout, scorecam,
+               smoothgrad, transformer_attribution, window_attention, xgradcam)  # (register the methods)
 
 __all__ = [
     "MapResult", "Method", "PassResult", "Recorder", "Recording", "build_methods", "compute_maps", "create_method",

@@ -49,13 +49,18 @@ class Recording:
     support images (few-shot). ``captured`` / ``captured_inputs`` hold the outputs / first
     inputs of the modules that methods asked for by name (:meth:`Method.captured_layers`),
     ``captured_outputs`` their whole outputs (tuples kept, e.g. ``(output, probabilities)``);
-    ``input_gradient`` the gradient of the target scores w.r.t. ``inputs`` when asked for.
+    ``input_gradient`` the gradient of the target scores w.r.t. ``inputs`` when asked for;
+    ``attention_gradients[i]`` the gradient w.r.t. ``attentions[i]`` (same shape; None where
+    that attention is off the score's path) when a method asked for them (Generic Attention).
+    ``target_info``: ``kind`` and ``classes`` (one class index or None per query image) of the
+    scores explained.
     """
 
     model: nn.Module
     inputs: torch.Tensor
     output: torch.Tensor | None = None
     attentions: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    attention_gradients: list[torch.Tensor | None] = field(default_factory=list)
     activations: dict[str, torch.Tensor] = field(default_factory=dict)
     gradients: dict[str, torch.Tensor] = field(default_factory=dict)
     resolved_layers: dict[str, str] = field(default_factory=dict)
@@ -189,7 +194,8 @@ class Method:
     Class attributes declare what the pass must record: ``needs_attention`` (every block's
     attention probabilities), ``needs_gradients`` (a backward from the target scores to the
     layers returned by :meth:`activation_layers`), ``needs_input_gradient`` (the gradient of
-    the target scores w.r.t. the input images), ``needs_support`` (few-shot support images,
+    the target scores w.r.t. the input images), ``needs_attention_gradients`` (the gradient of
+    the target scores w.r.t. every recorded attention, in the same backward), ``needs_support`` (few-shot support images,
     ``compute_maps(..., support=)``); :meth:`captured_layers` names modules whose outputs
     (and first inputs) the pass must keep, without gradients.
     """
@@ -200,6 +206,7 @@ class Method:
     needs_attention: ClassVar[bool] = False
     needs_gradients: ClassVar[bool] = False
     needs_input_gradient: ClassVar[bool] = False
+    needs_attention_gradients: ClassVar[bool] = False
     needs_support: ClassVar[bool] = False
     #: the pass runs attention modules on their explicit path (fused kernels off), as for
     #: ``needs_attention``, because the method reads probabilities inside them (window attention)

@@ -2,8 +2,9 @@
 
 :func:`compute_maps` registers the hooks all methods need (:class:`~.base.Recorder`), runs
 the model once on the batch, and -- only if a gradient method was asked for -- takes the
-gradients of the batch's target scores with respect to the recorded layers in a single
-``torch.autograd.grad`` call (parameter ``.grad`` fields are left untouched).
+gradients of the batch's target scores with respect to the recorded layers (and, for
+Generic Attention / Transformer Attribution, every recorded attention probability tensor) in a
+single ``torch.autograd.grad`` call (parameter ``.grad`` fields are left untouched).
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def _upcast(rec: Recording) -> None:
     """Recorded tensors back to float32 so that methods compute maps at full precision."""
     f = lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t  # noqa: E731
     rec.attentions = [(n, f(a)) for n, a in rec.attentions]
+    rec.attention_gradients = [f(g) for g in rec.attention_gradients]
     for d in (rec.activations, rec.gradients, rec.captured, rec.captured_inputs):
         d.update({k: f(v) for k, v in d.items()})
     rec.input_gradient = f(rec.input_gradient)
@@ -170,9 +172,10 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
             skipped[m.name] = str(e)
     target = _pass_target(model, target, support is not None)
     token_target = _is_token_target(target)
-    need_attn = any(m.needs_attention for m in active)
+    need_attn_grad = any(m.needs_attention_gradients for m in active)
+    need_attn = need_attn_grad or any(m.needs_attention for m in active)
     need_input_grad = any(m.needs_input_gradient for m in active)
-    grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient]
+    grad_methods = [m for m in active if m.needs_gradients or m.needs_input_gradient or m.needs_attention_gradients]
     layers = sorted({name for m in active for name in m.activation_layers(model)})  # eigencam: no gradient
     captures = {name for m in active for name in m.captured_layers(model)}
     adapter = adapter_for(model)
@@ -205,15 +208,21 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         else:
             scores, targets, kind = target_scores(model, output[:b], target)
         rec.target_scores = scores
+        rec.target_info = {"kind": kind, "classes": targets}
         if grad_methods:
             names = [n for n in layers if n in rec.activations and rec.activations[n].requires_grad]
-            wrt = [rec.activations[n] for n in names] + ([x] if need_input_grad else [])
+            # attention probabilities share the backward (Generic Attention): only those on the graph
+            attn_idx = [i for i, (_, a) in enumerate(rec.attentions) if a.requires_grad] if need_attn_grad else []
+            wrt = [rec.activations[n] for n in names] + [rec.attentions[i][1] for i in attn_idx]
+            wrt += [x] if need_input_grad else []
             # float16 gradients (--amp on CUDA) of small scores can underflow: scale, then undo in float32
             scale = 1024.0 if amp and batch.device.type == "cuda" else 1.0
             grads = torch.autograd.grad(scores.sum() * scale, wrt, allow_unused=True)
             if scale != 1.0:
                 grads = tuple(None if g is None else g.float() / scale for g in grads)
             rec.gradients = {n: g for n, g in zip(names, grads) if g is not None}
+            attn_grads = dict(zip(attn_idx, grads[len(names):]))
+            rec.attention_gradients = [attn_grads.get(i) for i in range(len(rec.attentions))] if need_attn_grad else []
             rec.input_gradient = grads[-1] if need_input_grad else None
     if amp:
         _upcast(rec)

@@ -131,6 +131,17 @@ class ModelAdapter:
                                    m.attention_mask(grid, torch.device("cpu")), (ws, ws), (s, s)))
         return out
 
+    def lrp_blocks(self) -> list[str]:
+        """Transformer blocks in the timm / DINO layout (``norm1``, ``attn.qkv``, ``attn.proj``,
+        ``norm2``, ``mlp.fc1``, ``mlp.fc2``, optional ``ls1`` / ``ls2``) in forward order, for the LRP
+        rules of Transformer Attribution; empty when the model has none."""
+        return []
+
+    def class_heads(self) -> list[tuple[str, int, float]]:
+        """``(linear head module, token index, weight)``: the logits are ``sum_k weight_k head_k(final
+        tokens[:, index_k])``; empty when the head is not linear layers on prefix tokens."""
+        return []
+
     def channel_blocks(self) -> list[str]:
         """Channel attention layers in forward order (:meth:`channel_weights` names each one's weights module)."""
         return []
@@ -195,6 +206,22 @@ class ViTAdapter(ModelAdapter):
 
     def gradcam_layer(self) -> str | None:
         return last_indexed(self.model, r"norm1")
+
+    def lrp_blocks(self) -> list[str]:
+        mods = self.modules()
+        parts = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+        plain = lambda m: m is None or isinstance(m, nn.Identity)  # noqa: E731  (timm's q_norm / k_norm / norm)
+        return [n for n in mods if re.fullmatch(r"(?:.*\.)?blocks\.\d+", n) and all(f"{n}.{p}" in mods for p in parts)
+                and all(plain(getattr(mods[f"{n}.attn"], a, None)) for a in ("q_norm", "k_norm", "norm"))]
+
+    def class_heads(self) -> list[tuple[str, int, float]]:
+        m, mods = self.model, self.modules()
+        if (getattr(m, "global_pool", "token") not in ("token", None) or not isinstance(mods.get("head"), nn.Linear)
+                or not isinstance(getattr(m, "fc_norm", None), (nn.Identity, type(None)))):
+            return []
+        if isinstance(mods.get("head_dist"), nn.Linear):  # DeiT distilled: the mean of both heads (eval)
+            return [("head", 0, 0.5), ("head_dist", 1, 0.5)]
+        return [("head", 0, 1.0)]
 
 
 class MultiAttentionAdapter(ViTAdapter):
