@@ -223,6 +223,11 @@ class RowsFile(collections.abc.Sequence):
         return f"RowsFile({str(self.path)!r})"
 
 
+class StreamedList(collections.abc.Sequence):
+    """A top-level list of a JSON document that :func:`write_json` writes item by item (a
+    subclass builds each item when it is read): the same bytes as a list, never all at once."""
+
+
 ROWS_INLINE_LIMIT = 2000  # more rows than this stay in rows.jsonl (results.json points to it)
 INDEX_FILE = "rows.index.tsv"
 _ROWS_MARK = "\x00rows\x00"
@@ -256,7 +261,7 @@ def write_json(path: Path, data: Mapping[str, Any], *, inline_limit: int | None 
     rows = data.get("rows")
     inline_limit = ROWS_INLINE_LIMIT if inline_limit is None else inline_limit
     if not isinstance(rows, RowsFile):
-        write_text(path, json.dumps(clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
+        _write_streamed(path, data)
         return
     if len(rows) > inline_limit:
         write_text(path, json.dumps(clean({**data, "rows": rows_reference(rows, path.parent)}), indent=1,
@@ -270,6 +275,27 @@ def write_json(path: Path, data: Mapping[str, Any], *, inline_limit: int | None 
         for i, row in enumerate(rows):
             f.write(("," if i else "") + "\n  " + json.dumps(clean(row), allow_nan=False))
         f.write("\n ]" + after + "\n")
+
+
+def _write_streamed(path: Path, data: Mapping[str, Any]) -> None:
+    """``json.dumps(data, indent=1)`` into ``path``, each top-level :class:`StreamedList` written
+    item by item (the same bytes as a list)."""
+    marks = {k: f"\x00{k}\x00" for k, v in data.items() if isinstance(v, StreamedList)}
+    text = json.dumps(clean({**data, **marks}), indent=1, sort_keys=False, allow_nan=False)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for key, mark in marks.items():
+            before, text = text.split(json.dumps(mark), 1)
+            f.write(before)
+            items = data[key]
+            if not len(items):
+                f.write("[]")
+                continue
+            f.write("[")
+            for i, item in enumerate(items):
+                lines = json.dumps(clean(item), indent=1, sort_keys=False, allow_nan=False).split("\n")
+                f.write(("," if i else "") + "\n" + "\n".join("  " + line for line in lines))
+            f.write("\n ]")
+        f.write(text + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
