@@ -62,13 +62,14 @@ ROW_DIGITS = 8  # significant digits of a row's floats in rows.jsonl / results.c
 
 def row_json(row: Mapping[str, Any]) -> str:
     """One ``rows.jsonl`` line (without its newline): :func:`clean`, every float rounded to
-    :data:`ROW_DIGITS` significant digits.
+    :data:`ROW_DIGITS` significant digits, no spaces after ``,`` and ``:``.
 
     A relative change of at most 5e-8, no coarser than the float32 maps the metrics are computed
     from (float32 keeps 2**-24 = 6e-8): the summaries, CIs and gates -- computed from these rows --
     agree with full-precision rows to 7 significant digits, while a row is ~40% shorter than with
-    Python's 17-digit floats (50,000 rows: ~25 MB less across rows.jsonl and results.csv)."""
-    return json.dumps(_rounded(clean(row)), allow_nan=False)
+    Python's 17-digit floats and default separators (50,000 rows: ~20 MB less across rows.jsonl and
+    results.csv)."""
+    return json.dumps(_rounded(clean(row)), separators=(",", ":"), allow_nan=False)
 
 
 def _rounded(value: Any) -> Any:

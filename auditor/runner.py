@@ -177,7 +177,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
         write_run_file(out, run.fingerprint)
     if s.faith is not None:
         faith_dir.mkdir(exist_ok=True)
-    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in [_error_row(e) for e in s.dataset.errors] + done_rows))
+    write_text(out / ROWS_FILE, "".join(row_json(r) + "\n" for r in [_error_row(e) for e in s.dataset.errors] + done_rows))
     del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
     done = start
     try:

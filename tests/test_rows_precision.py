@@ -22,7 +22,7 @@ def test_row_floats_are_rounded_to_8_significant_digits_and_nothing_else_changes
         "metrics": {"gradcam": {"relevance_mass": 0.18863897, "pointing_game": 1.0, "nss": -2.0719554,
                                 "auc_roc": None, "tiny": 1.2345679e-09, "big": 123456790.0}},
         "map_status": {"gradcam": "constant map"}, "support": ["x", "y"]}
-    assert '"pointing_game": 1.0' in line and '"label": 3,' in line  # floats stay floats, ints ints
+    assert '"pointing_game":1.0' in line and '"label":3,' in line  # floats stay floats, ints ints; no spaces
     assert len(line) < len(json.dumps(row).replace("NaN", "null"))
 
 

@@ -71,7 +71,10 @@ class References:
             from ..data import load_dataset
 
             ds = _manifest_lines(Path(data_path), rows) or load_dataset(data_path, allow_outside_root=True)
-            self.records = {r.id: r for r in ds.records}
+            wanted = None if rows is None else {str(i) for r in rows
+                                                for i in (r.get("record_id", r.get("id")), *(r.get("support") or ()))}
+            # the drawn rows' records and their few-shot support images only
+            self.records = {r.id: r for r in ds.records if wanted is None or r.id in wanted}
         except (AuditorError, OSError) as e:
             self.note = f"references are not drawn: {e}"
 
