@@ -180,7 +180,7 @@ class PairedImages(StreamedList):
         self.delta = np.stack([np.stack([np.subtract(*pairs.values[(m, k)][::-1]) for k in metrics], axis=-1)
                                if metrics else np.zeros((len(pairs), 0)) for m in methods], axis=1)
         spearman = agreement[:, :, paired.AGREEMENT.index("spearman")]
-        # 1 - mean Spearman over the methods where it is defined (paired.disagreement)
+        # 1 - mean Spearman over the methods where it is defined (0: same ranking, 2: opposite), NaN if none
         self.disagreement = [1.0 - float(np.mean(row[ok])) if ok.any() else float("nan")
                              for row, ok in zip(spearman, np.isfinite(spearman))]
         d = self.disagreement

@@ -178,12 +178,6 @@ def agreement_summary(agreement: np.ndarray, methods: Sequence[str], *, seed: in
                 for n, k in enumerate(AGREEMENT)} for j, m in enumerate(methods)}
 
 
-def disagreement(agree: Mapping[str, Mapping[str, float]]) -> float:
-    """``1 - mean Spearman`` over methods (0: same ranking, 2: opposite); NaN when undefined."""
-    vals = [v["spearman"] for v in agree.values() if math.isfinite(v.get("spearman", float("nan")))]
-    return 1.0 - float(np.mean(vals)) if vals else float("nan")
-
-
 def resolve_pair_image(images: tuple[Any, Any], bases: tuple[Path, Path]) -> Path | None:
     """A pair's image file: A's recorded path, else B's (``images`` as in :attr:`Pairs.images`)."""
     return resolve_image(images[0], bases[0]) or resolve_image(images[1], bases[1])
