@@ -67,8 +67,36 @@ def stream(units: Sequence[Sequence[Any]], preprocess, workers: int = 2,
             yield [f.result() for f in futures]
 
 
-def chunks(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [records[i:i + size] for i in range(0, len(records), size)]
+class Chunks(Sequence):
+    """``records`` in units of ``size``, each sliced when it is asked for: a data set of 50,000
+    compact records (:class:`auditor.data.records.RecordList`) is never rebuilt all at once.
+    ``chunks[k:]`` is the chunks from the ``k``-th on."""
+
+    def __init__(self, records: Sequence[Any], size: int, first: int = 0):
+        self.records, self.size, self.first = records, size, first
+
+    def __len__(self) -> int:
+        return max(0, -(-len(self.records) // self.size) - self.first)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            start, _, step = index.indices(len(self))
+            if step != 1 or index.stop is not None:
+                return [self[i] for i in range(*index.indices(len(self)))]
+            return Chunks(self.records, self.size, self.first + start)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        at = (self.first + index) * self.size
+        return self.records[at:at + self.size]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+def chunks(records: Sequence[Any], size: int) -> Chunks:
+    return Chunks(records, size)
 
 
 def base_row(it: Item) -> dict[str, Any]:

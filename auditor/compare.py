@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from .errors import UsageError
 from .gate import GateOptions, evaluate, split_error_checks, validate_checks
 from .identity import check_same_data
@@ -27,7 +29,7 @@ from .report import paired
 from .report.assets import INLINE_LIMIT_BYTES
 from .report.common import as_result, fmt, metrics_of
 from .report.gallery import side_of
-from .results import AuditResult, write_json, write_junit
+from .results import AuditResult, StreamedList, write_json, write_junit
 from .thresholds import Check, load_thresholds, parse_assignment
 
 COMPARISON_VERSION = "1.1"
@@ -143,38 +145,60 @@ def _comparison(a: AuditResult, b: AuditResult, verdicts: list[dict[str, Any]], 
     if not methods:
         raise UsageError(f"A ({', '.join(side_a.methods)}) and B ({', '.join(side_b.methods)}) share no method: "
                          "run both audits with --methods set to the same names.")
-    pairs, counts = paired.pair_rows(a.rows, b.rows)
-    if not pairs:
-        raise UsageError("A and B scored no image in common: compare two audits of the same data set.")
     metrics = [k for k in metrics_of(a.data["summary"]) if k in metrics_of(b.data["summary"])]
-    images = []
+    pairs, counts = paired.pair_rows(a.rows, b.rows, methods, metrics)
+    if not len(pairs):
+        raise UsageError("A and B scored no image in common: compare two audits of the same data set.")
+    agreement = np.full((len(pairs), len(methods), len(paired.AGREEMENT)), np.nan)
     try:
-        for ra, rb in pairs:
-            shape = paired.image_shape(paired.resolve_pair_image(ra, rb, (a.out, b.out)))
-            rid = str(ra["id"])
+        for i, rid in enumerate(pairs.ids):
+            shape = paired.image_shape(paired.resolve_pair_image(pairs.images[i], (a.out, b.out)))
             regions = tuple(s.preprocess.region(shape) if shape and s.preprocess else None for s in (side_a, side_b))
-            agree = {m: paired.map_agreement(side_a.maps.get(m, rid), side_b.maps.get(m, rid), shape,
+            for j, m in enumerate(methods):
+                agree = paired.map_agreement(side_a.maps.get(m, rid), side_b.maps.get(m, rid), shape,
                                              side_a.normalization[m], side_b.normalization[m], regions=regions)
-                     for m in methods}
-            delta = {m: {k: _sub(ra, rb, m, k) for k in metrics} for m in methods}
-            images.append({"id": rid, "disagreement": paired.disagreement(agree), "agreement": agree, "delta": delta})
+                agreement[i, j] = [agree[k] for k in paired.AGREEMENT]
     finally:
         side_a.maps.close()
         side_b.maps.close()
-    images.sort(key=lambda img: (not math.isfinite(img["disagreement"]), -img["disagreement"]
-                                 if math.isfinite(img["disagreement"]) else 0.0))  # most disagreement first (stable)
+    images = PairedImages(pairs, methods, metrics, agreement)
     return {
         "kind": "attention-auditor comparison", "version": COMPARISON_VERSION,
         "a": _run_info(a), "b": _run_info(b), "methods": methods, "metrics": metrics, "counts": counts,
         "deltas": paired.metric_deltas(pairs, methods, metrics, seed=seed),
-        "agreement": paired.agreement_summary([img["agreement"] for img in images], methods, seed=seed),
+        "agreement": paired.agreement_summary(agreement[images.order], methods, seed=seed),  # in the images' order
         "images": images, "verdicts": verdicts, "passed": all(v["passed"] for v in verdicts),
     }
 
 
-def _sub(ra, rb, m: str, k: str) -> float | None:
-    va, vb = (r.get("metrics", {}).get(m, {}).get(k) for r in (ra, rb))
-    return None if va is None or vb is None else float(vb) - float(va)
+class PairedImages(StreamedList):
+    """comparison.json's ``images``: per paired image its map agreement, metric deltas (B - A) and
+    disagreement, most disagreement first -- held as arrays and built as dicts when read or
+    written, so 50,000 images are never 50,000 nested dicts at once."""
+
+    def __init__(self, pairs: paired.Pairs, methods: Sequence[str], metrics: Sequence[str], agreement: np.ndarray):
+        self.ids, self.methods, self.metrics, self.agreement = pairs.ids, list(methods), list(metrics), agreement
+        self.delta = np.stack([np.stack([np.subtract(*pairs.values[(m, k)][::-1]) for k in metrics], axis=-1)
+                               if metrics else np.zeros((len(pairs), 0)) for m in methods], axis=1)
+        spearman = agreement[:, :, paired.AGREEMENT.index("spearman")]
+        # 1 - mean Spearman over the methods where it is defined (0: same ranking, 2: opposite), NaN if none
+        self.disagreement = [1.0 - float(np.mean(row[ok])) if ok.any() else float("nan")
+                             for row, ok in zip(spearman, np.isfinite(spearman))]
+        d = self.disagreement
+        self.order = sorted(range(len(d)), key=lambda i: (not math.isfinite(d[i]), -d[i] if math.isfinite(d[i]) else 0.0))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        i = self.order[index]
+        return {"id": self.ids[i], "disagreement": self.disagreement[i],
+                "agreement": {m: {k: float(self.agreement[i, j, n]) for n, k in enumerate(paired.AGREEMENT)}
+                              for j, m in enumerate(self.methods)},
+                "delta": {m: {k: None if math.isnan(v := float(self.delta[i, j, n])) else v
+                              for n, k in enumerate(self.metrics)} for j, m in enumerate(self.methods)}}
 
 
 def _run_info(r: AuditResult) -> dict[str, Any]:

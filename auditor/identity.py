@@ -27,13 +27,29 @@ def _size(path: Any) -> int | None:
 
 def dataset_identity(dataset: Any) -> dict[str, Any]:
     """``{"records", "sha256"}``: the number of records and a hash of their ids, image sizes,
-    labels and annotations (in id order)."""
-    items = sorted([r.id, _size(r.image), r.label_name if r.label_name is not None else r.label,
-                    [[b.x0, b.y0, b.x1, b.y1, b.label] for b in r.boxes],
-                    None if r.fixations is None else [list(p) for p in r.fixations],
-                    None if r.gaze is None else _size(r.gaze)] for r in dataset.records)
-    blob = json.dumps(items, sort_keys=True, default=str)
-    return {"records": len(items), "sha256": hashlib.sha256(blob.encode()).hexdigest()}
+    labels and annotations (in id order).
+
+    The hash is of the JSON list of the items sorted; it is fed item by item, so 50,000 records
+    are never all rebuilt at once (the same bytes as dumping the sorted list whole)."""
+    records = dataset.records
+    ids = [r.id for r in records]
+    if len(set(ids)) == len(ids):  # the usual case: sorting the items is sorting by id
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        items: Any = (_item(records[i]) for i in order)
+    else:  # equal ids: the rest of each item decides their order
+        items = iter(sorted(_item(r) for r in records))
+    h = hashlib.sha256(b"[")
+    for i, item in enumerate(items):
+        h.update(((", " if i else "") + json.dumps(item, sort_keys=True, default=str)).encode())
+    h.update(b"]")
+    return {"records": len(ids), "sha256": h.hexdigest()}
+
+
+def _item(r: Any) -> list[Any]:
+    return [r.id, _size(r.image), r.label_name if r.label_name is not None else r.label,
+            [[b.x0, b.y0, b.x1, b.y1, b.label] for b in r.boxes],
+            None if r.fixations is None else [list(p) for p in r.fixations],
+            None if r.gaze is None else _size(r.gaze)]
 
 
 def rows_identity(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

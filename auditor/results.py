@@ -57,6 +57,31 @@ def clean(value: Any) -> Any:
     return value
 
 
+ROW_DIGITS = 8  # significant digits of a row's floats in rows.jsonl / results.csv
+
+
+def row_json(row: Mapping[str, Any]) -> str:
+    """One ``rows.jsonl`` line (without its newline): :func:`clean`, every float rounded to
+    :data:`ROW_DIGITS` significant digits, no spaces after ``,`` and ``:``.
+
+    A relative change of at most 5e-8, no coarser than the float32 maps the metrics are computed
+    from (float32 keeps 2**-24 = 6e-8): the summaries, CIs and gates -- computed from these rows --
+    agree with full-precision rows to 7 significant digits, while a row is ~40% shorter than with
+    Python's 17-digit floats and default separators (50,000 rows: ~20 MB less across rows.jsonl and
+    results.csv)."""
+    return json.dumps(_rounded(clean(row)), separators=(",", ":"), allow_nan=False)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.{ROW_DIGITS}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
 @dataclass
 class Summary:
     """Mean with a 95% bootstrap CI over images (``n`` valid values, ``n_nan`` undefined)."""
@@ -199,6 +224,11 @@ class RowsFile(collections.abc.Sequence):
         return f"RowsFile({str(self.path)!r})"
 
 
+class StreamedList(collections.abc.Sequence):
+    """A top-level list of a JSON document that :func:`write_json` writes item by item (a
+    subclass builds each item when it is read): the same bytes as a list, never all at once."""
+
+
 ROWS_INLINE_LIMIT = 2000  # more rows than this stay in rows.jsonl (results.json points to it)
 INDEX_FILE = "rows.index.tsv"
 _ROWS_MARK = "\x00rows\x00"
@@ -232,7 +262,7 @@ def write_json(path: Path, data: Mapping[str, Any], *, inline_limit: int | None 
     rows = data.get("rows")
     inline_limit = ROWS_INLINE_LIMIT if inline_limit is None else inline_limit
     if not isinstance(rows, RowsFile):
-        write_text(path, json.dumps(clean(data), indent=1, sort_keys=False, allow_nan=False) + "\n")
+        _write_streamed(path, data)
         return
     if len(rows) > inline_limit:
         write_text(path, json.dumps(clean({**data, "rows": rows_reference(rows, path.parent)}), indent=1,
@@ -246,6 +276,27 @@ def write_json(path: Path, data: Mapping[str, Any], *, inline_limit: int | None 
         for i, row in enumerate(rows):
             f.write(("," if i else "") + "\n  " + json.dumps(clean(row), allow_nan=False))
         f.write("\n ]" + after + "\n")
+
+
+def _write_streamed(path: Path, data: Mapping[str, Any]) -> None:
+    """``json.dumps(data, indent=1)`` into ``path``, each top-level :class:`StreamedList` written
+    item by item (the same bytes as a list)."""
+    marks = {k: f"\x00{k}\x00" for k, v in data.items() if isinstance(v, StreamedList)}
+    text = json.dumps(clean({**data, **marks}), indent=1, sort_keys=False, allow_nan=False)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for key, mark in marks.items():
+            before, text = text.split(json.dumps(mark), 1)
+            f.write(before)
+            items = data[key]
+            if not len(items):
+                f.write("[]")
+                continue
+            f.write("[")
+            for i, item in enumerate(items):
+                lines = json.dumps(clean(item), indent=1, sort_keys=False, allow_nan=False).split("\n")
+                f.write(("," if i else "") + "\n" + "\n".join("  " + line for line in lines))
+            f.write("\n ]")
+        f.write(text + "\n")
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

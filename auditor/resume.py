@@ -51,16 +51,22 @@ def _size(path: Path) -> int | None:
 
 
 def dataset_sha256(dataset: Any) -> str:
-    """sha256 of what a data set resolved to: records (with image file sizes), errors, classes."""
-    records = [[r.id, str(r.image), _size(r.image), r.label, r.label_name,
-                [[b.x0, b.y0, b.x1, b.y1, b.label] + ([repr(b.segmentation)] if b.segmentation else [])
-                 for b in r.boxes],
-                None if r.fixations is None else [list(p) for p in r.fixations],
-                None if r.gaze is None else [str(r.gaze), _size(r.gaze)], r.split]
-               + ([[str(r.mask), _size(r.mask)]] if r.mask is not None else []) for r in dataset.records]
+    """sha256 of what a data set resolved to: records (with image file sizes), errors, classes.
+
+    The hash of ``json.dumps({"classes", "errors", "records"}, sort_keys=True)``, fed record by
+    record (the same bytes, without holding every record's list at once)."""
+    h = hashlib.sha256()
     errors = [[e.id, e.source, e.reason] for e in dataset.errors]
-    blob = json.dumps({"classes": list(dataset.classes), "records": records, "errors": errors}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    h.update(f'{{"classes": {json.dumps(list(dataset.classes))}, "errors": {json.dumps(errors)}, "records": ['.encode())
+    for i, r in enumerate(dataset.records):
+        item = [r.id, str(r.image), _size(r.image), r.label, r.label_name,
+                [[b.x0, b.y0, b.x1, b.y1, b.label] + ([repr(b.segmentation)] if b.segmentation else []) for b in r.boxes],
+                None if r.fixations is None else [list(p) for p in r.fixations],
+                None if r.gaze is None else [str(r.gaze), _size(r.gaze)], r.split] \
+            + ([[str(r.mask), _size(r.mask)]] if r.mask is not None else [])
+        h.update(((", " if i else "") + json.dumps(item, sort_keys=True)).encode())
+    h.update(b"]}")
+    return h.hexdigest()
 
 
 def fingerprint(*, dataset: Any, model: dict[str, Any], weights: str, methods: dict[str, Any],

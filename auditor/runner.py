@@ -34,7 +34,7 @@ from .io import write_text
 from .layers import summarise_layers
 from .methods.engine import amp_dtype
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
-from .results import INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, package_versions, write_csv, write_json, write_junit
+from .results import INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, package_versions, row_json, write_csv, write_json, write_junit
 from .savers import PARTS_DIR, PartedMapWriter
 from .scoring import summarise, summarise_per_class
 from .target import Target
@@ -177,7 +177,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
         write_run_file(out, run.fingerprint)
     if s.faith is not None:
         faith_dir.mkdir(exist_ok=True)
-    write_text(out / ROWS_FILE, "".join(json.dumps(r) + "\n" for r in [_error_row(e) for e in s.dataset.errors] + done_rows))
+    write_text(out / ROWS_FILE, "".join(row_json(r) + "\n" for r in [_error_row(e) for e in s.dataset.errors] + done_rows))
     del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
     done = start
     try:
@@ -194,7 +194,7 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
                 results = local_units(run.units, start // run.unit, s.pre, work, writer, out)
             for batch_rows in results:  # each unit's maps are in place before its rows are written
                 for row in batch_rows:
-                    rows_file.write(json.dumps(_jsonable(row)) + "\n")
+                    rows_file.write(row_json(row) + "\n")  # floats to ROW_DIGITS digits
                 rows_file.flush()
                 done += len(batch_rows)
                 if cfg.progress:

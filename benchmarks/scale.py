@@ -5,7 +5,9 @@ Each size runs in its own subprocess (``python -m benchmarks.scale --child N WOR
 rollout, ``run_audit`` without the report, then ``render_report`` (default gallery) timed on its
 own. The child prints one JSON line: audit and report seconds, peak RSS (``VmHWM``) of the whole
 process, and the sizes of ``report.html``, ``results.json``, ``rows.jsonl``, ``results.csv``,
-``token_maps.npz``, the rest, and the output folder. Writing the data set is not timed.
+``token_maps.npz``, the rest, and the output folder. Writing the data set is not timed. Then, in a
+second process (``--compare-child``), ``compare_results`` of the audit against itself (every
+paired image's map agreement, the deltas, comparison.json and its report): seconds and peak RSS.
 
 Targets (issue 19): ``report.html`` <= 10 MB and the output folder <= 100 MB at every size; at the
 largest, report time <= 10% of the audit's (the report's fixed cost -- plots, 60 cards -- weighs
@@ -40,10 +42,13 @@ def run(cfg: Config, work: Path | None = None) -> list[Row]:
 
 
 def measure(n: int, work: Path) -> dict:
-    """One size in its own process (its peak RSS is its own)."""
-    out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", str(n), str(work)],
-                         capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """One size in its own process (its peak RSS is its own), then its compare in another."""
+    got = {}
+    for mode in ("--child", "--compare-child"):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.scale", mode, str(n), str(work)],
+                             capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+        got.update(json.loads(out.stdout.strip().splitlines()[-1]))
+    return got
 
 
 def rows(got: dict[int, dict]) -> list[Row]:
@@ -69,6 +74,10 @@ def rows(got: dict[int, dict]) -> list[Row]:
                 f"+ <= 100 MB at {sizes[-1]}" if top else "",
                 (last["vmhwm_mb"] - first["vmhwm_mb"] <= 100) if top else None),
         ]
+        if "compare_s" in g:
+            out.append(Row(FAMILY, f"{n} images: compare (compare_results, the audit against itself, with report)",
+                           f"{g['compare_s']:.1f} s, peak RSS {g['compare_vmhwm_mb']:.0f} MB, comparison.json "
+                           f"{mb(g['comparison_bytes'])}", g["compare_s"] / g["audit_s"], "audit time"))
     return out
 
 
@@ -96,8 +105,24 @@ def _child(n: int, work: Path) -> None:
                       "bytes": {**named, "other": rest, "total": total}}))
 
 
+def _compare_child(work: Path) -> None:
+    from auditor.compare import compare_results
+
+    from .audit import _vmhwm_mb
+
+    results = work / "out" / "results.json"
+    start = time.perf_counter()
+    compare_results(results, results, out=work / "compare")
+    seconds = time.perf_counter() - start
+    print(json.dumps({"compare_s": seconds, "compare_vmhwm_mb": _vmhwm_mb(),
+                      "comparison_bytes": (work / "compare" / "comparison.json").stat().st_size}))
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         _child(int(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--compare-child":
+        _compare_child(Path(sys.argv[3]))
     else:
-        sys.exit("usage: python -m benchmarks.scale --child N WORK (run the suite with python -m benchmarks)")
+        sys.exit("usage: python -m benchmarks.scale --child|--compare-child N WORK (run the suite with "
+                 "python -m benchmarks)")

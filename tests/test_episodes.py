@@ -21,6 +21,7 @@ from auditor.methods import compute_maps, create_method
 from auditor.models import create_model
 from auditor.results import schema_path
 from auditor.runner import run_audit
+from auditor.savers import load_maps
 from auditor.visualize import input_preprocess
 
 from conftest import colour_vit
@@ -66,7 +67,7 @@ def test_each_query_uses_its_episodes_support_set(colours, tmp_path):
     plan = sample_episodes(load_dataset(colours), n_way=3, k_shot=2, n_query=2, episodes=3, seed=0)
     assert [r["id"] for r in rows] == [f"ep{k}/{q.id}" for k, ep in enumerate(plan) for q in ep.query]
     pre = input_preprocess(model, None, None, None)
-    maps = np.load(tmp_path / "out" / "token_maps.npz")
+    maps = load_maps(tmp_path / "out" / "token_maps.npz")
     for r in rows:
         ep = plan[r["episode"]]
         support = [s for s in ep.support if s.label == r["label"]]
@@ -172,8 +173,8 @@ def test_an_interrupted_episode_run_resumes_to_the_same_results(colours, tmp_pat
     strip = lambda d: {k: v for k, v in d.items() if k not in ("timing", "rows")}  # noqa: E731
     assert json.dumps(strip(resumed.data), sort_keys=True) == json.dumps(strip(whole.data), sort_keys=True)
     assert list(resumed.rows) == list(whole.rows)
-    a, b = np.load(tmp_path / "whole" / "token_maps.npz"), np.load(tmp_path / "cut" / "token_maps.npz")
-    assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+    a, b = load_maps(tmp_path / "whole" / "token_maps.npz"), load_maps(tmp_path / "cut" / "token_maps.npz")
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_a_mab_checkpoint_in_fewture_folders_from_the_cli(tmp_path, monkeypatch):
@@ -199,9 +200,9 @@ def test_a_mab_checkpoint_in_fewture_folders_from_the_cli(tmp_path, monkeypatch)
     assert d["settings"]["split"] == "test" and all(Path(r["image"]).parts[-3] == "test" for r in d["rows"])
     skipped = d["settings"]["skipped_methods"]
     assert "cls token bypasses" in skipped["cls_attention"].lower() and "reconstruction_attention" not in skipped
-    maps = np.load(tmp_path / "out" / "token_maps.npz")
+    maps = load_maps(tmp_path / "out" / "token_maps.npz")
     for m in ("window_attention", "channel_attention", "reconstruction_attention", "gradcam"):
-        assert len([k for k in maps.files if k.startswith(m + "/")]) == 8, m
+        assert len([k for k in maps if k.startswith(m + "/")]) == 8, m
     r = CliRunner().invoke(main, [a if a != "True" else "False" for a in args] + ["--out", "o2"])
     assert r.exit_code == 2 and "use_mab" in r.output and "Traceback" not in r.output
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from auditor.cli import main
 from auditor.errors import UsageError
 from auditor.runner import run_audit
+from auditor.savers import load_maps
 
 from test_run import _vit, write_square_set
 
@@ -33,8 +34,7 @@ def _results(out: Path) -> dict:
 
 
 def _maps(path: Path) -> dict:
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return load_maps(path)
 
 
 def _assert_same_outputs(a: Path, b: Path, maps=("token_maps.npz",)) -> None:

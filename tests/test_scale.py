@@ -214,6 +214,10 @@ def test_the_scale_benchmark_judges_its_targets():
     assert table[("50000 images", "<= 0.10x at 50000")].ratio == pytest.approx(0.12)
     assert table[("50000 images", "+ <= 100 MB at 50000")].met
     assert not table[("50000 images", "<= 100 MB")].met and table[("1000 images", "<= 100 MB")].met
+    assert not any("compare" in r.name for r in table.values())  # no compare measured: no row
+    measured = {**got(100, 5, 560, 10), "compare_s": 30.0, "compare_vmhwm_mb": 400.0, "comparison_bytes": 3 * 2**20}
+    compare = next(r for r in rows({50000: measured}) if "compare" in r.name)
+    assert compare.value == "30.0 s, peak RSS 400 MB, comparison.json 3.0 MB" and compare.ratio == pytest.approx(0.3)
 
 
 def test_score_shape_caps_the_longest_side_and_keeps_the_aspect():
@@ -281,7 +285,9 @@ def test_the_report_reads_only_the_drawn_records_of_a_jsonl_manifest(tmp_path):
         a, b = (refs.of(r["id"], (64, 64)) for refs in (some, every))
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
-    assert len(References({"data": str(manifest)}, [{"id": "x", "source": "other.jsonl:2"}]).records) == 6  # fallback
+    # fallback (the rows' lines are not this manifest's): the whole data set is read, the drawn rows' records kept
+    assert list(References({"data": str(manifest)}, [{"id": rows[0]["id"], "source": "other.jsonl:2"}]).records) == [
+        rows[0]["id"]]
 
 
 def test_auditor_run_takes_gallery_and_score_size(tmp_path, monkeypatch):

@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from ..errors import DataError
-from .records import (BadRecord, Dataset, Record, RecordError, show_value, absolute, check_classes, lookup_label,
+from .records import (BadRecord, Dataset, Record, RecordError, RecordList, show_value, absolute, check_classes, lookup_label,
                       parse_boxes, parse_fixations, relative_id, resolve_path)
 
 FIELDS = ("image", "id", "label", "boxes", "fixations", "gaze", "mask", "split", "meta")
@@ -48,60 +50,84 @@ SPLITS = ("support", "query")
 _JSON_CELLS = ("boxes", "fixations", "meta")
 _INT = re.compile(r"[+-]?\d+")
 
-#: ``(line number, parsed object)``, or ``(line number, reason)`` for a line that did not parse.
-Entry = tuple[int, Any]
+#: ``(line number, parsed object or the reason it did not parse, the entry's JSON text or None)``.
+Entry = tuple[int, Any, "str | None"]
+
+
+@dataclass(frozen=True)
+class _Header:
+    classes: list[str]
 
 
 def read_manifest(path: str | Path, *, allow_outside_root: bool = False,
                   classes: Sequence[str] | None = None) -> Dataset:
-    """Read a ``.jsonl`` or ``.csv`` manifest (see the module docstring for the format)."""
+    """Read a ``.jsonl`` or ``.csv`` manifest (see the module docstring for the format).
+
+    A ``.jsonl`` manifest is streamed line by line (twice when the class list comes from the
+    labels); its records are kept as their lines (:class:`~auditor.data.records.RecordList`),
+    so memory grows by a line's length per record, not by parsed objects."""
     path = absolute(path)
     if not path.is_file():
         raise DataError(f"Manifest not found: {path}")
+    if path.suffix.lower() == ".csv":
+        text = _read_text(path)
+        return _build(lambda: _csv_entries(text, path), classes, root=path.parent, source=path,
+                      allow_outside=allow_outside_root)
+    return _build(lambda: _jsonl_entries(_file_lines(path), path.name), classes, root=path.parent, source=path,
+                  allow_outside=allow_outside_root)
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"Manifest {path} is not UTF-8 text ({e})") from None
     except OSError as e:
         raise DataError(f"Cannot read manifest {path}: {e}") from None
-    if path.suffix.lower() == ".csv":
-        entries, header = _csv_entries(text, path), None
-    else:
-        entries, header = _jsonl_entries([line.rstrip("\r") for line in text.split("\n")], path.name)
-    return _build(entries, header, classes, root=path.parent, source=path, allow_outside=allow_outside_root)
+
+
+def _file_lines(path: Path) -> Iterator[str]:
+    """The lines of a UTF-8 file, split at ``\\n`` only (a stray ``\\r`` stays inside its line)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="\n") as f:
+            for line in f:
+                yield line[:-1] if line.endswith("\n") else line
+    except UnicodeDecodeError as e:
+        raise DataError(f"Manifest {path} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise DataError(f"Cannot read manifest {path}: {e}") from None
 
 
 def parse_jsonl(lines: Iterable[str], *, root: str | Path, name: str = "manifest.jsonl",
                 classes: Sequence[str] | None = None, allow_outside_root: bool = False) -> Dataset:
     """Parse JSONL manifest lines as if read from ``root/name``. Raises only :class:`DataError`."""
     root = absolute(root)
-    entries, header = _jsonl_entries(list(lines), name)
-    return _build(entries, header, classes, root=root, source=root / name, allow_outside=allow_outside_root)
+    lines = list(lines)
+    return _build(lambda: _jsonl_entries(lines, name), classes, root=root, source=root / name,
+                  allow_outside=allow_outside_root)
 
 
-def _jsonl_entries(lines: list[str], name: str) -> tuple[list[Entry], list[str] | None]:
-    entries: list[Entry] = []
-    header = None
+def _jsonl_entries(lines: Iterable[str], name: str) -> Iterator[Entry]:
+    """One entry per non-blank line; a valid class header on the first one comes as a :class:`_Header`."""
+    first = True
     for n, line in enumerate(lines, 1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except (ValueError, RecursionError) as e:
-            entries.append((n, f"invalid JSON ({e})"))
-            continue
-        if not entries and header is None and isinstance(obj, dict) and "classes" in obj and "image" not in obj:
+            obj = f"invalid JSON ({e})"
+        if first and isinstance(obj, dict) and "classes" in obj and "image" not in obj:
             if set(obj) != {"classes"}:
                 raise DataError(f"{name}:{n}: the header line may only hold \"classes\", got fields {sorted(obj)}")
-            header = check_classes(obj["classes"], f"{name}:{n}")
-            continue
-        entries.append((n, obj))
-    return entries, header
+            obj = _Header(check_classes(obj["classes"], f"{name}:{n}"))
+        first = False
+        yield n, obj, line
 
 
-def _csv_entries(text: str, path: Path) -> list[Entry]:
+def _csv_entries(text: str, path: Path) -> Iterator[Entry]:
     reader = csv.reader(io.StringIO(text, newline=""))
-    entries: list[Entry] = []
     try:
         columns = [c.strip() for c in next(reader, [])]
         if "image" not in columns or set(columns) - set(FIELDS) or len(set(columns)) != len(columns):
@@ -112,10 +138,9 @@ def _csv_entries(text: str, path: Path) -> list[Entry]:
             n, start = start, reader.line_num + 1
             if not any(cell.strip() for cell in row):
                 continue
-            entries.append((n, _csv_row(row, columns)))
+            yield n, _csv_row(row, columns), None
     except csv.Error as e:
         raise DataError(f"{path}:{reader.line_num}: not a readable CSV file ({e})") from None
-    return entries
 
 
 def _csv_row(row: list[str], columns: list[str]) -> dict[str, Any] | str:
@@ -138,29 +163,47 @@ def _csv_row(row: list[str], columns: list[str]) -> dict[str, Any] | str:
     return obj
 
 
-def _class_list(entries: list[Entry], header: list[str] | None, given: Sequence[str] | None,
-                source: Path) -> list[str]:
+def _class_list(entries: Callable[[], Iterator[Entry]], given: Sequence[str] | None,
+                source: Path) -> tuple[list[str], bool]:
+    """``(classes, has header)``: the given list, else the header's, else the sorted unique label
+    names (a second pass over the entries)."""
+    scan = entries()
+    first = next(scan, None)
+    scan.close()
+    header = first[1].classes if first is not None and isinstance(first[1], _Header) else None
     if given is not None:
         given = check_classes(given, "classes= argument")
         if header is not None and header != given:
             raise DataError(f"{source}: the header's class list {header} differs from the classes given {given}; "
                             "pass one of them")
-        return given
+        return given, header is not None
     if header is not None:
-        return header
-    return sorted({o["label"] for _, o in entries if isinstance(o, dict) and isinstance(o.get("label"), str)})
+        return header, True
+    return sorted({o["label"] for _, o, _ in entries() if isinstance(o, dict) and isinstance(o.get("label"), str)}), False
 
 
-def _build(entries: list[Entry], header: list[str] | None, given: Sequence[str] | None, *, root: Path,
+@dataclass(frozen=True)
+class _Rebuild:
+    """A stored entry (its JSON text and line) -> the :class:`Record` it was validated as."""
+
+    root: Path
+    classes: tuple[str, ...]
+    name: str
+
+    def __call__(self, text: str, line: int) -> Record:
+        # validated when the manifest was read: the root rule holds, the path is the same either way
+        return _record(json.loads(text), self.root, list(self.classes), f"{self.name}:{line}", True)
+
+
+def _build(entries: Callable[[], Iterator[Entry]], given: Sequence[str] | None, *, root: Path,
            source: Path, allow_outside: bool) -> Dataset:
-    if not entries:
-        raise DataError(f"Manifest {source} has no records: write one entry per line with at least an "
-                        "\"image\" path (relative to the manifest's folder)")
-    classes = _class_list(entries, header, given, source)
-    records: list[Record] = []
+    """Validate every entry in one pass, keeping each valid one as its JSON text (``entries()``
+    gives a fresh iterator each call)."""
+    classes, has_header = _class_list(entries, given, source)
+    records = RecordList(_Rebuild(root, tuple(classes), source.name))
     errors: list[RecordError] = []
     first_line: dict[str, int] = {}
-    for n, obj in entries:
+    for n, obj, text in itertools.islice(entries(), 1 if has_header else 0, None):
         where = f"{source.name}:{n}"
         try:
             if isinstance(obj, str):
@@ -174,7 +217,10 @@ def _build(entries: list[Entry], header: list[str] | None, given: Sequence[str] 
             errors.append(RecordError(rec.id, where, rec.image, reason))
             continue
         first_line[rec.id] = n
-        records.append(rec)
+        records.append(json.dumps(obj) if text is None else text, n)
+    if not records and not errors:
+        raise DataError(f"Manifest {source} has no records: write one entry per line with at least an "
+                        "\"image\" path (relative to the manifest's folder)")
     return Dataset(records, errors, classes, root, source)
 
 

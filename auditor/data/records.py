@@ -14,12 +14,14 @@ path elsewhere, or a symlink whose target is elsewhere) is refused unless the ca
 
 from __future__ import annotations
 
+import collections.abc
 import json
 import math
 import os
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import DataError
 
@@ -89,19 +91,57 @@ class RecordError:
     reason: str
 
 
+class RecordList(collections.abc.Sequence):
+    """Records kept compact -- each as its source's JSON text and line number -- and rebuilt on access.
+
+    A manifest of 50,000 lines held as :class:`Record` objects (paths, boxes, fixation tuples)
+    costs ~2 KB a record; as its JSON line, the line's length. ``build(text, line)`` turns a
+    stored entry back into the :class:`Record` it was validated as (the same value each time).
+    Indexing returns a :class:`Record`, slicing a list, iterating rebuilds one at a time.
+    """
+
+    def __init__(self, build: Callable[[str, int], "Record"]):
+        self._build = build
+        self._texts: list[str] = []
+        self._lines = array("q")
+
+    def append(self, text: str, line: int) -> None:
+        self._texts.append(text)
+        self._lines.append(line)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._build(self._texts[i], self._lines[i]) for i in range(*index.indices(len(self)))]
+        return self._build(self._texts[index], self._lines[index])
+
+    def __iter__(self) -> Iterator["Record"]:
+        for text, line in zip(self._texts, self._lines):
+            yield self._build(text, line)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, collections.abc.Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"RecordList({len(self)} records)"
+
+
 @dataclass
 class Dataset:
     """Records, per-entry errors and the class list of one data set.
 
     Attributes:
-        records: parsed records, in source order (folders: sorted by class, then file name).
+        records: parsed records, in source order (folders: sorted by class, then file name);
+            a manifest's are a :class:`RecordList` (compact, rebuilt on access).
         errors: entries that could not be parsed.
         classes: class names; ``Record.label`` indexes this list (empty when unknown).
         root: folder that relative paths are resolved against.
         source: the file or folder the data set was read from.
     """
 
-    records: list[Record]
+    records: Sequence[Record]
     errors: list[RecordError]
     classes: list[str]
     root: Path

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..results import AuditResult
 from . import paired, plots
 from .assets import INLINE_LIMIT_BYTES, AssetSink, colour_scale_css
@@ -79,15 +81,12 @@ def _plots(a: AuditResult, b: AuditResult, methods, metrics, sink) -> list[dict[
     if not keys:
         return []
     metric = keys[-1]  # relevance mass rather than the binary pointing game, when both exist
-    pairs, _ = paired.pair_rows(a.rows, b.rows)
-    va = {m: [] for m in methods}
-    vb = {m: [] for m in methods}
-    for ra, rb in pairs:
-        for m in methods:
-            x, y = (r.get("metrics", {}).get(m, {}).get(metric) for r in (ra, rb))
-            if x is not None and y is not None:
-                va[m].append(x)
-                vb[m].append(y)
+    pairs, _ = paired.pair_rows(a.rows, b.rows, methods, [metric])
+    va, vb = {}, {}
+    for m in methods:
+        x, y = pairs.values[(m, metric)]
+        both = np.isfinite(x) & np.isfinite(y)
+        va[m], vb[m] = x[both].tolist(), y[both].tolist()
     png = plots.paired_scatter(va, vb, metric)
     if not png:
         return []

@@ -9,7 +9,6 @@ file names and the HTML are deterministic.
 from __future__ import annotations
 
 import os
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,34 +20,11 @@ from .. import maps as maplib
 from ..errors import AuditorError
 from ..preprocess import Preprocess
 from ..render import encode
+from ..savers import MapFile as TokenMaps
 from .assets import JPEG_QUALITY, AssetSink, Picture, annotate, heat_overlay, load_picture
 from .common import resolve_image
 
 CHUNK = 32
-
-
-class TokenMaps:
-    """Read-only access to a run's ``token_maps.npz`` (keys ``<method>/<image id>``); missing file -> no maps."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._zip = zipfile.ZipFile(path) if path.is_file() else None
-        self._names = set(self._zip.namelist()) if self._zip else set()
-
-    def get(self, method: str, image_id: str) -> np.ndarray | None:
-        name = f"{method}/{image_id}.npy"
-        if name not in self._names:
-            return None
-        with self._zip.open(name) as f:
-            return np.lib.format.read_array(f, allow_pickle=False)
-
-    def close(self) -> None:
-        if self._zip:
-            self._zip.close()
-
-    @property
-    def available(self) -> bool:
-        return self._zip is not None
 
 
 @dataclass
@@ -97,7 +73,10 @@ class References:
             from ..data import load_dataset
 
             ds = _manifest_lines(Path(data_path), rows) or load_dataset(data_path, allow_outside_root=True)
-            self.records = {r.id: r for r in ds.records}
+            wanted = None if rows is None else {str(i) for r in rows
+                                                for i in (r.get("record_id", r.get("id")), *(r.get("support") or ()))}
+            # the drawn rows' records and their few-shot support images only
+            self.records = {r.id: r for r in ds.records if wanted is None or r.id in wanted}
         except (AuditorError, OSError) as e:
             self.note = f"references are not drawn: {e}"
 

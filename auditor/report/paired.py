@@ -12,8 +12,10 @@ maps that were scored): Spearman rank correlation, Pearson CC, top-k overlap.
 from __future__ import annotations
 
 import math
+from array import array
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -25,13 +27,61 @@ TOP_K = 0.1  # top-k overlap: intersection over union of A's and B's top 10% pix
 AGREEMENT = ("spearman", "cc", "top_k_overlap")
 
 
-def pair_rows(rows_a: Sequence[Mapping[str, Any]], rows_b: Sequence[Mapping[str, Any]]
-              ) -> tuple[list[tuple[Mapping, Mapping]], dict[str, int]]:
-    """Rows scored by both runs, in A's order; counts of paired and unpaired images."""
-    ok_b = {str(r["id"]): r for r in rows_b if not r.get("error")}
-    ok_a = [r for r in rows_a if not r.get("error")]
-    pairs = [(r, ok_b[str(r["id"])]) for r in ok_a if str(r["id"]) in ok_b]
-    return pairs, {"paired": len(pairs), "only_a": len(ok_a) - len(pairs), "only_b": len(ok_b) - len(pairs)}
+@dataclass
+class Pairs:
+    """The images both runs scored, in A's order, held as arrays rather than rows: 50,000 pairs
+    cost a few numbers each, not two parsed rows.
+
+    ``ids``: image ids; ``images``: each side's recorded image path; ``values[(method, metric)]``:
+    ``(a, b)`` float64 arrays, NaN where a run has no value; ``clusters``: B's
+    :func:`auditor.gate.pair_clusters` per pair (few-shot rows), else None.
+    """
+
+    ids: list[str]
+    images: list[tuple[Any, Any]]
+    values: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]
+    clusters: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def pair_rows(rows_a: Iterable[Mapping[str, Any]], rows_b: Iterable[Mapping[str, Any]], methods: Sequence[str],
+              metrics: Sequence[str]) -> tuple[Pairs, dict[str, int]]:
+    """Rows scored by both runs (by id; B's last row of an id), in A's order, with the values of
+    ``methods`` x ``metrics``; counts of paired and unpaired images. One pass over each run's rows."""
+    from ..gate import pair_clusters
+
+    keys = [(m, k) for m in methods for k in metrics]
+    at_b: dict[str, int] = {}
+    b_vals: dict[tuple[str, str], array] = {mk: array("d") for mk in keys}
+    b_images, b_clusters = [], []
+    for r in rows_b:
+        if not r.get("error"):
+            at_b[str(r["id"])] = len(b_images)
+            b_images.append(r.get("image"))
+            b_clusters.append(pair_clusters(r))
+            for mk in keys:
+                b_vals[mk].append(_value(r, *mk))
+    ids, images, take, n_a = [], [], array("q"), 0
+    a_vals: dict[tuple[str, str], array] = {mk: array("d") for mk in keys}
+    for r in rows_a:
+        if r.get("error"):
+            continue
+        n_a += 1
+        j = at_b.get(str(r["id"]))
+        if j is None:
+            continue
+        ids.append(str(r["id"]))
+        images.append((r.get("image"), b_images[j]))
+        take.append(j)
+        for mk in keys:
+            a_vals[mk].append(_value(r, *mk))
+    idx = np.frombuffer(take, dtype=np.int64) if take else np.zeros(0, dtype=np.int64)
+    values = {mk: (np.frombuffer(a_vals[mk], dtype=float) if a_vals[mk] else np.zeros(0),
+                   np.frombuffer(b_vals[mk], dtype=float)[idx] if b_vals[mk] else np.zeros(0)) for mk in keys}
+    pairs = Pairs(ids, images, values, [b_clusters[j] for j in take])
+    return pairs, {"paired": len(ids), "only_a": n_a - len(ids), "only_b": len(at_b) - len(ids)}
 
 
 def _value(row: Mapping[str, Any], method: str, metric: str) -> float:
@@ -39,22 +89,21 @@ def _value(row: Mapping[str, Any], method: str, metric: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def metric_deltas(pairs, methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0
+def metric_deltas(pairs: Pairs, methods: Sequence[str], metrics: Sequence[str], *, seed: int = 0
                   ) -> dict[str, dict[str, dict[str, Any]]]:
     """``deltas[method][metric]``: means of A and B, mean delta B - A with 95% CI, p-value, verdict."""
-    from ..gate import clusters_of, pair_clusters
+    from ..gate import clusters_of
     from ..metrics import paired_bootstrap_ci, paired_permutation_test
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for m in methods:
         for k in metrics:
-            a = np.array([_value(ra, m, k) for ra, _ in pairs])
-            b = np.array([_value(rb, m, k) for _, rb in pairs])
+            a, b = pairs.values[(m, k)]
             keep = np.isfinite(a) & np.isfinite(b)
             if not keep.any():
                 continue
             a, b = a[keep], b[keep]
-            clusters = clusters_of([pair_clusters(rb) for (_, rb), kept in zip(pairs, keep) if kept])
+            clusters = clusters_of([c for c, kept in zip(pairs.clusters, keep) if kept])
             ci = _as_dict(paired_bootstrap_ci(a, b, seed=seed, clusters=clusters))
             p = _p_value(paired_permutation_test(a, b, seed=seed))
             lo, hi = ci.get("ci_low"), ci.get("ci_high")
@@ -121,20 +170,16 @@ def _safe(fn, a: np.ndarray, b: np.ndarray) -> float:
     return float(fn(a, b))
 
 
-def agreement_summary(per_image: Sequence[Mapping[str, Mapping[str, float]]], methods: Sequence[str], *,
-                      seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
-    """``summary[method][measure]`` = mean, 95% bootstrap CI, n over images."""
+def agreement_summary(agreement: np.ndarray, methods: Sequence[str], *, seed: int = 0
+                      ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``summary[method][measure]`` = mean, 95% bootstrap CI, n over images; ``agreement``
+    ``[images, methods, measures]`` (measures in :data:`AGREEMENT` order, NaN = undefined)."""
     from ..metrics import bootstrap_ci
 
-    return {m: {k: _as_dict(bootstrap_ci(np.array([img.get(m, {}).get(k, np.nan) for img in per_image], dtype=float),
-                                         seed=seed)) for k in AGREEMENT} for m in methods}
+    return {m: {k: _as_dict(bootstrap_ci(np.ascontiguousarray(agreement[:, j, n], dtype=float), seed=seed))
+                for n, k in enumerate(AGREEMENT)} for j, m in enumerate(methods)}
 
 
-def disagreement(agree: Mapping[str, Mapping[str, float]]) -> float:
-    """``1 - mean Spearman`` over methods (0: same ranking, 2: opposite); NaN when undefined."""
-    vals = [v["spearman"] for v in agree.values() if math.isfinite(v.get("spearman", float("nan")))]
-    return 1.0 - float(np.mean(vals)) if vals else float("nan")
-
-
-def resolve_pair_image(row_a: Mapping[str, Any], row_b: Mapping[str, Any], bases: tuple[Path, Path]) -> Path | None:
-    return resolve_image(row_a.get("image"), bases[0]) or resolve_image(row_b.get("image"), bases[1])
+def resolve_pair_image(images: tuple[Any, Any], bases: tuple[Path, Path]) -> Path | None:
+    """A pair's image file: A's recorded path, else B's (``images`` as in :attr:`Pairs.images`)."""
+    return resolve_image(images[0], bases[0]) or resolve_image(images[1], bases[1])
