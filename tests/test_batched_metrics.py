@@ -65,7 +65,8 @@ def _references(rng: np.random.Generator, shape: tuple[int, int], case: str):
 
 def _per_map(maps: np.ndarray, mask, fix, gaze) -> dict[str, np.ndarray]:
     tables = ((mask, BOX_METRICS), (fix, FIXATION_METRICS), (gaze, DENSITY_METRICS))
-    return {name: np.array([float(fn(m, ref)) for m in maps]) for ref, table in tables for name, fn in table.items()}
+    return {name: np.array([float(fn(m, ref)) for m in maps]) for ref, table in tables if ref is not None
+            for name, fn in table.items()}
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 9), (30, 44), (64, 64)])
@@ -85,6 +86,18 @@ def test_score_maps_equals_the_per_map_functions(shape, case):
     again = score_maps(maps, mask=mask, fixations=fix, gaze_map=gaze, orders=orders)
     for name in want:
         np.testing.assert_array_equal(again[name], want[name], err_msg=name)
+
+
+@pytest.mark.parametrize("scale", [-1.0, 4.0])
+def test_score_maps_equals_the_per_map_functions_on_signed_and_large_maps(scale):
+    # values outside [0, 2) (a "none"-normalised method): the keys are sorted as int64, not packed
+    rng = np.random.default_rng(3)
+    maps = (_maps(rng, (23, 31)) * 2 - 1) * scale
+    mask, fix, _ = _references(rng, (23, 31), "boxes")
+    want = _per_map(maps, mask, fix, None)
+    got = score_maps(maps, mask=mask, fixations=fix)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def test_score_maps_values_by_hand():
@@ -155,3 +168,20 @@ def test_score_item_equals_the_per_map_path(shape):
     for method in want:
         assert list(got[method]) == list(want[method])
         np.testing.assert_array_equal(list(got[method].values()), list(want[method].values()), err_msg=method)
+
+
+def test_score_layers_equals_the_per_map_path():
+    from auditor.layers import score_layers
+
+    rng = np.random.default_rng(5)
+    layers = torch.as_tensor(rng.random((2, 4, 3, 3), dtype=np.float32))  # [B, L, h, w]
+    layers[1, 2] = 0.5  # a constant layer: None
+    layers[1, 0] = torch.tensor([[0, 1, 0], [0, 0, 0], [1, 0, 0]])  # tied maxima
+    mask, _, _ = _references(rng, (17, 23), "boxes")
+    post = maplib.PostProcess.from_mode("minmax")
+    for i in range(2):
+        got = score_layers({"cls_attention": {"per_layer": layers}}, i, mask, {"cls_attention": "minmax"})["cls_attention"]
+        for k in ("pointing_game", "relevance_mass"):
+            want = [None if post.problem(m) else float(BOX_METRICS[k](post(m, mask.shape), mask)) for m in layers[i]]
+            assert got[k] == want, (i, k)
+    assert got["pointing_game"][2] is None

@@ -43,15 +43,21 @@ def order_keys(values: np.ndarray) -> np.ndarray:
 
 def key_values(keys: np.ndarray) -> np.ndarray:
     """The float64 values of :func:`order_keys` keys (the key 0 is ``+0.0``)."""
+    keys = np.asarray(keys, dtype=np.int64)
     bits = np.where(keys < 0, -keys | 0x80000000, keys).astype(np.uint32)
     return bits.view(np.float32).astype(np.float64)
 
 
 class _Sorted:
-    """Map ``i``'s keys in increasing order (``keys[i]``) and the flag bits that travel with them."""
+    """Map ``i``'s keys in increasing order (``keys[i]``) and the flag bits that travel with them.
+
+    Keys of values in ``[0, 2)`` (every min-max normalised map) fit 30 bits: packed with the flags
+    into uint32, which sorts about twice as fast as int64."""
 
     def __init__(self, keys: np.ndarray, flags: np.ndarray, orders: Sequence[np.ndarray | None]):
         packed = keys * 4 + flags
+        if keys.size and keys.min() >= 0 and keys.max() < 1 << 30:
+            packed = packed.astype(np.uint32)
         out = np.empty_like(packed)
         for i, order in enumerate(orders):
             out[i] = np.sort(packed[i]) if order is None else packed[i][order]
@@ -104,6 +110,7 @@ class _Context:
                  g: np.ndarray | None):
         self.s, self.keys, self.m, self.f = s, keys, m, f
         self.n = keys.shape[1]
+        self._minmax: dict[int, tuple | None] = {}
         if g is not None:
             gc = None if gaze.is_constant(g) else gaze._centred(g)
             self.gc, self.gg = gc, (None if gc is None else float((gc * gc).sum()))
@@ -148,12 +155,15 @@ class _Context:
 
     def _normalised(self, i: int) -> tuple[np.ndarray, np.ndarray, float, float] | None:
         """Sorted min-max values, sorted fixation bits, min, max; None for a constant map."""
-        sk = self.sorted.keys[i]
-        if sk[0] == sk[-1]:
-            return None
-        v = key_values(sk)
-        lo, hi = v[0], v[-1]
-        return (v - lo) / (hi - lo), (self.sorted.flags[i] & _FIX).astype(bool), lo, hi
+        if i not in self._minmax:
+            sk = self.sorted.keys[i]
+            if sk[0] == sk[-1]:
+                self._minmax[i] = None
+            else:
+                v = key_values(sk)
+                lo, hi = v[0], v[-1]
+                self._minmax[i] = (v - lo) / (hi - lo), (self.sorted.flags[i] & _FIX).astype(bool), lo, hi
+        return self._minmax[i]
 
     def auc_judd(self, i: int) -> float:
         got = self._normalised(i)
