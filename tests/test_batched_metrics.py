@@ -88,11 +88,11 @@ def test_score_maps_equals_the_per_map_functions(shape, case):
         np.testing.assert_array_equal(again[name], want[name], err_msg=name)
 
 
-@pytest.mark.parametrize("scale", [-1.0, 4.0])
-def test_score_maps_equals_the_per_map_functions_on_signed_and_large_maps(scale):
+@pytest.mark.parametrize("scale, shift", [(-2.0, 1.0), (8.0, -4.0), (4.0, 0.0)])
+def test_score_maps_equals_the_per_map_functions_on_signed_and_large_maps(scale, shift):
     # values outside [0, 2) (a "none"-normalised method): the keys are sorted as int64, not packed
     rng = np.random.default_rng(3)
-    maps = (_maps(rng, (23, 31)) * 2 - 1) * scale
+    maps = _maps(rng, (23, 31)) * np.float32(scale) + np.float32(shift)
     mask, fix, _ = _references(rng, (23, 31), "boxes")
     want = _per_map(maps, mask, fix, None)
     got = score_maps(maps, mask=mask, fixations=fix)
@@ -124,6 +124,8 @@ def test_score_maps_refuses_what_the_per_map_functions_refuse():
         score_maps(np.zeros((1, 3, 3), np.float32), mask=np.zeros((3, 3), bool))
     with pytest.raises(ValueError, match="non-negative"):  # KL of a signed map ("none" normalisation)
         score_maps(np.full((1, 3, 3), -1.0, np.float32), gaze_map=np.ones((3, 3)))
+    empty = score_maps(np.zeros((0, 3, 3), np.float32), mask=np.ones((3, 3), bool), fixations=np.ones((3, 3), bool))
+    assert all(v.shape == (0,) for v in empty.values()) and len(empty) == 7
 
 
 def test_order_keys_order_like_the_floats():
@@ -131,6 +133,10 @@ def test_order_keys_order_like_the_floats():
     k = order_keys(v)
     assert (np.diff(k) >= 0).all() and k[3] == k[4] == 0 and (np.diff(k)[[0, 1, 2, 4, 5, 6, 7]] > 0).all()
     np.testing.assert_array_equal(key_values(k), v.astype(np.float64))
+    unsigned = np.sort(np.array([0.0, 1e-45, 1e-38, 0.5, 1.0, 1.5, 3.0, np.inf], np.float32))  # no sign bit: the bits
+    k = order_keys(unsigned)
+    assert k.dtype == np.int32 and (np.diff(k) > 0).all()
+    np.testing.assert_array_equal(key_values(k), unsigned.astype(np.float64))
 
 
 def _old_score_item(image_id, shape, ann, raw, modes):

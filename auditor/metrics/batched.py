@@ -35,10 +35,14 @@ _MASK, _FIX = 1, 2  # the key's flag bits
 
 
 def order_keys(values: np.ndarray) -> np.ndarray:
-    """int64 keys ordered as the float32 ``values`` (any shape): ``a < b`` iff ``key(a) < key(b)``,
-    ``-0.0`` and ``0.0`` share the key 0."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32).astype(np.int64)
-    return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+    """Integer keys ordered as the float32 ``values`` (any shape): ``a < b`` iff ``key(a) < key(b)``,
+    ``-0.0`` and ``0.0`` share the key 0. Values without a sign bit (no negative value, no ``-0.0``)
+    are their own keys (their bits, int32); others get int64 keys."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
+    if (bits >= 0).all():
+        return bits
+    wide = bits.astype(np.int64)
+    return np.where(wide < 0, -(wide & 0x7FFFFFFF), wide)
 
 
 def key_values(keys: np.ndarray) -> np.ndarray:
@@ -55,9 +59,10 @@ class _Sorted:
     into uint32, which sorts about twice as fast as int64."""
 
     def __init__(self, keys: np.ndarray, flags: np.ndarray, orders: Sequence[np.ndarray | None]):
-        packed = keys * 4 + flags
-        if keys.size and keys.min() >= 0 and keys.max() < 1 << 30:
-            packed = packed.astype(np.uint32)
+        if keys.dtype == np.int32 and (not keys.size or keys.max() < 1 << 30):  # >= 0: order_keys
+            packed = keys.view(np.uint32) * np.uint32(4) + flags.astype(np.uint32)
+        else:
+            packed = keys.astype(np.int64) * 4 + flags
         out = np.empty_like(packed)
         for i, order in enumerate(orders):
             out[i] = np.sort(packed[i]) if order is None else packed[i][order]
@@ -89,11 +94,11 @@ def score_maps(maps: np.ndarray, *, mask: np.ndarray | None = None, fixations: n
     f = None if fixations is None else bool_mask(fixations, shape, "fixations")
     g = None if gaze_map is None else density(gaze_map, shape, "gaze_map")
     s = maps.astype(np.float64)
-    keys = order_keys(maps).reshape(len(maps), -1)
-    ctx = _Context(s, keys, m, f, g)
+    ctx = _Context(s, m, f, g)
     if any(_BATCHED.get(fn) in _SORTED for _, fn, _ in wanted):
+        ctx.keys = order_keys(maps).reshape(len(maps), ctx.n)
         flags = (0 if m is None else m.ravel() * _MASK) + (0 if f is None else f.ravel() * _FIX)
-        ctx.sorted = _Sorted(keys, np.asarray(flags, dtype=np.int64), orders or [None] * len(maps))
+        ctx.sorted = _Sorted(ctx.keys, np.asarray(flags, dtype=np.int64), orders or [None] * len(maps))
     out = {}
     for name, fn, ref in wanted:
         one = _BATCHED.get(fn)
@@ -105,11 +110,11 @@ class _Context:
     """One image's maps and prepared references; a method per metric, ``(map index) -> value``."""
 
     sorted: _Sorted
+    keys: np.ndarray  # order_keys of the maps [L, N], with ``sorted``
 
-    def __init__(self, s: np.ndarray, keys: np.ndarray, m: np.ndarray | None, f: np.ndarray | None,
-                 g: np.ndarray | None):
-        self.s, self.keys, self.m, self.f = s, keys, m, f
-        self.n = keys.shape[1]
+    def __init__(self, s: np.ndarray, m: np.ndarray | None, f: np.ndarray | None, g: np.ndarray | None):
+        self.s, self.m, self.f = s, m, f
+        self.n = int(np.prod(s.shape[1:]))
         self._minmax: dict[int, tuple | None] = {}
         if g is not None:
             gc = None if gaze.is_constant(g) else gaze._centred(g)
