@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from . import maps as maplib
-from .metrics import BOX_METRICS, bootstrap_ci
+from .metrics import bootstrap_ci
+from .metrics.batched import score_maps
 
 LAYER_METRICS = ("pointing_game", "relevance_mass")
 
@@ -41,11 +42,15 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
             continue
         raw = layers[index].numpy()
         post = maplib.PostProcess.from_mode(modes[method])
-        ok = [mask is not None and post.problem(m) is None for m in raw]
-        sal = iter(post(raw[ok], shape, region))  # the scorable layers, in one upsampling
-        images = [next(sal) if good else None for good in ok]
-        out[method] = {k: [None if s is None else float(BOX_METRICS[k](s, mask)) for s in images]
-                       for k in LAYER_METRICS}
+        ok = np.array([mask is not None and post.problem(m) is None for m in raw], dtype=bool)
+        out[method] = {k: [None] * len(ok) for k in LAYER_METRICS}
+        if not ok.any():
+            continue
+        # the scorable layers, in one upsampling and one call (the per-map functions' values)
+        values = score_maps(post(raw[ok], shape, region), mask=mask, names=LAYER_METRICS)
+        for k in LAYER_METRICS:
+            for j, v in zip(np.flatnonzero(ok), values[k]):
+                out[method][k][j] = float(v)
     return out
 
 

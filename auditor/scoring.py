@@ -9,6 +9,7 @@ over the rows (they may be streamed from ``rows.jsonl``), 8 bytes a value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import zlib
 from array import array
 from typing import Any, Iterable
@@ -20,6 +21,7 @@ from . import maps as maplib
 from .metrics import BINARY_METRICS, BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, bootstrap_ci, wilson_ci
 from .metrics.stats import is_binary
 from .metrics.baselines import centre_gaussian, uniform_random
+from .metrics.batched import score_maps
 from .savers import MapWriter
 
 
@@ -30,19 +32,53 @@ def _references(ann: Any) -> list[tuple[np.ndarray, dict]]:
 
 
 def score(saliency: np.ndarray, ann: Any) -> dict[str, float]:
-    """Every metric the image's references allow, on a normalised map ``[H, W]``."""
+    """Every metric the image's references allow, on a normalised map ``[H, W]`` (one map at a
+    time: :func:`score_all` scores an image's maps together, with the same values)."""
     return {name: float(fn(saliency, refs)) for refs, table in _references(ann) for name, fn in table.items()}
+
+
+def score_all(maps: np.ndarray, ann: Any, orders: list[np.ndarray | None] | None = None) -> list[dict[str, float]]:
+    """:func:`score` of each map of ``maps`` (float32 ``[L, H, W]``) in one call
+    (:func:`auditor.metrics.batched.score_maps`); ``orders``: known argsorts of maps (or None)."""
+    values = score_maps(maps, mask=ann.mask, fixations=ann.fixations, gaze_map=ann.gaze, orders=orders)
+    return [{name: float(v[i]) for name, v in values.items()} for i in range(len(maps))]
 
 
 def _nan_metrics(ann: Any) -> dict[str, float]:
     return {name: float("nan") for _, table in _references(ann) for name in table}
 
 
+@functools.lru_cache(maxsize=8)
+def _centre(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The centre baseline ``[H, W]`` after :data:`auditor.maps.BASELINE_POSTPROCESS` and an argsort
+    of its values: the same for every image of a size, so made once (read-only)."""
+    centre = maplib.BASELINE_POSTPROCESS(centre_gaussian(shape), shape)
+    centre.flags.writeable = False
+    order = np.argsort(centre, axis=None)
+    order.flags.writeable = False
+    return centre, order
+
+
 def _baselines(shape: tuple[int, int], image_id: str) -> dict[str, np.ndarray]:
     """The centre and random maps ``[H, W]`` after :data:`auditor.maps.BASELINE_POSTPROCESS`
     (min-max: exact zeros at their minimum, like every method's map)."""
-    raw = {"centre": centre_gaussian(shape), "random": uniform_random(shape, seed=zlib.crc32(image_id.encode()))}
-    return {name: maplib.BASELINE_POSTPROCESS(m, shape) for name, m in raw.items()}
+    random = uniform_random(shape, seed=zlib.crc32(image_id.encode()))
+    return {"centre": _centre(tuple(shape))[0], "random": maplib.BASELINE_POSTPROCESS(random, shape)}
+
+
+def _postprocessed(raw: dict[str, torch.Tensor], posts: dict[str, maplib.PostProcess],
+                   at: tuple[int, int], region: maplib.Region | None = None) -> dict[str, np.ndarray]:
+    """Each scorable map through its post-processing to ``at`` (placed in the centre crop
+    ``region``): the maps that share a post-processing and a token grid in one upsampling
+    (``[k, h, w]``: the same values)."""
+    groups: dict[tuple, list[str]] = {}
+    for method, post in posts.items():
+        groups.setdefault((post, tuple(raw[method].shape)), []).append(method)
+    out = {}
+    for (post, _), methods in groups.items():
+        stack = np.stack([np.asarray(raw[m]) for m in methods])
+        out.update(zip(methods, post(stack, at, region)))
+    return out
 
 
 def score_shape(shape: tuple[int, int], score_size: int | None) -> tuple[int, int]:
@@ -104,10 +140,10 @@ def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, t
     its metrics NaN and the reason in ``map_status`` (the model never saw the object): it counts
     against the gate like any undefined map. The baselines still cover the whole image.
     """
-    metrics: dict[str, dict[str, float]] = {}
     status: dict[str, str] = {}
     at = tuple(scored_at) if scored_at is not None else tuple(shape)
     unseen = unseen_references(ann, maplib.region_mask(at, region))
+    posts = {}
     for method, token_map in raw.items():
         if writer is not None:
             writer.add(method, image_id, token_map.numpy(),
@@ -116,16 +152,18 @@ def score_item(image_id: str, shape: tuple[int, int], ann: Any, raw: dict[str, t
         problem = post.problem(token_map)
         if problem:
             status[method] = problem
-            metrics[method] = _nan_metrics(ann)
         else:
-            metrics[method] = score(post(token_map, at, region), ann)
-            if unseen:
-                metrics[method].update(dict.fromkeys(unseen, float("nan")))
-                status[method] = ("the annotation lies wholly outside the model's centre crop (--resize crop): "
-                                  "the model never saw it, so " + ", ".join(unseen) + " are undefined")
-    for name, base in _baselines(at, image_id).items():
-        metrics[name] = score(base, ann)
-    return metrics, status
+            posts[method] = post
+    maps = {**_postprocessed(raw, posts, at, region), **_baselines(at, image_id)}
+    scored = dict(zip(maps, score_all(np.stack(list(maps.values())), ann,
+                                      [None] * len(posts) + [_centre(at)[1], None])))
+    metrics = {method: scored[method] if method in scored else _nan_metrics(ann) for method in raw}
+    if unseen:
+        for method in posts:
+            metrics[method].update(dict.fromkeys(unseen, float("nan")))
+            status[method] = ("the annotation lies wholly outside the model's centre crop (--resize crop): "
+                              "the model never saw it, so " + ", ".join(unseen) + " are undefined")
+    return {**metrics, "centre": scored["centre"], "random": scored["random"]}, status
 
 
 def summarise(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:

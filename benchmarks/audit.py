@@ -5,6 +5,10 @@ Throughput: N synthetic 256 px images (:func:`auditor.datasets.synthetic.write_d
 at 224, batch 16, against one forward + backward to the Grad-CAM layer over the same images
 already decoded and batched -- the floor. Rounds interleave the two.
 
+Scoring alone: one batch's :func:`auditor.batches.fill_rows` (post-processing, every metric of every
+map and baseline, the per-layer scores), in this thread on one torch thread, as CPU time per image
+next to the floor's wall time per image: the share of a core the scoring thread needs.
+
 Memory: each size runs in its own subprocess (``python -m benchmarks.audit --rss-child``) that
 reports its peak resident set (``VmHWM``); a small ViT keeps 10,000 images within minutes (the
 model's own memory is the same at every size, so it does not change the difference).
@@ -44,36 +48,72 @@ def _floor_over(model, manifest: Path):
     return lambda: [p() for p in passes]
 
 
+def scoring_cpu(model, manifest: Path, score_size: int | None = None) -> float:
+    """CPU seconds per image of scoring one batch's maps (best of 3), torch on one thread."""
+    from auditor.batches import load_item, start_batch
+    from auditor.data import load_dataset
+    from auditor.methods import create_method
+    from auditor.target import Target
+
+    records = load_dataset(manifest).records[:BATCH]
+    items = [load_item(r, input_preprocess(model, None, None, None)) for r in records]
+    methods = [create_method(m) for m in TARGET_METHODS]
+    target = Target("predicted", "benchmark")
+    threads = torch.get_num_threads()
+    best = float("inf")
+    try:
+        for _ in range(3):
+            finish = start_batch(items, model, methods, target=target, device=next(model.parameters()).device,
+                                 writer=None, score_size=score_size)
+            torch.set_num_threads(1)
+            start = time.process_time()
+            finish()
+            best = min(best, (time.process_time() - start) / len(items))
+            torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
 def run(cfg: Config, work: Path | None = None) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="auditor-bench-") as tmp:
         work = Path(work or tmp)
-        n = cfg.audit_images
-        manifest = write_dataset(work / "data", n, cfg=SyntheticConfig(size=256))
-        model = build_model(cfg)
+        return throughput_rows(cfg, work) + rss_rows(cfg, work)
 
-        def audit(methods, name, score_size=None):
-            return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods),
-                                     batch_size=BATCH, overwrite=True, device=cfg.device, score_size=score_size,
-                                     target="predicted")  # a random 1000-class head: explain its prediction
 
-        t = interleaved({"floor": _floor_over(model, manifest), "audit": audit(TARGET_METHODS, "a"),
-                         "capped": audit(TARGET_METHODS, "c", SCORE_SIZE)},
-                        repeats=cfg.audit_repeats, warmup=cfg.warmup)
-        tput = ratio(t, "floor", "audit")  # throughput ratio = inverse time ratio
-        capped = ratio(t, "floor", "capped")
-        rows = [
-            Row(FAMILY, f"floor: Grad-CAM fwd+bwd over {n} images, batch {BATCH}", f"{n / median(t['floor']):.2f} images/s"),
-            Row(FAMILY, f"run_audit {'+'.join(TARGET_METHODS)}, {n} images 256 px",
-                f"{n / median(t['audit']):.2f} images/s", tput, "floor throughput", ">= 0.9x", tput >= 0.9),
-            Row(FAMILY, f"run_audit {'+'.join(TARGET_METHODS)}, {n} images 256 px, --score-size {SCORE_SIZE}",
-                f"{n / median(t['capped']):.2f} images/s", capped, "floor throughput", ">= 0.9x", capped >= 0.9),
-        ]
-        start = time.perf_counter()
-        audit((), "all")()  # the default methods: input_gradient adds a backward to the input
-        all_s = time.perf_counter() - start
-        rows.append(Row(FAMILY, f"run_audit default methods, {n} images", f"{n / all_s:.2f} images/s",
-                        median(t["floor"]) / all_s, "floor throughput (one sample)"))
-        rows += rss_rows(cfg, work)
+def throughput_rows(cfg: Config, work: Path) -> list[Row]:
+    """The audit against the floor (interleaved rounds), scoring's CPU share, the default methods."""
+    n = cfg.audit_images
+    manifest = write_dataset(work / "data", n, cfg=SyntheticConfig(size=256))
+    model = build_model(cfg)
+
+    def audit(methods, name, score_size=None):
+        return lambda: run_audit(manifest, out=work / name, model=model, methods=list(methods),
+                                 batch_size=BATCH, overwrite=True, device=cfg.device, score_size=score_size,
+                                 target="predicted")  # a random 1000-class head: explain its prediction
+
+    t = interleaved({"floor": _floor_over(model, manifest), "audit": audit(TARGET_METHODS, "a"),
+                     "capped": audit(TARGET_METHODS, "c", SCORE_SIZE)},
+                    repeats=cfg.audit_repeats, warmup=cfg.warmup)
+    tput = ratio(t, "floor", "audit")  # throughput ratio = inverse time ratio
+    capped = ratio(t, "floor", "capped")
+    rows = [
+        Row(FAMILY, f"floor: Grad-CAM fwd+bwd over {n} images, batch {BATCH}", f"{n / median(t['floor']):.2f} images/s"),
+        Row(FAMILY, f"run_audit {'+'.join(TARGET_METHODS)}, {n} images 256 px",
+            f"{n / median(t['audit']):.2f} images/s", tput, "floor throughput", ">= 0.9x", tput >= 0.9),
+        Row(FAMILY, f"run_audit {'+'.join(TARGET_METHODS)}, {n} images 256 px, --score-size {SCORE_SIZE}",
+            f"{n / median(t['capped']):.2f} images/s", capped, "floor throughput", ">= 0.9x", capped >= 0.9),
+    ]
+    per_image = median(t["floor"]) / n
+    for size in (None, SCORE_SIZE):
+        cpu = scoring_cpu(model, manifest, size)
+        rows.append(Row(FAMILY, f"scoring alone (CPU, one thread){'' if size is None else f', --score-size {size}'}",
+                        f"{cpu * 1e3:.1f} ms/image", cpu / per_image, "floor's wall time per image"))
+    start = time.perf_counter()
+    audit((), "all")()  # the default methods: input_gradient adds a backward to the input
+    all_s = time.perf_counter() - start
+    rows.append(Row(FAMILY, f"run_audit default methods, {n} images", f"{n / all_s:.2f} images/s",
+                    median(t["floor"]) / all_s, "floor throughput (one sample)"))
     return rows
 
 

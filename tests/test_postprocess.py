@@ -26,13 +26,13 @@ SHAPE = (30, 44)  # under the report's 256 px thumbnail side: the thumbnail is t
 def _scored(monkeypatch, raw: np.ndarray, mode: str, shape=SHAPE) -> np.ndarray:
     """The array score_item hands to the metrics for ``raw`` (captured, not recomputed)."""
     seen: list[np.ndarray] = []
-    real = scoring.score
-    monkeypatch.setattr(scoring, "score", lambda s, ann: seen.append(np.array(s)) or real(s, ann))
+    real = scoring.score_all
+    monkeypatch.setattr(scoring, "score_all", lambda maps, ann, orders: seen.append(np.array(maps)) or real(maps, ann, orders))
     mask = np.zeros(shape, bool)
     mask[5:20, 10:30] = True
     scoring.score_item("img", shape, Annotations(mask=mask), {"m": torch.as_tensor(raw)}, {"m": mode}, None)
-    monkeypatch.setattr(scoring, "score", real)
-    return seen[0]  # the method's map comes first, then the baselines
+    monkeypatch.setattr(scoring, "score_all", real)
+    return seen[0][0]  # the method's map comes first, then the baselines
 
 
 def test_postprocess_records_and_round_trips_the_legacy_modes():

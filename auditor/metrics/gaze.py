@@ -95,7 +95,11 @@ def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
     Peters, Iyer, Itti & Koch, "Components of bottom-up gaze allocation in natural images",
     Vision Research 45, 2005. MIT ``NSS.m`` (Bylinskii et al. 2019).
     """
-    s, f = _with_fixations(saliency, fixations)
+    return standardised_at(*_with_fixations(saliency, fixations))
+
+
+def standardised_at(s: np.ndarray, f: np.ndarray) -> float:
+    """NSS of a validated float64 map and fixation map (same shape)."""
     if is_constant(s):
         return math.nan
     c = _centred(s)
@@ -149,7 +153,11 @@ def auc_judd(saliency: np.ndarray, fixations: np.ndarray, *, jitter: bool = Fals
         return math.nan
     s = _minmax(s).ravel()
     flat = f.ravel()
-    fixated, unfixated = np.sort(s[flat]), np.sort(s[~flat])
+    return judd_area(np.sort(s[flat]), np.sort(s[~flat]))
+
+
+def judd_area(fixated: np.ndarray, unfixated: np.ndarray) -> float:
+    """AUC-Judd from the sorted min-max normalised values at the fixated and the other pixels."""
     if unfixated.size == 0:
         return math.nan
     thresholds = np.unique(fixated)[::-1]
@@ -207,9 +215,18 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
         return math.nan
     s = _minmax(s).ravel()
     at_fix = np.sort(s[f.ravel()])
-    n_fix = at_fix.size
-    rng = np.random.default_rng(seed)
-    negatives = s[rng.integers(0, s.size, size=(n_splits, n_fix))]
+    return borji_area(at_fix, s[borji_draws(s.size, at_fix.size, n_splits, seed)], step)
+
+
+def borji_draws(n: int, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
+    """AUC-Borji's negatives: ``n_fix`` pixel indices per split, drawn uniformly from ``n``."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_splits, n_fix))
+
+
+def borji_area(at_fix: np.ndarray, negatives: np.ndarray, step: float) -> float:
+    """AUC-Borji from the sorted normalised values at the fixations ``[F]`` and each split's
+    negatives ``[n_splits, F]``."""
+    n_fix, n_splits = at_fix.size, len(negatives)
     # every split's thresholds step * k, k = kmax..0, at once: a split whose own top is lower
     # gets extra (0, 0) points for k above it, which add no area
     tops = np.maximum(at_fix[-1], negatives.max(1))
@@ -265,10 +282,19 @@ def cc(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     s = real_map(saliency, "saliency")
     g = real_map(gaze_map, "gaze_map")
     same_shape(s.shape, g, "gaze_map")
-    if is_constant(s) or is_constant(g):
+    if is_constant(g):
         return math.nan
-    s, g = _centred(s), _centred(g)
-    r = float((s * g).sum() / math.sqrt(float((s * s).sum()) * float((g * g).sum())))
+    gc = _centred(g)
+    return correlation(s, gc, float((gc * gc).sum()))
+
+
+def correlation(s: np.ndarray, gc: np.ndarray, gg: float) -> float:
+    """CC of a validated float64 map with a non-constant map already centred, ``gc``
+    (:func:`_centred`), whose sum of squares is ``gg``."""
+    if is_constant(s):
+        return math.nan
+    s = _centred(s)
+    r = float((s * gc).sum() / math.sqrt(float((s * s).sum()) * gg))
     return min(1.0, max(-1.0, r))
 
 
@@ -301,8 +327,13 @@ def kl_div(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     ``KLdiv.m`` (Bylinskii et al. 2019).
     """
     s, g = _with_density(saliency, gaze_map)
+    return divergence(s, _to_distribution(g))
+
+
+def divergence(s: np.ndarray, g: np.ndarray) -> float:
+    """KL of a validated float64 map from a gaze distribution ``g`` (:func:`_to_distribution`)."""
     non_negative(s, "saliency", "KL divergence needs a non-negative map: min-max normalise or ReLU it first")
-    s, g = _to_distribution(s), _to_distribution(g)
+    s = _to_distribution(s)
     return float((g * np.log(EPS + g / (s + EPS))).sum())
 
 
@@ -332,9 +363,22 @@ def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
     2019).
     """
     s, g = _with_density(saliency, gaze_map)
-    if any(a.any() and is_constant(a) for a in (s, g)):
+    return intersection(s, similarity_distribution(g))
+
+
+def similarity_distribution(a: np.ndarray) -> np.ndarray | None:
+    """A map as SIM reads it (min-max, then divided by its sum; all zeros left as they are),
+    or None when it is constant and not zero (SIM is then NaN)."""
+    if a.any() and is_constant(a):
+        return None
+    return _to_distribution(_minmax(a)) if a.any() else a
+
+
+def intersection(s: np.ndarray, g: np.ndarray | None) -> float:
+    """SIM of a validated float64 map with a gaze map as :func:`similarity_distribution` gives it."""
+    s = similarity_distribution(s)
+    if s is None or g is None:
         return math.nan
-    s, g = (_to_distribution(_minmax(a)) if a.any() else a for a in (s, g))
     return min(1.0, float(np.minimum(s, g).sum()))
 
 

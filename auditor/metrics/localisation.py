@@ -66,9 +66,12 @@ def pointing_game(saliency: np.ndarray, mask: np.ndarray, *, tolerance: float = 
     """
     s, m = _inputs(saliency, mask)
     tol = positive_float(tolerance, "tolerance", allow_zero=True)
+    return hits_at_maximum(s, m | _within(m, tol) if tol > 0 else m)
+
+
+def hits_at_maximum(s: np.ndarray, m: np.ndarray) -> float:
+    """The pointing game's score of a validated float64 map and mask (same shape)."""
     top = s == s.max()
-    if tol > 0:
-        m = m | _within(m, tol)
     return float(np.count_nonzero(top & m)) / float(np.count_nonzero(top))
 
 
@@ -90,10 +93,13 @@ def top_k_share(values: np.ndarray, k: int) -> np.ndarray:
     if k >= flat.size:
         return np.ones(flat.size)
     cut = np.partition(flat, flat.size - k)[flat.size - k]
-    above = flat > cut
-    tied = flat == cut
-    share = above.astype(np.float64)
-    share[tied] = (k - np.count_nonzero(above)) / np.count_nonzero(tied)
+    return _shares(flat, k, cut, int(np.count_nonzero(flat > cut)), int(np.count_nonzero(flat == cut)))
+
+
+def _shares(values: np.ndarray, k: int, cut: float, n_above: int, n_tied: int) -> np.ndarray:
+    """:func:`top_k_share` of ``values`` (some of the pixels) given the cut of all the pixels."""
+    share = (values > cut).astype(np.float64)
+    share[values == cut] = (k - n_above) / n_tied
     return share
 
 
@@ -121,7 +127,11 @@ def relevance_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
     Arras, Osman & Samek, "CLEVR-XAI: A benchmark dataset for the ground truth evaluation of
     neural network explanations", Information Fusion 81, 2022 (Relevance Mass Accuracy).
     """
-    s, m = _inputs(saliency, mask)
+    return positive_share(*_inputs(saliency, mask))
+
+
+def positive_share(s: np.ndarray, m: np.ndarray) -> float:
+    """Relevance mass of a validated float64 map and mask (same shape)."""
     positive = np.maximum(s, 0.0)
     total = float(positive.sum())
     if total == 0.0:
@@ -159,6 +169,14 @@ def relevance_rank(saliency: np.ndarray, mask: np.ndarray) -> float:
     s, m = _inputs(saliency, mask)
     k = int(m.sum())
     return min(1.0, float(top_k_share(s, k)[m.ravel()].sum()) / k)
+
+
+def rank_share(inside: np.ndarray, k: int, n: int, cut: float, n_above: int, n_tied: int) -> float:
+    """Relevance rank from the mask pixels' values ``inside`` (``[K]`` in row-major order,
+    ``K = k``), the ``n`` pixels' ``k``-th largest value ``cut`` and how many pixels lie above
+    it and equal it -- the same shares and the same sum as :func:`relevance_rank`."""
+    share = np.ones(inside.size) if k >= n else _shares(inside, k, cut, n_above, n_tied)
+    return min(1.0, float(share.sum()) / k)
 
 
 def auc_roc(saliency: np.ndarray, mask: np.ndarray) -> float:
@@ -200,5 +218,11 @@ def auc_roc(saliency: np.ndarray, mask: np.ndarray) -> float:
     # #{background < v} + #{background == v} / 2: one sort of the background, no argsort
     flat_s = s.ravel()
     below, equal = count_below(np.sort(flat_s[~flat]), np.sort(flat_s[flat]))
-    u = float(below.sum()) + float(equal.sum()) / 2.0
+    return auc_from_counts(int(below.sum()), int(equal.sum()), p, n)
+
+
+def auc_from_counts(below: int, equal: int, p: int, n: int) -> float:
+    """``U / (P N)`` with ``U = below + equal / 2``: ``below`` the (mask, background) pairs
+    ordered, ``equal`` those tied (exact integers)."""
+    u = float(below) + float(equal) / 2.0
     return u / (float(p) * n)
