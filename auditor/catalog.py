@@ -7,6 +7,7 @@ plug-in) still gets a row from its docstring.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Sequence
 
 #: method -> (family, what it shows, what it needs)
@@ -26,6 +27,8 @@ METHODS = {
                           "the multi-attention backbone (--use-mab)"),
     "reconstruction_attention": ("few-shot", "mass each query token receives from the support images",
                                  "dual reconstruction (--use-drff) and support images (--episodes / --support)"),
+    "rise": ("perturbation", "RISE: random masks, each weighted by the target's probability on the masked image",
+             "a class target (or rise.score=raw)"),
     "centre": ("baseline", "a centred Gaussian: what 'looks at the middle' scores", "nothing (no model)"),
     "random": ("baseline", "uniform noise: what chance scores", "nothing (no model)"),
 }
@@ -73,10 +76,24 @@ def methods_table() -> str:
     from .methods import list_methods
     from .methods.registry import _METHODS
 
-    rows = []
+    rows, costs = [], []
     for name in list_methods():
-        family, shows, needs = METHODS.get(name, ("other", _first_line(_METHODS[name]), ""))
+        family, shows, needs = METHODS.get(name, ("other", _summary(name), ""))
         rows.append((name, family, shows, needs))
+        if _METHODS[name].needs_own_passes:
+            costs.append((name, _METHODS[name].cost))
     return (_table(("NAME", "FAMILY", "SHOWS", "NEEDS"), rows)
+            + "\n\nMethods with their own passes (asked for by name; cost on top of the shared pass):\n"
+            + "\n".join(f"  {name}: {cost}" for name, cost in costs)
             + "\n\nA method that does not fit the model is skipped with the reason in the report; "
               "choose with --methods a,b.")
+
+
+def _summary(name: str) -> str:
+    """A method module's docstring opening: ``Name (Authors)`` of its paper, at most 90 characters."""
+    from .methods import describe_method
+
+    text = describe_method(name)["summary"].split(". ")[0]
+    cited = re.match(r'(.*?) \((.*?), "', text)
+    text = f"{cited[1]} ({cited[2]})" if cited else text
+    return text if len(text) <= 90 else text[:87] + "..."

@@ -41,6 +41,9 @@ def test_methods_prints_family_and_needs():
     header = r.output.splitlines()[0]
     for name in list_methods():  # the family column starts at the same offset on every row
         assert re.match(r"\S+\s+", lines[name]).end() == header.index("FAMILY")
+    assert re.search(r"rise\s+perturbation\s+RISE", lines["rise"])
+    assert "Score-CAM (Wang et al.)" in lines["scorecam"]  # the paper, from the module's docstring
+    assert "  rise: n_masks forwards per image (masked copies), batched; no backward" in r.output.splitlines()
 
 
 def test_a_cnn_records_no_patch_size():

@@ -11,7 +11,7 @@ from .registry import (build_methods, create_method, default_methods, describe_m
                        method_options, parse_method_options, register_method)
 from . import (ablationcam, channel_attention, cls_attention, eigencam, eigengradcam, gradcam,  # noqa: F401
                gradcam_plusplus, hirescam, input_gradient, integrated_gradients, layercam, occlusion,
-               ocab_attention, reconstruction_attention, rollout, scorecam, smoothgrad, window_attention,
+               ocab_attention, reconstruction_attention, rise, rollout, scorecam, smoothgrad, window_attention,
                xgradcam)  # (register the methods)
 
 __all__ = [
