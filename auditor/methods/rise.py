@@ -104,12 +104,12 @@ class Rise(Method):
                                      "classes: use --method-option rise.score=raw (the CLS-output norm)")
         x = passes.inputs
         b, (h, w), n = x.shape[0], x.shape[-2:], self.n_masks
-        grid, shifts = (t.to(x.device) for t in self.draw_masks((h, w)))
+        grid, shifts = self.draw_masks((h, w))  # on the CPU: masks are built in float64 there (MPS has none)
         total = torch.zeros(b, h, w, device=x.device)
-        rows, which = torch.arange(b * n, device=x.device) // n, torch.arange(b * n, device=x.device) % n
+        rows, which = torch.arange(b * n, device=x.device) // n, torch.arange(b * n) % n
         for lo, hi in chunks(b * n, self.batch_size):
             r, k = rows[lo:hi], which[lo:hi]
-            masks = grid_masks(grid[k], shifts[k], (h, w)).to(x.dtype)
+            masks = grid_masks(grid[k], shifts[k], (h, w)).to(x.device, x.dtype)
             scores = passes.scores(x[r] * masks[:, None], r, probability=self.score == "probability")
             add_rows(total, r, scores[:, None, None] * masks)
         return MapResult(self.name, total / (n * self.p), info={"score": self.score})
