@@ -79,7 +79,7 @@ def validate_checks(checks: Sequence[Check], *, methods: Mapping[str, str | None
     ``metrics``: the metric names this run can measure (from the data's annotations and the
     faithfulness checks asked for). ``why_no_metric``: appended to an unmeasurable metric's message.
     """
-    metrics = set(metrics) | set(ABSOLUTE_MAX)
+    metrics = set(metrics)
     known = {m for m in HIGHER_IS_BETTER if m not in ("spearman", "top_k_overlap")} | set(ABSOLUTE_MAX)
     problems = []
     for c in checks:
