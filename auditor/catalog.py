@@ -7,13 +7,32 @@ plug-in) still gets a row from its docstring.
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Sequence
+
+_CAM_LAYER = "any model (Grad-CAM's layer: a ViT's last block, a CNN's last conv layer)"
 
 #: method -> (family, what it shows, what it needs)
 METHODS = {
-    "gradcam": ("gradient", "Grad-CAM: a layer's activations weighted by the target's gradient",
+    "gradcam": ("CAM", "Grad-CAM: a layer's activations weighted by the target's gradient",
                 "any model (a ViT's last block, a CNN's last conv layer)"),
-    "input_gradient": ("gradient", "gradient x input at every pixel", "any model"),
+    "input_gradient": ("gradient", "vanilla gradient: |d score / d pixel|, largest over the colour channels", "any model"),
+    "integrated_gradients": ("gradient", "Integrated Gradients: gradients along a path from a baseline image, "
+                             "times the input's change", "any model"),
+    "smoothgrad": ("gradient", "SmoothGrad: the input gradient averaged over noisy copies of the image", "any model"),
+    "hirescam": ("CAM", "HiResCAM: activations times gradients element-wise, summed over channels", _CAM_LAYER),
+    "gradcam_plusplus": ("CAM", "Grad-CAM++: channels weighted by positive gradients with higher-order "
+                         "pixel weights", _CAM_LAYER),
+    "xgradcam": ("CAM", "XGrad-CAM: gradients weighted by the activations' share of their channel", _CAM_LAYER),
+    "layercam": ("CAM", "LayerCAM: positive gradients times activations at every location", _CAM_LAYER),
+    "eigencam": ("CAM", "Eigen-CAM: the activations' first principal component (no gradient)", _CAM_LAYER),
+    "eigengradcam": ("CAM", "Eigen-Grad-CAM: the first principal component of activations times gradients",
+                     _CAM_LAYER),
+    "scorecam": ("CAM", "Score-CAM: each channel weighted by the target's score on the image masked by it",
+                 _CAM_LAYER),
+    "ablationcam": ("CAM", "Ablation-CAM: each channel weighted by the target's drop when it is ablated", _CAM_LAYER),
+    "occlusion": ("perturbation", "Occlusion: the target's drop when a sliding window of the image is covered",
+                  "any model"),
     "attnlrp": ("relevance", "AttnLRP: the target's relevance at every pixel (LRP rules for attention)",
                 "a ViT with timm / DINO blocks"),
     "legrad": ("gradient", "LeGrad: each block's score's positive gradient w.r.t. its attention, averaged",
@@ -35,6 +54,8 @@ METHODS = {
                           "the multi-attention backbone (--use-mab)"),
     "reconstruction_attention": ("few-shot", "mass each query token receives from the support images",
                                  "dual reconstruction (--use-drff) and support images (--episodes / --support)"),
+    "rise": ("perturbation", "RISE: random masks, each weighted by the target's probability on the masked image",
+             "a class target (or rise.score=raw)"),
     "centre": ("baseline", "a centred Gaussian: what 'looks at the middle' scores", "nothing (no model)"),
     "random": ("baseline", "uniform noise: what chance scores", "nothing (no model)"),
 }
@@ -82,10 +103,24 @@ def methods_table() -> str:
     from .methods import list_methods
     from .methods.registry import _METHODS
 
-    rows = []
+    rows, costs = [], []
     for name in list_methods():
-        family, shows, needs = METHODS.get(name, ("other", _first_line(_METHODS[name]), ""))
+        family, shows, needs = METHODS.get(name, ("other", _summary(name), ""))
         rows.append((name, family, shows, needs))
+        if _METHODS[name].needs_own_passes:
+            costs.append((name, _METHODS[name].cost))
     return (_table(("NAME", "FAMILY", "SHOWS", "NEEDS"), rows)
+            + "\n\nMethods with their own passes (asked for by name; cost on top of the shared pass):\n"
+            + "\n".join(f"  {name}: {cost}" for name, cost in costs)
             + "\n\nA method that does not fit the model is skipped with the reason in the report; "
               "choose with --methods a,b.")
+
+
+def _summary(name: str) -> str:
+    """A method module's docstring opening: ``Name (Authors)`` of its paper, at most 90 characters."""
+    from .methods import describe_method
+
+    text = describe_method(name)["summary"].split(". ")[0]
+    cited = re.match(r'(.*?) \((.*?), "', text)
+    text = f"{cited[1]} ({cited[2]})" if cited else text
+    return text if len(text) <= 90 else text[:87] + "..."

@@ -17,6 +17,9 @@ Rules (README "The gate's rules"):
 * Error rows fail the audit when there are more than ``max_errors`` (default 0; also
   ``[errors] max = N`` in the thresholds file).
 * A check with no valid value fails.
+* A signed per-image error (:data:`ABSOLUTE_MAX`: integrated gradients' ``completeness_error``)
+  takes only a ``max`` check, judged on its largest absolute value over the scored images (a
+  worst case: ``gate_on`` does not apply); images without a value count as NaN maps do.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from .metrics import HIGHER_IS_BETTER, metric_range
 from .thresholds import Check, Verdict
 
 GATE_ON = ("mean", "ci")
+#: signed per-image errors gated on their largest absolute value: metric -> the method that reports it
+ABSOLUTE_MAX = {"completeness_error": "integrated_gradients"}
 ERRORS = "errors"  # the thresholds file's [errors] table, and the errors verdict's method
 
 
@@ -75,7 +80,7 @@ def validate_checks(checks: Sequence[Check], *, methods: Mapping[str, str | None
     faithfulness checks asked for). ``why_no_metric``: appended to an unmeasurable metric's message.
     """
     metrics = set(metrics)
-    known = {m for m in HIGHER_IS_BETTER if m not in ("spearman", "top_k_overlap")}
+    known = {m for m in HIGHER_IS_BETTER if m not in ("spearman", "top_k_overlap")} | set(ABSOLUTE_MAX)
     problems = []
     for c in checks:
         where = f"'{c.name}'"
@@ -84,7 +89,9 @@ def validate_checks(checks: Sequence[Check], *, methods: Mapping[str, str | None
                             f"this run's methods: {', '.join(methods)}")
         elif methods[c.method] is not None:
             problems.append(f"{where}: {c.method} does not apply here ({methods[c.method]})")
-        if c.metric not in known:
+        if c.metric in ABSOLUTE_MAX:
+            problems += _absolute_max_problems(c, where)
+        elif c.metric not in known:
             problems.append(f"{where}: unknown metric '{c.metric}'{_did_you_mean(c.metric, known)}")
         elif c.metric not in metrics:
             problems.append(f"{where}: this run cannot measure {c.metric}{why_no_metric}")
@@ -103,6 +110,17 @@ def validate_checks(checks: Sequence[Check], *, methods: Mapping[str, str | None
             problems.append(f"{where} needs a baseline run: pass --baseline old/results.json")
     if problems:
         raise UsageError("Invalid threshold(s), nothing was run:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+
+def _absolute_max_problems(c: Check, where: str) -> list[str]:
+    owner = ABSOLUTE_MAX[c.metric]
+    out = []
+    if c.method != owner:
+        out.append(f"{where}: only {owner} reports {c.metric} (use {owner}.{c.metric})")
+    if c.kind != "max" or c.threshold < 0:
+        out.append(f"{where}: {c.metric} is a signed error per image; it takes one check, max = E (E >= 0), "
+                   f"judged on its largest absolute value over the images")
+    return out
 
 
 def _did_you_mean(name: str, options: Iterable[str]) -> str:
@@ -126,6 +144,8 @@ def evaluate(checks: Sequence[Check], summary: Mapping[str, Any], per_class: Map
     for c in checks:
         if c.kind == "max_drop":
             out.append(_drop_verdict(c, *paired[(c.method, c.metric, c.cls)], options, seed))
+        elif c.metric in ABSOLUTE_MAX:
+            out.append(_absolute_max_verdict(c, rows, options))
         else:
             table = summary if c.cls is None else (per_class or {}).get(c.cls, {})
             out.append(_level_verdict(c, (table.get(c.method) or {}).get(c.metric), options))
@@ -177,6 +197,29 @@ def _level_verdict(c: Check, entry: Any, options: GateOptions) -> Verdict:
         value, said = float(st["mean"]), f"mean {_fmt(st['mean'])}"
     ok = value >= c.threshold if c.kind == "min" else value <= c.threshold
     return Verdict(c, value, ok, f"{said} ({ci}, {counted})")
+
+
+def _absolute_max_verdict(c: Check, rows: Iterable[Mapping[str, Any]] | None, options: GateOptions) -> Verdict:
+    """``max |value|`` over the rows ``c.method`` was scored on (of class ``c.cls``); rows without a
+    finite value count against it as NaN maps do."""
+    where = f" for class '{c.cls}'" if c.cls else ""
+    largest, n, n_nan = 0.0, 0, 0
+    for r in rows or ():
+        mets = (r.get("metrics") or {}).get(c.method)
+        if r.get("error") or mets is None or (c.cls is not None and r.get("label_name") != c.cls):
+            continue
+        v = mets.get(c.metric)
+        if _finite(v):
+            largest, n = max(largest, abs(float(v))), n + 1
+        else:
+            n_nan += 1
+    if not n:
+        return Verdict(c, None, False, f"no valid value of {c.method}.{c.metric}{where} (fails closed)")
+    said = f"largest |{c.metric}| {_fmt(largest)} over n={n} of {n + n_nan} image(s)"
+    if n_nan > options.max_nan:
+        return Verdict(c, largest, False, f"{n_nan} of {n + n_nan} image(s) gave no valid {c.metric} for "
+                                          f"{c.method}{where}: at most {options.max_nan} allowed (--max-nan); {said}")
+    return Verdict(c, largest, largest <= c.threshold, said)
 
 
 def _paired_values(checks: Sequence[Check], rows, baseline_rows) -> dict[tuple, tuple[np.ndarray, np.ndarray, list]]:

@@ -36,11 +36,16 @@ def test_methods_prints_family_and_needs():
     assert r.exit_code == 0
     lines = {line.split()[0]: line for line in r.output.splitlines()[1:] if line.split()}
     assert set(list_methods()) <= set(lines)
-    assert re.search(r"gradcam\s+gradient\s", lines["gradcam"]) and "any model" in lines["gradcam"]
+    assert re.search(r"gradcam\s+CAM\s", lines["gradcam"]) and "any model" in lines["gradcam"]
+    assert re.search(r"input_gradient\s+gradient\s+vanilla gradient", lines["input_gradient"])
     assert re.search(r"rollout\s+attention\s", lines["rollout"]) and "CLS token" in lines["rollout"]
     header = r.output.splitlines()[0]
     for name in list_methods():  # the family column starts at the same offset on every row
         assert re.match(r"\S+\s+", lines[name]).end() == header.index("FAMILY")
+    assert re.search(r"rise\s+perturbation\s+RISE", lines["rise"])
+    assert re.search(r"scorecam\s+CAM\s+Score-CAM: each channel", lines["scorecam"])
+    assert "Base" not in r.output  # no row falls back to a base class's docstring
+    assert "  rise: n_masks forwards per image (masked copies), batched; no backward" in r.output.splitlines()
 
 
 def test_a_cnn_records_no_patch_size():

@@ -4,6 +4,7 @@ evidence counted against a check, error rows, validation before any work, paired
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -15,12 +16,14 @@ from PIL import Image
 
 from auditor.cli import main
 from auditor.compare import compare_results
-from auditor.gate import GateOptions, evaluate
+from auditor.errors import UsageError
+from auditor.gate import GateOptions, evaluate, validate_checks
 from auditor.metrics.stats import wilson_ci
 from auditor.models import create_model
+from auditor.results import AuditResult
 from auditor.runner import run_audit
 from auditor.scoring import summarise
-from auditor.thresholds import parse_assignment
+from auditor.thresholds import Check, parse_assignment
 
 from test_report import make_audit
 from test_run import write_square_set
@@ -372,3 +375,62 @@ def test_the_gates_drop_and_the_shown_delta_share_one_interval_whatever_the_row_
     (v, _) = comp.data["verdicts"]
     assert f"drop {-d['delta']:.4f} (95% CI {-d['ci_high']:.4f}-{-d['ci_low']:.4f})" in v["reason"]
     assert v["value"] == pytest.approx(-d["ci_low"])  # judged on the bound the table shows
+
+
+# -- signed errors: integrated gradients' completeness error ----------------------------------
+
+def _ig_rows(*errors):
+    return [{"id": str(i), "label_name": "cat" if i % 2 else "dog",
+             "metrics": {"integrated_gradients": {} if e is None else {"completeness_error": e}}}
+            for i, e in enumerate(errors)]
+
+
+def test_completeness_error_is_gated_on_its_largest_absolute_value():
+    rows = _ig_rows(0.01, -0.04, 0.02, float("nan"))  # mean -0.0033 would pass any max; |-0.04| is the worst
+    check = parse_assignment("integrated_gradients.completeness_error=0.03", "max")
+    (v, _) = evaluate([check], {}, None, options=GateOptions(max_nan=1), rows=rows)
+    assert not v.passed and v.value == 0.04 and "largest |completeness_error| 0.0400 over n=3 of 4" in v.reason
+    (v, _) = evaluate([parse_assignment("integrated_gradients.completeness_error=0.05", "max")], {}, None,
+                      options=GateOptions(max_nan=1), rows=rows)
+    assert v.passed and v.value == 0.04
+    (v, _) = evaluate([check], {}, None, options=GateOptions(), rows=rows)  # the NaN image counts against it
+    assert not v.passed and "1 of 4 image(s) gave no valid completeness_error" in v.reason
+    cat = Check("integrated_gradients", "completeness_error", "max", 0.03, "cat")  # rows 1, 3: -0.04 and NaN
+    (v, _) = evaluate([cat], {}, None, options=GateOptions(max_nan=1), rows=rows[:3])
+    assert not v.passed and v.value == 0.04 and "n=1 of 1" in v.reason
+    (v, _) = evaluate([check], {}, None, options=GateOptions(), rows=[])
+    assert not v.passed and "fails closed" in v.reason
+
+
+@pytest.mark.parametrize("check, message", [
+    (Check("integrated_gradients", "completeness_error", "min", 0.1), "takes one check, max = E"),
+    (Check("integrated_gradients", "completeness_error", "max_drop", 0.1), "largest absolute value"),
+    (Check("integrated_gradients", "completeness_error", "max", -0.1), "(E >= 0)"),
+    (Check("gradcam", "completeness_error", "max", 0.1), "only integrated_gradients reports completeness_error"),
+])
+def test_completeness_error_checks_that_cannot_be_judged_are_refused(check, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        validate_checks([check], methods={"integrated_gradients": None, "gradcam": None}, metrics={"pointing_game"},
+                        classes=[], has_baseline=True)
+    validate_checks([Check("integrated_gradients", "completeness_error", "max", 0.1)],
+                    methods={"integrated_gradients": None}, metrics={"pointing_game"}, classes=[], has_baseline=False)
+
+
+def test_an_audit_gates_on_the_completeness_error(tmp_path):
+    data = write_square_set(tmp_path / "d", n=2)
+    args = ["run", "--data", str(data), "--model", "test_run:CornerCNN", "--image-size", "32", "--methods",
+            "integrated_gradients",
+            "--method-option", "integrated_gradients.n_steps=2", "--no-report"]
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "a"), "--thresholds", str(_toml(tmp_path, 1e6))])
+    assert r.exit_code == 0, r.output
+    rows = AuditResult.load(tmp_path / "a" / "results.json").rows
+    worst = max(abs(r["metrics"]["integrated_gradients"]["completeness_error"]) for r in rows)
+    assert worst > 0
+    r = CliRunner().invoke(main, args + ["--out", str(tmp_path / "b"), "--thresholds", str(_toml(tmp_path, worst / 2))])
+    assert r.exit_code == 1 and f"largest |completeness_error| {worst:.4f}" in r.output, r.output
+
+
+def _toml(tmp_path, limit):
+    path = tmp_path / f"t{limit:g}.toml"
+    path.write_text(f"[integrated_gradients.completeness_error]\nmax = {limit!r}\n")
+    return path

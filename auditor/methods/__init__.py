@@ -11,7 +11,7 @@ from .registry import (build_methods, create_method, default_methods, describe_m
                        method_options, parse_method_options, register_method)
 from . import (ablationcam, attnlrp, channel_attention, cls_attention, eigencam, eigengradcam,  # noqa: F401
                generic_attention, gradcam, gradcam_plusplus, hirescam, input_gradient, integrated_gradients,
-               layercam, legrad, occlusion, ocab_attention, reconstruction_attention, rollout, scorecam,
+               layercam, legrad, occlusion, ocab_attention, reconstruction_attention, rise, rollout, scorecam,
                smoothgrad, transformer_attribution, window_attention, xgradcam)  # (register the methods)
 
 __all__ = [

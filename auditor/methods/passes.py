@@ -69,7 +69,8 @@ class OwnPasses:
             raise NotApplicableError(f"{method} re-runs the model on perturbed images and scores a class logit or the "
                                      f"CLS-output norm; target '{self.kind}' needs support images or final tokens")
 
-    def _forward(self, x: torch.Tensor, rows: torch.Tensor, *, amp: bool = True) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, rows: torch.Tensor, probability: bool = False, *,
+                 amp: bool = True) -> torch.Tensor:
         from .engine import amp_dtype
 
         with torch.autocast(x.device.type, dtype=amp_dtype(x.device), enabled=self.amp and amp):
@@ -78,18 +79,22 @@ class OwnPasses:
         self.forward_images += x.shape[0]
         if self.classes is None:
             return out.norm(dim=-1)
+        if probability:
+            out = out.softmax(dim=-1)
         return out.gather(1, self.classes[rows.to(self.classes.device)][:, None])[:, 0]
 
     def scores(self, x: torch.Tensor, rows: torch.Tensor, *,
-               replace: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> torch.Tensor:
+               replace: tuple[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+               probability: bool = False) -> torch.Tensor:
         """Target scores ``[N]`` of images ``x`` ``[N, 3, H, W]``; ``rows[i]`` is the query image
         whose target row ``i`` explains. ``replace=(layer, fn)``: that layer's output is replaced
-        by ``fn(output)`` in this pass (Ablation-CAM). No gradients.
+        by ``fn(output)`` in this pass (Ablation-CAM). ``probability``: the target class's softmax
+        probability instead of its logit (RISE). No gradients.
 
         A pass with ``replace`` runs in float32 even under ``--amp``: Ablation-CAM's ablation
         value (about ``-1e7``) overflows float16 to ``-inf`` and every map became NaN."""
         with torch.no_grad(), _replaced(self.model, replace):
-            return self._forward(x, rows, amp=replace is None)
+            return self._forward(x, rows, probability, amp=replace is None)
 
     def gradients(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(scores [N], d scores / d x [N, 3, H, W])`` of images ``x``, one backward per chunk."""

@@ -26,6 +26,7 @@ from .classes import per_class_context, subset_for_plot
 from .gallery import References, draw_cards, side_of
 from .selection import DEFAULT_GALLERY, pick, select_gallery
 from .faithfulness import faithfulness_context
+from .leaderboard import leaderboard_context
 from .templating import render_page
 
 PAGE_SIZE = 50
@@ -63,6 +64,7 @@ def render_report(results: str | Path | AuditResult, *, out: str | Path | None =
             "title": f"Attention audit: {_model_name(data)}",
             "head": header(result),
             "summary": summary_table(data["summary"], methods, metrics, result.verdicts),
+            "leaderboard": leaderboard_context(data["summary"], methods, metrics),
             **(classes := per_class_context(data, methods, metrics, result.verdicts)),
             "plots": _plots(data, methods, metrics, sink, classes["compact"]),
             "faithfulness": faithfulness_context(data, sink),
