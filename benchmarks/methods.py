@@ -4,6 +4,9 @@ One-pass methods (the CAM family, ``input_gradient``): ``compute_maps(model, x, 
 the largest batch (16) against the forward + backward floor of ``passes.py`` (one forward and
 one ``autograd.grad`` to the Grad-CAM layer); all CAM variants together: target <= 1.1x.
 
+Chefer's ``generic_attention`` / ``transformer_attribution`` (shared pass): against the same floor
+and against a forward + backward to the input, which their backward must reach (no target).
+
 Methods with their own passes: their marginal cost -- ``compute_maps(model, x, [method])`` minus
 the bare forward every audit runs anyway, same round -- against their own floor: exactly the
 passes their ``cost`` states (e.g. integrated gradients: ``n_steps`` forwards + ``autograd.grad``
@@ -64,6 +67,10 @@ def own_pass_cases(cfg: Config) -> list[tuple[str, dict, int, Callable[[torch.nn
         ("occlusion", {"window": win, "stride": win}, 16,
          lambda m, x: [bare_passes(m, x, x.shape[0], x.shape[0], backward=False),
                        bare_passes(m, x, windows * x.shape[0], 32, backward=False)]),
+        ("rise", {"n_masks": 4 * steps}, 16,
+         lambda m, x: [bare_passes(m, x, 4 * steps * x.shape[0], 32, backward=False)]),
+        ("attnlrp", {}, 16, lambda m, x: [bare_passes(m, x, x.shape[0], 32, backward=True)]),
+        ("legrad", {}, 16, lambda m, x: [bare_passes(m, x, x.shape[0], 32, backward=True)]),
         ("scorecam", {}, 1, lambda m, x: [bare_passes(m, x, m.embed_dim * x.shape[0], 32, backward=False)]),
         ("ablationcam", {}, 1, lambda m, x: [bare_passes(m, x, m.embed_dim * x.shape[0], 32, backward=False)]),
     ]
@@ -72,7 +79,23 @@ def own_pass_cases(cfg: Config) -> list[tuple[str, dict, int, Callable[[torch.nn
 def run(cfg: Config) -> list[Row]:
     b = max(cfg.batch_sizes)
     x = torch.randn(b, 3, 224, 224, generator=torch.Generator().manual_seed(b)).to(cfg.device)
-    return one_pass_rows(cfg, x) + own_pass_rows(cfg, x)
+    return one_pass_rows(cfg, x) + transformer_rows(cfg, x) + own_pass_rows(cfg, x)
+
+
+def transformer_rows(cfg: Config, x: torch.Tensor) -> list[Row]:
+    """Chefer's methods in the shared pass, against the Grad-CAM floor (whose backward stops at the
+    last block) and a forward + backward to the input (theirs must reach the first block's
+    attention): no target, the 1.1x of the CAM family cannot hold for a longer backward."""
+    model = build_model(cfg)
+    b = len(x)
+    names = ["generic_attention", "transformer_attribution"]
+    fns = {"fwd+bwd": gradcam_floor(model, x), "to input": bare_passes(model, x, b, b, backward=True)}
+    for name in names:
+        fns[name] = (lambda n: lambda: compute_maps(model, x, [create_method(n)]))(name)
+    t = interleaved(fns, repeats=cfg.repeats, warmup=cfg.warmup)
+    return [Row(FAMILY, f"{name} alone, batch {b}", f"{ms(median(t[name]) / b)}/image = "
+                f"{ratio(t, name, 'to input'):.2f}x fwd+bwd to the input", ratio(t, name, "fwd+bwd"), "fwd+bwd floor")
+            for name in names]
 
 
 def one_pass_rows(cfg: Config, x: torch.Tensor) -> list[Row]:
