@@ -71,3 +71,22 @@ def test_seeded():
 def test_bad_input_is_explained(args, kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         cluster_bootstrap_ci(*args, **kwargs)
+
+
+def test_permutation_p_value_flips_whole_clusters():
+    """Hand-computed exact sign-flip p-values: 8 differences of +1 are 2/256 as independent
+    pairs; in 2 episodes of 4 they are the 2 sums [4, 4], p = 2/4; with images crossed
+    (4 images in both episodes: sums [2, 2, 2, 2], p = 2/16) the larger, 1/2, is reported."""
+    from auditor.metrics.stats import paired_permutation_test
+
+    a, b = np.zeros(8), np.ones(8)
+    episodes, images = [0, 0, 0, 0, 1, 1, 1, 1], [0, 1, 2, 3, 0, 1, 2, 3]
+    assert paired_permutation_test(a, b) == 2 / 256
+    assert paired_permutation_test(a, b, clusters=(episodes,)) == 2 / 4
+    assert paired_permutation_test(a, b, clusters=(images,)) == 2 / 16
+    assert paired_permutation_test(a, b, clusters=(episodes, images)) == 2 / 4
+    b_nan = b.copy()
+    b_nan[7] = np.nan  # dropped before the clusters are summed: episode sums [4, 3]
+    assert paired_permutation_test(a, b_nan, clusters=(episodes,)) == 2 / 4
+    with pytest.raises(ValueError, match="one label per pair"):
+        paired_permutation_test(a, b, clusters=([0, 1],))

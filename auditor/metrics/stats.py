@@ -151,8 +151,16 @@ def paired_bootstrap_ci(a: Any, b: Any, *, n_boot: int = 2000, confidence: float
     return bootstrap_ci(diff, n_boot=n_boot, confidence=confidence, seed=seed)
 
 
-def paired_permutation_test(a: Any, b: Any, *, n_permutations: int = 10000, seed: int = 0) -> float:
+def paired_permutation_test(a: Any, b: Any, *, n_permutations: int = 10000, seed: int = 0,
+                            clusters: Sequence[Any] = ()) -> float:
     """Two-sided p-value for ``mean(b - a) == 0`` by random sign flips of the differences.
+
+    ``clusters``: cluster factors of the pairs (each shape ``(N,)``: few-shot episodes and
+    images). Differences in one cluster are not independent, so a cluster's differences keep
+    one sign together: the test runs on each factor's per-cluster sums, and the largest of
+    those p-values is returned (crossed factors have no exact joint exchangeability; the
+    largest is the conservative choice). Without it, 15 queries of one episode count as 15
+    independent pieces of evidence and the p-value is far too small.
 
     Under the null hypothesis each difference ``d_i = b_i - a_i`` is symmetric around 0, so
     its sign is exchangeable. The statistic is ``T = |sum_i d_i|``; a flipped sample counts
@@ -184,6 +192,17 @@ def paired_permutation_test(a: Any, b: Any, *, n_permutations: int = 10000, seed
     """
     n_permutations = positive_int(n_permutations, "n_permutations")
     d = _paired_differences(a, b)
+    if clusters:
+        ok = np.isfinite(d)
+        sums = []
+        for factor in clusters:
+            labels = np.asarray(factor, dtype=object)
+            if labels.shape != d.shape:
+                raise ValueError(f"each cluster factor needs one label per pair ({d.size}), got {labels.shape}")
+            _, index = np.unique(labels[ok].astype(str), return_inverse=True)
+            sums.append(np.bincount(index.ravel(), weights=d[ok]) if ok.any() else np.array([]))
+        return max(paired_permutation_test(np.zeros_like(s), s, n_permutations=n_permutations, seed=seed)
+                   for s in sums)
     d = d[np.isfinite(d)]
     n = d.size
     if n == 0:

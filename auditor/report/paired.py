@@ -105,7 +105,7 @@ def metric_deltas(pairs: Pairs, methods: Sequence[str], metrics: Sequence[str], 
             a, b = a[keep], b[keep]
             clusters = clusters_of([c for c, kept in zip(pairs.clusters, keep) if kept])
             ci = _as_dict(paired_bootstrap_ci(a, b, seed=seed, clusters=clusters))
-            p = _p_value(paired_permutation_test(a, b, seed=seed))
+            p = _p_value(paired_permutation_test(a, b, seed=seed, clusters=clusters))
             lo, hi = ci.get("ci_low"), ci.get("ci_high")
             worse = better = False
             if lo is not None and hi is not None:  # the CI of B - A excludes zero
