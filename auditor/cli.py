@@ -63,7 +63,8 @@ def main() -> None:
 @option("--layer", type=int, default=-1, show_default=True,
         help="Attention layer for the patch attention map (negative counts from the last).")
 @option("--head", type=int, default=None, help="One attention head [default: mean of the heads].")
-@option("--target-class", type=click.IntRange(min=0), default=None, help="Class index to explain [default: predicted].")
+@option("--target-class", metavar="INDEX|NAME", default=None,
+        help="Class to explain: an index or one of the model's class names, e.g. 281 or 'tabby cat' [default: predicted].")
 @option("--gradcam-layer", default=None, metavar="NAME", help="Module name for Grad-CAM [default: chosen for the model].")
 @method_option_option
 @option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")

@@ -62,6 +62,37 @@ def _merged_options(method_options: Sequence[str] | dict[str, dict[str, Any]], *
     return opts
 
 
+def resolve_target_class(model: Any, value: int | str | None, preprocess: Any) -> int | None:
+    """``--target-class``: a class index, or one of the model's class names (matched as an audit
+    matches a data set's classes: the model's ``class_names`` / timm ``label_names`` / HF
+    ``id2label``, or ImageNet-1k names, synonyms and WordNet ids for a 1000-class head)."""
+    from .errors import UsageError
+    from .target import model_classes, output_size
+
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip()
+    if text.isdigit():
+        return int(text)
+    size = getattr(model, "num_classes", None)
+    if size == 0:
+        raise UsageError(f"--target-class {text!r}: this backbone has no class head (headless), so it has no classes "
+                         "to explain; leave --target-class out")
+    classes = model_classes(model, size if isinstance(size, int) and size > 0 else output_size(model, preprocess))
+    if classes.names is None:
+        raise UsageError(f"--target-class {text!r}: the model names none of its {classes.size} classes; give the "
+                         f"class index (0..{classes.size - 1})")
+    hits = classes.lookup(text)
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise UsageError(f"--target-class {text!r} matches several classes: "
+                         + ", ".join(f"{classes.names[i]} ({i})" for i in hits) + "; give the index")
+    listing = (", ".join(f"{n} ({i})" for i, n in enumerate(classes.names)) if classes.size <= 30
+               else "close names: " + (", ".join(classes.close(text)) or "none"))
+    raise UsageError(f"--target-class {text!r} is not one of the model's class names ({listing}); give a name or an index")
+
+
 def check_choices(model: Any, *, layer: int, head: int | None, target_class: int | None,
                   gradcam_layer: str | None) -> None:
     """``--layer`` / ``--head`` / ``--target-class`` / ``--gradcam-layer`` must exist in ``model``
@@ -116,7 +147,7 @@ MULTI_ATTENTION_METHODS = ("window_attention", "ocab_attention", "channel_attent
 def visualize(image_path: str | Path, *, arch: str | None = None, factory: str | None = None,
               checkpoint: str | Path | None = None, patch_size: int | None = None,
               image_size: int | tuple[int, int] | None = None, output_dir: str | Path = "attention_viz",
-              layer: int = -1, head: int | None = None, target_class: int | None = None,
+              layer: int = -1, head: int | None = None, target_class: int | str | None = None,
               gradcam_layer: str | None = None, device: str = "cpu", alpha: float = 0.5,
               colormap: str = "jet", save_maps: bool = False, trust_checkpoint: bool = False,
               log: Callable[[str], None] = print, model_kwargs: dict[str, Any] | None = None,
@@ -168,10 +199,14 @@ def visualize(image_path: str | Path, *, arch: str | None = None, factory: str |
     options = _merged_options(method_options, gradcam_layer=gradcam_layer, layer=layer, head=head)
     methods = build_methods(names, options)
     cls_opts = options.get("cls_attention", {})
-    check_choices(model, layer=cls_opts.get("layer", -1), head=cls_opts.get("head"), target_class=target_class,
+    if isinstance(target_class, str) and target_class.strip().isdigit():
+        target_class = int(target_class)
+    check_choices(model, layer=cls_opts.get("layer", -1), head=cls_opts.get("head"),
+                  target_class=target_class if isinstance(target_class, int) else None,
                   gradcam_layer=options.get("gradcam", {}).get("layer"))
-    log(f"   {ok} Model loaded successfully")
     pre = input_preprocess(model, image_size, resize=resize)
+    target_class = resolve_target_class(model, target_class, pre)  # a class name -> its index
+    log(f"   {ok} Model loaded successfully")
     region = pre.region((height, width))
     if region is not None:
         x0, y0, x1, y1 = pre.crop_box((height, width))

@@ -221,3 +221,27 @@ def test_resize_crop_maps_cover_the_crop_and_the_log_says_where(chelsea_png, tmp
     assert m.shape == (300, 451)
     inside = m[19:281, 94:357]
     assert (m[:, :90] == inside.min()).all() and (m[:, 360:] == inside.min()).all()
+
+
+def test_target_class_takes_a_model_class_name(chelsea_png, classifier_ckpt, tmp_path):
+    """demo:clean names its classes: `--target-class square` explains the same class as its index."""
+    from auditor.models import build_model
+
+    names = list(build_model(checkpoint="demo:clean").model.class_names)
+    base = ["visualize", "--image-path", chelsea_png, "--checkpoint", "demo:clean", "--save-maps"]
+    by_name = invoke(*base, "--out", tmp_path / "name", "--target-class", "Square")  # case-insensitive, as audits
+    by_index = invoke(*base, "--out", tmp_path / "index", "--target-class", names.index("square"))
+    assert by_name.exit_code == 0 and by_index.exit_code == 0, by_name.output + by_index.output
+    assert f"Target: class {names.index('square')} (given)" in by_name.output
+    a, b = _maps(tmp_path / "name"), _maps(tmp_path / "index")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    other = invoke(*base, "--out", tmp_path / "other", "--target-class", "disc")
+    assert not np.array_equal(_maps(tmp_path / "other")["gradcam/chelsea"], a["gradcam/chelsea"]), other.output
+
+    wrong = invoke(*base, "--out", tmp_path / "w", "--target-class", "sqare")
+    assert wrong.exit_code == 2 and "not one of the model's class names" in wrong.output
+    assert all(f"{n} ({i})" in wrong.output for i, n in enumerate(names))  # the fix: the valid names
+    nameless = invoke("visualize", "--image-path", chelsea_png, "--arch", "vit_tiny", "--depth", 2,
+                      "--checkpoint", classifier_ckpt, "--out", tmp_path / "n", "--target-class", "cat")
+    assert nameless.exit_code == 2 and "names none of its 5 classes; give the class index (0..4)" in nameless.output
