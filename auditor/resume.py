@@ -106,10 +106,21 @@ def check_fingerprint(out: Path, fp: dict[str, Any]) -> None:
     fresh = json.loads(json.dumps(fp))  # tuples -> lists, as stored
     differ = [k for k in sorted(set(old) | set(fresh)) if old.get(k) != fresh.get(k)]
     if differ:
-        details = "; ".join(f"{_WHAT.get(k, k)} ({k}: was {_short(old.get(k))}, now {_short(fresh.get(k))})"
+        details = "; ".join(f"{_WHAT.get(k, k)} ("
+                            + ", ".join(f"{path}: was {_short(a)}, now {_short(b)}"
+                                        for path, a, b in _leaves(old.get(k), fresh.get(k), k)[:4]) + ")"
                             for k in differ)
         raise UsageError(f"Cannot resume the audit in {out}: its settings differ from this run's: {details}. "
                          "Resume with the same settings, or pass --overwrite to start again.")
+
+
+def _leaves(a: Any, b: Any, path: str) -> list[tuple[str, Any, Any]]:
+    """Where two fingerprint values differ, as ``(dotted path, old, new)``: nested dicts are
+    followed down to the keys that changed (``preprocessing.resize``), not shown whole."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [leaf for k in sorted(set(a) | set(b), key=str) if a.get(k) != b.get(k)
+                for leaf in _leaves(a.get(k), b.get(k), f"{path}.{k}")]
+    return [(path, a, b)]
 
 
 def _short(value: Any) -> str:

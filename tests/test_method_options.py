@@ -48,6 +48,8 @@ def test_a_changed_option_refuses_resume(data, tmp_path):
         run_audit(data, out=tmp_path / "o", model=_vit(), methods=["rollout"],
                   method_options={"rollout": {"discard_ratio": 0.5}}, batch_size=2, resume=True)
     assert "the methods" in str(e.value)
+    # the sub-key that changed, not the whole methods dict
+    assert "(methods.rollout.discard_ratio: was 0.0, now 0.5)" in str(e.value)
 
 
 def test_an_option_for_a_method_not_run_or_given_as_object_is_refused():
