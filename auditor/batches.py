@@ -140,9 +140,9 @@ def fill_rows(ok: Sequence[Item], res: PassResult, rows: dict[int, dict[str, Any
         layered = score_layers({m: r.extras for m, r in res.maps.items()}, i, ann.mask, modes, region=it.region)
         if layered:
             row["per_layer"] = layered
-        for m, r in res.maps.items():  # integrated gradients: sum(attributions) - (score(x) - score(baseline))
-            if "completeness_error" in r.extras:
-                row["metrics"].setdefault(m, {})["completeness_error"] = float(r.extras["completeness_error"][i])
+        for m, r in res.maps.items():  # integrated gradients: |sum(attributions) - (score(x) - score(baseline))|
+            if "completeness_error" in r.extras:  # its sign says nothing: the row, summary and gate read the size
+                row["metrics"].setdefault(m, {})["completeness_error"] = abs(float(r.extras["completeness_error"][i]))
 
 
 def start_batch(items: list[Item], model, methods, *, target: Target, device,

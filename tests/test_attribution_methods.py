@@ -151,7 +151,10 @@ def test_an_audit_reports_the_completeness_error_per_image_and_its_summary(tmp_p
     res = run_audit(manifest, out=tmp_path / "out", model=tiny_vit(num_classes=4, class_names=CLASSES),
                     methods=["integrated_gradients"], image_size=32, batch_size=4, report=True)
     errors = [row["metrics"]["integrated_gradients"]["completeness_error"] for row in res.rows]
-    assert len(errors) == 6 and all(isinstance(e, float) and e == e for e in errors)
+    assert len(errors) == 6 and all(isinstance(e, float) and e >= 0 for e in errors)  # a size: lower is better
+    from auditor.report.common import arrow
+
+    assert arrow("completeness_error") == "↓"
     summary = res.summary["integrated_gradients"]["completeness_error"]
     assert summary.n == 6 and summary.mean == pytest.approx(np.mean(errors))
     assert res.data["settings"]["methods"]["integrated_gradients"]["n_steps"] == 50

@@ -46,6 +46,7 @@ DENSITY_METRICS: dict[str, Metric] = {"cc": cc, "kl_div": kl_div, "sim": sim}
 HIGHER_IS_BETTER: dict[str, bool] = {
     **{name: True for name in (*BOX_METRICS, *FIXATION_METRICS, *DENSITY_METRICS)},
     "kl_div": False,
+    "completeness_error": False,  # integrated gradients' |sum(attributions) - score difference|
     "spearman": True,
     "top_k_overlap": True,
     # faithfulness and sanity checks (auditor.faithfulness): similarity after randomisation or
