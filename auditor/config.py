@@ -185,7 +185,8 @@ def validate(cfg: AuditConfig) -> Setup:
 
         rows = [{"id": r.id, "label": r.label, "label_name": r.label_name} for r in dataset.records]
         check_same_data(baseline.data, {"settings": {"data_identity": dataset_identity(dataset), "target": target.kind,
-                                                     "preprocessing": pre.to_dict(), "mask_classes": cfg.mask_classes},
+                                                     "preprocessing": pre.to_dict(), "mask_classes": cfg.mask_classes,
+                                                     "score_size": cfg.score_size},
                                         "rows": rows},
                         names=("--baseline", "this run"))
     return Setup(dataset, loaded, method_objs, skipped, pre, target, checks, gate, baseline, faith, plan)

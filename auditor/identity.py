@@ -80,8 +80,8 @@ def _preprocessing(settings: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any], *, preprocessing: bool = True) -> list[str]:
-    """What differs between two results' data, target and (``preprocessing``) preprocessing;
-    empty when they are comparable."""
+    """What differs between two results' data, target, masks, scoring resolution and
+    (``preprocessing``) preprocessing; empty when they are comparable."""
     sa, sb = a.get("settings") or {}, b.get("settings") or {}
     out = []
     ia, ib = sa.get("data_identity"), sb.get("data_identity")
@@ -97,6 +97,9 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any], *, preprocessing: bo
     ma, mb = sa.get("mask_classes", "any"), sb.get("mask_classes", "any")  # results before masks: every object
     if ma != mb:
         out.append(f"the objects that form the masks (--mask-classes {ma} vs {mb})")
+    za, zb = sa.get("score_size"), sb.get("score_size")  # results before --score-size: each image's own size
+    if za != zb:  # a map scored at 128 px is not the same measurement as at full size: pairs would be biased
+        out.append(f"the scoring resolution (--score-size {za or 'off'} vs {zb or 'off'})")
     pa, pb = _preprocessing(sa), _preprocessing(sb)
     if preprocessing and pa != pb:
         keys = sorted(k for k in set(pa or {}) | set(pb or {}) if (pa or {}).get(k) != (pb or {}).get(k))
@@ -111,4 +114,4 @@ def check_same_data(a: Mapping[str, Any], b: Mapping[str, Any], *, names: tuple[
     if diff:
         raise UsageError(f"{names[0]} and {names[1]} were not audited on the same terms: they differ in "
                          + "; ".join(diff) + ". Their images would pair by id alone. Audit both on the same data "
-                         "with the same target and preprocessing, or pass --allow-different-data if this is intended.")
+                         "with the same target, preprocessing and --score-size, or pass --allow-different-data if this is intended.")

@@ -267,6 +267,15 @@ def test_score_size_is_recorded_fingerprinted_and_a_no_op_above_the_image(tmp_pa
         assert z[z.files[0]].shape == (64, 64)
     with pytest.raises(UsageError, match="score_size=4"):
         run_audit(manifest, out=tmp_path / "bad", score_size=4, **kw)
+    # a capped run and a full-size one measure differently: their pairs would be biased, so no
+    # --baseline and no compare across them (results before --score-size read as full size)
+    with pytest.raises(UsageError, match=r"scoring resolution \(--score-size off vs 16\)"):
+        run_audit(manifest, out=tmp_path / "vs", score_size=16, baseline=tmp_path / "full" / "results.json", **kw)
+    run_audit(manifest, out=tmp_path / "vs", score_size=16, baseline=tmp_path / "capped" / "results.json", **kw)
+    from auditor.compare import compare_results
+
+    with pytest.raises(UsageError, match=r"scoring resolution \(--score-size 16 vs off\)"):
+        compare_results(tmp_path / "capped" / "results.json", tmp_path / "full" / "results.json", out=tmp_path / "cmp")
 
 
 def test_the_report_reads_only_the_drawn_records_of_a_jsonl_manifest(tmp_path):
