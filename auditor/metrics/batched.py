@@ -213,26 +213,37 @@ class _Context:
         return np.minimum(1.0, share.sum(1) / k)
 
     def auc_roc(self) -> np.ndarray:
-        """Mann-Whitney counts from the sorted keys: for each run of equal values, its mask pixels
-        times the background pixels below the run, and times the background pixels in it. The runs
-        of all maps in one flat array (a run never crosses a row: each row starts one)."""
+        """Mann-Whitney counts from the sorted keys. ``below`` (mask / background pairs in order): each
+        mask pixel's background pixels before it in the sorted row, ``sum(positions) - p (p - 1) / 2``,
+        less those before it in its own run of equal values; ``equal``: for each run, its mask pixels
+        times its background pixels. Only the pixels in runs longer than one are looked at one by one."""
         sk, n, rows = self.sorted.keys, self.n, len(self.sorted.keys)
         p = int(np.count_nonzero(self.m))
         if p == n:
             return np.full(rows, np.nan)
-        inside = (self.sorted.flags & _MASK).astype(np.int64).ravel()
-        new = np.ones(sk.shape, bool)
-        np.not_equal(sk[:, 1:], sk[:, :-1], out=new[:, 1:])
-        starts = np.flatnonzero(new)
-        ends = np.append(starts[1:], rows * n)
-        cum_in = np.concatenate(([0], np.cumsum(inside)))
-        first = starts // n * n  # each run's row start
-        out_before = (starts - first) - (cum_in[starts] - cum_in[first])  # background pixels below the run
-        run_in = cum_in[ends] - cum_in[starts]
-        run_out = (ends - starts) - run_in
-        bounds = np.searchsorted(starts, np.arange(rows) * n)
-        below = np.add.reduceat(run_in * out_before, bounds)
-        equal = np.add.reduceat(run_in * run_out, bounds)
+        inside = (self.sorted.flags & _MASK).astype(bool)
+        at = np.flatnonzero(inside).reshape(rows, p)  # every row has the p mask pixels
+        below = at.sum(1) - np.arange(rows) * n * p - p * (p - 1) // 2
+        equal = np.zeros(rows, np.int64)
+        same = np.zeros(sk.shape, bool)  # same[:, j]: sk[:, j] == sk[:, j - 1]
+        np.equal(sk[:, 1:], sk[:, :-1], out=same[:, 1:])
+        if same.any():
+            tied = same.copy()
+            tied[:, :-1] |= same[:, 1:]
+            idx = np.flatnonzero(tied)  # the pixels in runs longer than one, run after run
+            ins = inside.ravel()[idx].astype(np.int64)
+            start = ~same.ravel()[idx]
+            run = np.maximum.accumulate(np.where(start, np.arange(idx.size), 0))  # each pixel's run start
+            bg_before = np.cumsum(1 - ins) - (1 - ins)
+            before_in_run = ins * (bg_before - bg_before[run])
+            starts = np.flatnonzero(start)
+            ends = np.append(starts[1:], idx.size)
+            cum_in = np.concatenate(([0], np.cumsum(ins)))
+            run_in = cum_in[ends] - cum_in[starts]
+            pairs = run_in * ((ends - starts) - run_in)
+            # integer sums (exact in float64 below 2**53) per row
+            below -= np.bincount(idx // n, before_in_run, rows).astype(np.int64)
+            equal += np.bincount(idx[starts] // n, pairs, rows).astype(np.int64)
         return (below.astype(np.float64) + equal.astype(np.float64) / 2.0) / (float(p) * (n - p))
 
     # fixation metrics
@@ -245,36 +256,48 @@ class _Context:
         return np.where(self.constant, np.nan, (c.take(self.f_at, axis=1) / std[:, None]).mean(1))
 
     @functools.cached_property
-    def _normalised(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The sorted values min-max normalised ``[L, N]``, those at the fixations ``[L, F]`` and at the
-        other pixels ``[L, N - F]`` (each sorted), and each map's min and max (from the keys:
-        ``-0.0`` reads ``+0.0``). Rows of constant maps are NaN."""
-        v = key_values(self.sorted.keys)
-        lo, hi = v[:, 0], v[:, -1]
-        mm = _over(_minus(v, lo), hi - lo)
-        fixed = (self.sorted.flags & _FIX).astype(bool)
-        rows, n_fix = len(v), int(np.count_nonzero(self.f))  # every row has the same fixated pixels
-        return mm[fixed].reshape(rows, n_fix), mm[~fixed].reshape(rows, self.n - n_fix), lo, hi
+    def _range(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each map's min and max as its sorted keys give them (``-0.0`` reads ``+0.0``: ``x + 0.0``),
+        and whether it is constant."""
+        return self.lo + 0.0, self.hi + 0.0, self.constant
+
+    @functools.cached_property
+    def _fixated(self) -> np.ndarray:
+        """The min-max normalised values at the fixations, each row sorted ``[L, F]``: the values the
+        sorted keys give (``x + 0.0`` is ``x`` with ``-0.0`` read as ``+0.0``), normalised as the rows."""
+        lo, hi, _ = self._range
+        values = self.s.take(self.f_at, axis=1) + 0.0
+        return np.sort(_over(_minus(values, lo), hi - lo), axis=1)
 
     def auc_judd(self) -> np.ndarray:
-        """:func:`~.gaze.judd_area` of each map's sorted normalised values."""
-        fixated, other, _, _ = self._normalised
-        flat = self.sorted.keys[:, 0] == self.sorted.keys[:, -1]
-        return np.array([np.nan if c else gaze.judd_area(a, b) for a, b, c in zip(fixated, other, flat)])
+        """:func:`~.gaze.judd_curve` of each map: the other pixels above each threshold are all the
+        pixels above it (the sorted normalised row) less the fixated ones."""
+        lo, hi, flat = self._range
+        n_others = self.n - self.f_at.size
+        if n_others == 0 or flat.all():
+            return np.full(len(flat), np.nan)
+        everything = _over(_minus(key_values(self.sorted.keys), lo), hi - lo)  # sorted rows
+        out = np.full(len(flat), np.nan)
+        for i in np.flatnonzero(~flat):
+            fixated = self._fixated[i]
+            thresholds = np.unique(fixated)[::-1]
+            above = n_others - (np.searchsorted(everything[i], thresholds, side="left")
+                                - np.searchsorted(fixated, thresholds, side="left"))
+            out[i] = gaze.judd_curve(fixated, thresholds, above, n_others)
+        return out
 
     def auc_borji(self) -> np.ndarray:
-        """:func:`~.gaze.borji_area` of each map: the fixated values and ``auc_borji``'s default draws
-        (100 splits, seed 0, step 0.1), normalised with the map's min and max."""
-        rows = len(self.s)
-        n_fix = int(np.count_nonzero(self.f))
-        flat = self.sorted.keys[:, 0] == self.sorted.keys[:, -1]
-        if n_fix < 2:
-            return np.full(rows, np.nan)
-        fixated, _, lo, hi = self._normalised
-        draws = gaze.borji_draws(self.n, n_fix, 100, 0)
-        negatives = self.s.take(draws, axis=1)  # [L, splits, F]
-        negatives = _over(_minus(negatives.reshape(rows, -1), lo), hi - lo).reshape(negatives.shape)
-        return np.array([np.nan if c else gaze.borji_area(a, neg, 0.1) for a, neg, c in zip(fixated, negatives, flat)])
+        """:func:`~.gaze.borji_areas` of the maps: the fixated values and ``auc_borji``'s default draws
+        (100 splits, seed 0, step 0.1), normalised with each map's min and max."""
+        lo, hi, flat = self._range
+        out = np.full(len(flat), np.nan)
+        if self.f_at.size < 2 or flat.all():
+            return out
+        rows = ~flat
+        negatives = self.s[rows].take(gaze.borji_draws(self.n, self.f_at.size, 100, 0), axis=1)  # [l, splits, F]
+        negatives = _over(_minus(negatives.reshape(len(negatives), -1), lo[rows]), (hi - lo)[rows])
+        out[rows] = gaze.borji_areas(self._fixated[rows], negatives.reshape(len(negatives), 100, -1), 0.1)
+        return out
 
     # density metrics
     def cc(self) -> np.ndarray:

@@ -134,8 +134,15 @@ def judd_area(fixated: np.ndarray, unfixated: np.ndarray) -> float:
     if unfixated.size == 0:
         return math.nan
     thresholds = np.unique(fixated)[::-1]
+    return judd_curve(fixated, thresholds, unfixated.size - np.searchsorted(unfixated, thresholds, side="left"),
+                      unfixated.size)
+
+
+def judd_curve(fixated: np.ndarray, thresholds: np.ndarray, others_above: np.ndarray, n_others: int) -> float:
+    """AUC-Judd from the sorted fixated values, the ``thresholds`` (their distinct values, decreasing)
+    and how many of the ``n_others`` other pixels are ``>=`` each threshold."""
     tp = (fixated.size - np.searchsorted(fixated, thresholds, side="left")) / fixated.size
-    fp = (unfixated.size - np.searchsorted(unfixated, thresholds, side="left")) / unfixated.size
+    fp = others_above / n_others
     return _trapezoid(np.concatenate(([0.0], tp, [1.0])), np.concatenate(([0.0], fp, [1.0])))
 
 
@@ -199,22 +206,40 @@ def borji_draws(n: int, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
 def borji_area(at_fix: np.ndarray, negatives: np.ndarray, step: float) -> float:
     """AUC-Borji from the sorted normalised values at the fixations ``[F]`` and each split's
     negatives ``[n_splits, F]``."""
-    n_fix, n_splits = at_fix.size, len(negatives)
+    return float(borji_areas(at_fix[None], negatives[None], step)[0])
+
+
+def borji_areas(at_fix: np.ndarray, negatives: np.ndarray, step: float) -> np.ndarray:
+    """:func:`borji_area` of ``R`` maps at once: ``at_fix`` ``[R, F]`` (rows sorted), ``negatives``
+    ``[R, n_splits, F]`` -> ``[R]``; the maps that share a top threshold are computed together, each
+    split's area with the same operations as alone."""
     # every split's thresholds step * k, k = kmax..0, at once: a split whose own top is lower
     # gets extra (0, 0) points for k above it, which add no area
-    tops = np.maximum(at_fix[-1], negatives.max(1))
-    k_top = int(np.floor(tops / step * (1 + 1e-10)).max())  # MATLAB's 0:step:top keeps the end point
+    tops = np.maximum(at_fix[:, -1:], negatives.max(2))
+    k_tops = np.floor(tops / step * (1 + 1e-10)).max(1).astype(int)  # MATLAB's 0:step:top keeps the end point
+    out = np.empty(len(at_fix))
+    for k_top in np.unique(k_tops):
+        rows = k_tops == k_top
+        out[rows] = _split_areas(at_fix[rows], negatives[rows], step, int(k_top)).mean(1)
+    return out
+
+
+def _split_areas(at_fix: np.ndarray, negatives: np.ndarray, step: float, k_top: int) -> np.ndarray:
+    """Each split's ROC area ``[R, n_splits]`` at the thresholds ``step * k``, ``k = k_top..0``."""
+    (rows, n_splits, n_fix), n_thresholds = negatives.shape, k_top + 1
     thresholds = step * np.arange(k_top, -1, -1)
-    tp = (n_fix - np.searchsorted(at_fix, thresholds, side="left")) / n_fix
-    y = np.concatenate(([0.0], tp, [1.0]))
-    aucs = np.empty(n_splits)
-    chunk = max(1, (1 << 20) // (k_top + 1))  # splits at a time: bounded memory for a tiny step_size
+    below = np.count_nonzero(at_fix[:, :, None] < thresholds, axis=1)  # np.searchsorted(at_fix, thresholds)
+    tp = (n_fix - below) / n_fix
+    y = np.concatenate((np.zeros((rows, 1)), tp, np.ones((rows, 1))), axis=1)
+    heights = (y[:, 1:] + y[:, :-1])[:, None, :]
+    aucs = np.empty((rows, n_splits))
+    chunk = max(1, (1 << 20) // (n_thresholds * rows))  # splits at a time: bounded memory for a tiny step_size
     for i in range(0, n_splits, chunk):
-        neg = negatives[i:i + chunk]
-        fp = _count_at_least(neg, step, k_top)[:, ::-1] / n_fix  # [splits, thresholds], same order
+        neg = negatives[:, i:i + chunk].reshape(-1, n_fix)
+        fp = _count_at_least(neg, step, k_top)[:, ::-1] / n_fix  # [maps x splits, thresholds], same order
         x = np.concatenate((np.zeros((len(neg), 1)), fp, np.ones((len(neg), 1))), axis=1)
-        aucs[i:i + chunk] = (np.diff(x, axis=1) * (y[1:] + y[:-1])).sum(1) / 2.0
-    return float(aucs.mean())
+        aucs[:, i:i + chunk] = (np.diff(x, axis=1).reshape(rows, -1, n_thresholds + 1) * heights).sum(2) / 2.0
+    return aucs
 
 
 def _count_at_least(values: np.ndarray, step: float, k_top: int) -> np.ndarray:
