@@ -6,7 +6,8 @@ reference; here the caller does, e.g. :func:`auditor.maps.upsample`):
 * ``fixations`` (:func:`nss`, :func:`auc_judd`, :func:`auc_borji`): boolean, True where a
   fixation landed (:func:`fixations_to_map`). None at all raises ``ValueError`` (MIT: NaN;
   here an annotation error the caller checks).
-* ``gaze_map`` (:func:`cc`, :func:`kl_div`, :func:`sim`): non-negative density, not all zero.
+* ``gaze_map`` (:func:`cc`, :func:`kl_div`, :func:`sim`): non-negative density, not all zero. These live in
+  :mod:`auditor.metrics.gaze_density` and are re-exported here.
 
 A saliency map for which a metric is undefined (constant, for NSS, CC, SIM and the AUCs)
 gives NaN.
