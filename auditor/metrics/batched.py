@@ -48,10 +48,15 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     ``-0.0`` and ``0.0`` share the key 0. Values without a sign bit (no negative value, no ``-0.0``)
     are their own keys (their bits, int32); others get int64 keys."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.int32)
-    if (bits >= 0).all():
+    if _signless(bits):
         return bits
     wide = bits.astype(np.int64)
     return np.where(wide < 0, -(wide & 0x7FFFFFFF), wide)
+
+
+def _signless(bits: np.ndarray) -> bool:
+    """No float32 of these bits (int32) has its sign bit set: no negative value, no ``-0.0``."""
+    return bool(bits.size == 0 or bits.min() >= 0)
 
 
 def key_values(keys: np.ndarray) -> np.ndarray:
@@ -186,13 +191,15 @@ class _Context:
 
     # box metrics
     def pointing_game(self) -> np.ndarray:
-        """:func:`~.localisation.hits_at_maximum` of each map."""
-        top = self.s == self.hi[:, None]
+        """:func:`~.localisation.hits_at_maximum` of each map (on the float32 values: the same maxima)."""
+        rows = self.maps.reshape(len(self.maps), self.n)
+        top = rows == rows.max(1)[:, None]
         return np.count_nonzero(top & self.m, axis=1) / np.count_nonzero(top, axis=1)
 
     def relevance_mass(self) -> np.ndarray:
-        """:func:`~.localisation.positive_share` of each map."""
-        positive = np.maximum(self.s, 0.0)
+        """:func:`~.localisation.positive_share` of each map (``np.maximum(s, 0.0)`` is ``s`` when no
+        value has a sign bit)."""
+        positive = self.s if _signless(self.maps.view(np.int32)) else np.maximum(self.s, 0.0)
         total = positive.sum(1)
         share = np.minimum(1.0, positive.take(self.m_at, axis=1).sum(1) / total)
         return np.where(total == 0.0, np.nan, share)

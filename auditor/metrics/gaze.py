@@ -27,6 +27,7 @@ about saliency models?", IEEE TPAMI 41(3), 2019. Code: github.com/cvzoya/salienc
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -199,9 +200,13 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     return borji_area(at_fix, s[borji_draws(s.size, at_fix.size, n_splits, seed)], step)
 
 
+@functools.lru_cache(maxsize=64)
 def borji_draws(n: int, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
-    """AUC-Borji's negatives: ``n_fix`` pixel indices per split, drawn uniformly from ``n``."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_splits, n_fix))
+    """AUC-Borji's negatives: ``n_fix`` pixel indices per split, drawn uniformly from ``n`` (the same
+    for every map with these counts: made once, read-only)."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_splits, n_fix))
+    draws.flags.writeable = False
+    return draws
 
 
 def borji_area(at_fix: np.ndarray, negatives: np.ndarray, step: float) -> float:
