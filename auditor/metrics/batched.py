@@ -16,12 +16,12 @@ float64 ``[L, N]`` array and every step is the per-map function's step along the
 * a step that cannot change a value is skipped: ``(x - 0.0) / 1.0`` (the min-max of a map already
   in ``[+0, 1]``, every :class:`~auditor.maps.PostProcess` map) and ``x / 1.0`` are ``x`` in IEEE
   arithmetic;
-* one sort per map, of int64 keys that order like the float32 values (``-0 == +0``) and carry the
-  mask and fixation bits in their two low bits: AUC-ROC's Mann-Whitney counts, the relevance
-  rank's cut, and AUC-Judd's and AUC-Borji's sorted fixated / other values all read it (the
-  per-map functions sort twice for AUC-ROC, twice for AUC-Judd, once for AUC-Borji and partition
-  once for the relevance rank); a map whose order is known (the centre baseline, the same for
-  every image of a size) passes it in ``orders`` and is not sorted at all;
+* one sort per map, of integer keys that order like the float32 values (``-0 == +0``) and carry
+  the mask bit in their low bit: AUC-ROC's Mann-Whitney counts, the relevance rank's cut and
+  AUC-Judd's count of pixels above each threshold read it (the per-map functions sort twice for
+  AUC-ROC, twice for AUC-Judd and partition once for the relevance rank); a map whose order is
+  known (the centre baseline, the same for every image of a size) passes it in ``orders`` and is
+  only merge-sorted within its runs of equal values;
 * the references' parts (the centred gaze, the gaze as a distribution, AUC-Borji's random pixel
   draws, which depend only on the pixel and fixation counts) once per image.
 
@@ -39,9 +39,6 @@ import numpy as np
 
 from . import gaze, gaze_density, localisation
 from ._validate import bool_mask, density, is_constant, non_negative
-
-_MASK, _FIX = 1, 2  # the key's flag bits
-
 
 def order_keys(values: np.ndarray) -> np.ndarray:
     """Integer keys ordered as the float32 ``values`` (any shape): ``a < b`` iff ``key(a) < key(b)``,
@@ -69,23 +66,27 @@ def key_values(keys: np.ndarray) -> np.ndarray:
 
 
 class _Sorted:
-    """Map ``i``'s keys in increasing order (``keys[i]``) and the flag bits that travel with them.
+    """Map ``i``'s keys in increasing order (``keys[i]``) and, travelling with them in the key's low
+    bit, whether each pixel is background (``outside[i]``): among equal values the mask pixels come
+    first. Non-negative int32 keys (every map without a sign bit) pack into uint32, which sorts
+    about twice as fast as int64.
 
-    Keys of values in ``[0, 2)`` (every min-max normalised map) fit 30 bits: packed with the flags
-    into uint32, which sorts about twice as fast as int64."""
+    A row with a known order (an argsort of its values) is gathered in that order, which leaves
+    only the runs of equal values to put mask-first: a stable (merge) sort of that nearly sorted row
+    gives the same integers as sorting it from scratch, in a fraction of the time."""
 
-    def __init__(self, keys: np.ndarray, flags: np.ndarray, orders: Sequence[np.ndarray | None]):
-        if keys.dtype == np.int32 and (not keys.size or keys.max() < 1 << 30):  # >= 0: order_keys
-            packed = keys.view(np.uint32) * np.uint32(4) + flags.astype(np.uint32)
+    def __init__(self, keys: np.ndarray, outside: np.ndarray, orders: Sequence[np.ndarray | None]):
+        if keys.dtype == np.int32:  # >= 0: order_keys
+            packed = keys.view(np.uint32) * np.uint32(2) + outside.astype(np.uint32)
         else:
-            packed = keys.astype(np.int64) * 4 + flags
+            packed = keys.astype(np.int64) * 2 + outside
         unknown = [i for i, order in enumerate(orders) if order is None]
         out = np.empty_like(packed)
         out[unknown] = np.sort(packed[unknown], axis=1)  # each row as np.sort of the row: same integers
         for i, order in enumerate(orders):
             if order is not None:
-                out[i] = packed[i][order]
-        self.keys, self.flags = out >> 2, out & 3
+                out[i] = np.sort(packed[i][np.ravel(order)], kind="stable")
+        self.keys, self.outside = out >> 1, (out & 1).astype(bool)
 
 
 def score_maps(maps: np.ndarray, *, mask: np.ndarray | None = None, fixations: np.ndarray | None = None,
@@ -171,12 +172,8 @@ class _Context:
 
     @functools.cached_property
     def sorted(self) -> _Sorted:
-        flags = np.zeros(self.n, np.int64)
-        if self.m is not None:
-            flags += self.m * _MASK
-        if self.f is not None:
-            flags += self.f * _FIX
-        return _Sorted(self.keys, flags, self.orders)
+        outside = np.zeros(self.n, bool) if self.m is None else ~self.m
+        return _Sorted(self.keys, outside, self.orders)
 
     @functools.cached_property
     def keys(self) -> np.ndarray:
@@ -220,16 +217,15 @@ class _Context:
         return np.minimum(1.0, share.sum(1) / k)
 
     def auc_roc(self) -> np.ndarray:
-        """Mann-Whitney counts from the sorted keys. ``below`` (mask / background pairs in order): each
-        mask pixel's background pixels before it in the sorted row, ``sum(positions) - p (p - 1) / 2``,
-        less those before it in its own run of equal values; ``equal``: for each run, its mask pixels
-        times its background pixels. Only the pixels in runs longer than one are looked at one by one."""
+        """Mann-Whitney counts from the sorted keys, mask pixels first among equal values. ``below``
+        (mask / background pairs in order): each mask pixel's background pixels before it in the
+        sorted row, ``sum(positions) - p (p - 1) / 2``; ``equal``: for each run of equal values, its
+        mask pixels times its background pixels (only runs longer than one are looked at)."""
         sk, n, rows = self.sorted.keys, self.n, len(self.sorted.keys)
         p = int(np.count_nonzero(self.m))
         if p == n:
             return np.full(rows, np.nan)
-        inside = (self.sorted.flags & _MASK).astype(bool)
-        at = np.flatnonzero(inside).reshape(rows, p)  # every row has the p mask pixels
+        at = np.flatnonzero(~self.sorted.outside).reshape(rows, p)  # every row has the p mask pixels
         below = at.sum(1) - np.arange(rows) * n * p - p * (p - 1) // 2
         equal = np.zeros(rows, np.int64)
         same = np.zeros(sk.shape, bool)  # same[:, j]: sk[:, j] == sk[:, j - 1]
@@ -238,19 +234,12 @@ class _Context:
             tied = same.copy()
             tied[:, :-1] |= same[:, 1:]
             idx = np.flatnonzero(tied)  # the pixels in runs longer than one, run after run
-            ins = inside.ravel()[idx].astype(np.int64)
-            start = ~same.ravel()[idx]
-            run = np.maximum.accumulate(np.where(start, np.arange(idx.size), 0))  # each pixel's run start
-            bg_before = np.cumsum(1 - ins) - (1 - ins)
-            before_in_run = ins * (bg_before - bg_before[run])
-            starts = np.flatnonzero(start)
+            starts = np.flatnonzero(~same.ravel()[idx])
             ends = np.append(starts[1:], idx.size)
-            cum_in = np.concatenate(([0], np.cumsum(ins)))
+            cum_in = np.concatenate(([0], np.cumsum(~self.sorted.outside.ravel()[idx])))
             run_in = cum_in[ends] - cum_in[starts]
             pairs = run_in * ((ends - starts) - run_in)
-            # integer sums (exact in float64 below 2**53) per row
-            below -= np.bincount(idx // n, before_in_run, rows).astype(np.int64)
-            equal += np.bincount(idx[starts] // n, pairs, rows).astype(np.int64)
+            equal += np.bincount(idx[starts] // n, pairs, rows).astype(np.int64)  # exact: integers below 2**53
         return (below.astype(np.float64) + equal.astype(np.float64) / 2.0) / (float(p) * (n - p))
 
     # fixation metrics
