@@ -159,11 +159,14 @@ class _Context:
 
     @functools.cached_property
     def lo(self) -> np.ndarray:
+        """Each map's min, as the per-map functions' ``s.min()`` (float64: the same zero, ``-0.0`` or ``+0.0``)."""
         return self.s.min(1)
 
     @functools.cached_property
     def hi(self) -> np.ndarray:
-        return self.s.max(1)
+        """Each map's max (of the float32 rows: the same value, half the bytes read; read where the sign
+        of a zero cannot matter: comparisons, ``hi == 0``, ``hi + 0.0``)."""
+        return self.maps.reshape(len(self.maps), self.n).max(1).astype(np.float64)
 
     @functools.cached_property
     def constant(self) -> np.ndarray:
@@ -190,7 +193,7 @@ class _Context:
     def pointing_game(self) -> np.ndarray:
         """:func:`~.localisation.hits_at_maximum` of each map (on the float32 values: the same maxima)."""
         rows = self.maps.reshape(len(self.maps), self.n)
-        top = rows == rows.max(1)[:, None]
+        top = rows == self.hi.astype(np.float32)[:, None]
         return np.count_nonzero(top & self.m, axis=1) / np.count_nonzero(top, axis=1)
 
     def relevance_mass(self) -> np.ndarray:
@@ -204,7 +207,7 @@ class _Context:
     def relevance_rank(self) -> np.ndarray:
         """:func:`~.localisation.rank_share` of each map: the ``k``-th largest key from the sorted keys,
         each mask pixel's share of the top ``k`` (1 above the cut, the tied share at it)."""
-        sk, k, n = self.sorted.keys, int(np.count_nonzero(self.m)), self.n
+        sk, k, n = self.sorted.keys, self.m_at.size, self.n
         if k >= n:
             return np.ones(len(sk))
         cut = sk[:, n - k]
@@ -222,7 +225,7 @@ class _Context:
         sorted row, ``sum(positions) - p (p - 1) / 2``; ``equal``: for each run of equal values, its
         mask pixels times its background pixels (only runs longer than one are looked at)."""
         sk, n, rows = self.sorted.keys, self.n, len(self.sorted.keys)
-        p = int(np.count_nonzero(self.m))
+        p = self.m_at.size
         if p == n:
             return np.full(rows, np.nan)
         at = np.flatnonzero(~self.sorted.outside).reshape(rows, p)  # every row has the p mask pixels
