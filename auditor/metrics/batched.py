@@ -339,7 +339,9 @@ class _Context:
         if g is None:
             return np.full(len(self.s), np.nan)
         nonzero = self.s.any(1)
-        mm = np.where(nonzero[:, None], _over(_minus(self.s, self.lo), self.hi - self.lo), self.s)
+        mm = _over(_minus(self.s, self.lo), self.hi - self.lo)
+        if not nonzero.all():  # an all-zero row is read as it is
+            mm = np.where(nonzero[:, None], mm, self.s)
         # a min-max normalised row's max is (hi - lo) / (hi - lo) == 1.0 (rounding is monotone)
         d = self._distribution(mm, np.where(nonzero, 1.0, 0.0))
         value = np.minimum(1.0, np.minimum(d, g).sum(1))
