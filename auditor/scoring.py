@@ -97,7 +97,7 @@ def any_pooled(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     ``floor(i H / h)`` to ``ceil((i + 1) H / h) - 1``, likewise columns) -- its values, from the True
     pixels alone: pixel ``r`` lies in cells ``r h // H`` to ``((r + 1) h - 1) // H``."""
     (big_h, big_w), (h, w) = a.shape, shape
-    rows, cols = np.nonzero(a)
+    rows, cols = np.divmod(np.flatnonzero(a), big_w)  # (np.nonzero of a 2-D array is ten times slower)
     r0, r1 = rows * h // big_h, ((rows + 1) * h - 1) // big_h
     c0, c1 = cols * w // big_w, ((cols + 1) * w - 1) // big_w
     out = np.zeros((h, w), bool)
