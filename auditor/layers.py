@@ -42,7 +42,7 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
             continue
         raw = layers[index].numpy()
         post = maplib.PostProcess.from_mode(modes[method])
-        ok = np.array([mask is not None and post.problem(m) is None for m in raw], dtype=bool)
+        ok = np.array([mask is not None and p is None for p in post.problems(raw)], dtype=bool)
         out[method] = {k: [None] * len(ok) for k in LAYER_METRICS}
         if not ok.any():
             continue

@@ -203,7 +203,39 @@ class PostProcess:
         up = upsample(s, size, region)
         if up.ndim == 2:
             return normalize(up, self.normalize)
-        return np.stack([normalize(u, self.normalize) for u in up]) if len(up) else up
+        return _normalize_rows(up, self.normalize)
+
+    def problems(self, raw: torch.Tensor | np.ndarray) -> list[str | None]:
+        """:meth:`problem` of each map of ``raw`` ``[L, h, w]``, in one pass over all of them."""
+        s = _numpy(raw)
+        rows = s.reshape(len(s), -1)
+        finite = np.isfinite(rows).all(1)
+        if self.relu:
+            rows = np.maximum(rows, 0)
+        with np.errstate(invalid="ignore"):  # NaN rows: not scorable, named by problem()
+            fine = finite & (rows.max(1, initial=-np.inf) > rows.min(1, initial=np.inf))
+        return [None if ok else self.problem(m) for m, ok in zip(s, fine)]
+
+
+def _normalize_rows(maps: np.ndarray, mode: str) -> np.ndarray:
+    """:func:`normalize` (``"minmax"`` or ``"none"``) of each map of float32 ``maps`` ``[L, H, W]``, as
+    one float64 array: each element computed as :func:`normalize` computes it (min and max are exact
+    in float32, ``(s - lo) / (hi - lo)`` elementwise), so the same float32 values."""
+    if not len(maps):
+        return maps
+    rows = maps.reshape(len(maps), -1)
+    if not np.isfinite(rows).all():
+        raise ValueError("map has NaN or infinite values")
+    s = rows.astype(np.float64)
+    if mode == "none":
+        return s.astype(np.float32).reshape(maps.shape)
+    lo, hi = rows.min(1).astype(np.float64)[:, None], rows.max(1).astype(np.float64)[:, None]
+    flat = (hi <= lo)[:, 0]
+    with np.errstate(invalid="ignore"):
+        s -= lo
+        s /= hi - lo
+    s[flat] = 0.0
+    return s.astype(np.float32).reshape(maps.shape)
 
 
 #: what the centre and random baselines go through (they are non-negative: a ReLU would change nothing)

@@ -247,6 +247,25 @@ def test_references_shrink_by_area_any_fixation_and_mean_gaze():
     assert shrink_annotations(Annotations(mask=tiny), (2, 2)).mask.tolist() == [[False, False], [False, True]]
 
 
+@pytest.mark.parametrize("big, small", [((256, 256), (128, 128)), ((255, 97), (100, 41)), ((37, 50), (11, 49)),
+                                        ((7, 5), (3, 5)), ((1, 9), (1, 2)), ((6, 6), (4, 4)),
+                                        ((3, 4), (7, 9))])
+def test_any_pooled_equals_adaptive_max_pooling(big, small):
+    import torch
+
+    from auditor.scoring import any_pooled
+
+    rng = np.random.default_rng(sum(big) + sum(small))
+    for density in (0.0, 0.002, 0.05, 0.5, 1.0):  # no pixel, a few fixations, dense
+        a = rng.random(big) < density
+        want = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(a.astype(np.float32))[None, None], small)
+        assert (any_pooled(a, small) == (want[0, 0].numpy() > 0)).all(), density
+    edges = np.zeros(big, bool)
+    edges[[0, -1], :] = edges[:, [0, -1]] = True  # the first and last pixels of each side
+    want = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(edges.astype(np.float32))[None, None], small)
+    assert (any_pooled(edges, small) == (want[0, 0].numpy() > 0)).all()
+
+
 def test_score_size_is_recorded_fingerprinted_and_a_no_op_above_the_image(tmp_path):
     from auditor.datasets.synthetic import CLASSES, write_dataset
     from auditor.errors import UsageError

@@ -6,7 +6,8 @@ reference; here the caller does, e.g. :func:`auditor.maps.upsample`):
 * ``fixations`` (:func:`nss`, :func:`auc_judd`, :func:`auc_borji`): boolean, True where a
   fixation landed (:func:`fixations_to_map`). None at all raises ``ValueError`` (MIT: NaN;
   here an annotation error the caller checks).
-* ``gaze_map`` (:func:`cc`, :func:`kl_div`, :func:`sim`): non-negative density, not all zero.
+* ``gaze_map`` (:func:`cc`, :func:`kl_div`, :func:`sim`): non-negative density, not all zero. These live in
+  :mod:`auditor.metrics.gaze_density` and are re-exported here.
 
 A saliency map for which a metric is undefined (constant, for NSS, CC, SIM and the AUCs)
 gives NaN.
@@ -26,15 +27,15 @@ about saliency models?", IEEE TPAMI 41(3), 2019. Code: github.com/cvzoya/salienc
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
 import numpy as np
 
-from ._validate import (bool_mask, density, is_constant, non_negative, positive_float, positive_int, real_map, same_shape,
-                        shape_hw)
-
-EPS = 2.2204e-16  # MATLAB's eps as written in KLdiv.m
+from ._validate import bool_mask, is_constant, positive_float, positive_int, real_map, shape_hw
+from .gaze_density import (EPS, _centred, _minmax, _to_distribution, cc, correlation, divergence,  # noqa: F401
+                           intersection, kl_div, sim, similarity_distribution)
 
 
 def _with_fixations(saliency: object, fixations: object) -> tuple[np.ndarray, np.ndarray]:
@@ -42,35 +43,9 @@ def _with_fixations(saliency: object, fixations: object) -> tuple[np.ndarray, np
     return s, bool_mask(fixations, s.shape, "fixations")
 
 
-def _with_density(saliency: object, gaze_map: object) -> tuple[np.ndarray, np.ndarray]:
-    s = real_map(saliency, "saliency")
-    return s, density(gaze_map, s.shape, "gaze_map")
-
-
-def _centred(a: np.ndarray) -> np.ndarray:
-    """``a - mean(a)`` scaled to max ``|.|`` 1 (a non-constant ``a``), so that sums of squares
-    neither underflow (values ~1e-170) nor overflow; NSS and CC do not depend on the scale."""
-    c = a - a.mean()
-    return c / np.abs(c).max()
-
-
-def _minmax(a: np.ndarray) -> np.ndarray:
-    return (a - a.min()) / (a.max() - a.min())
-
-
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     """Trapezoid-rule area under ``y(x)`` (MATLAB's ``trapz(x, y)``)."""
     return float((np.diff(x) * (y[1:] + y[:-1])).sum() / 2.0)
-
-
-def _to_distribution(a: np.ndarray) -> np.ndarray:
-    """``a / sum(a)`` when ``a`` has a non-zero value, else ``a`` unchanged (MIT's ``if any(map(:))``).
-
-    ``a`` is non-negative here; it is divided by its maximum first so the sum cannot overflow."""
-    if not a.any():
-        return a
-    a = a / a.max()
-    return a / a.sum()
 
 
 def nss(saliency: np.ndarray, fixations: np.ndarray) -> float:
@@ -161,8 +136,15 @@ def judd_area(fixated: np.ndarray, unfixated: np.ndarray) -> float:
     if unfixated.size == 0:
         return math.nan
     thresholds = np.unique(fixated)[::-1]
+    return judd_curve(fixated, thresholds, unfixated.size - np.searchsorted(unfixated, thresholds, side="left"),
+                      unfixated.size)
+
+
+def judd_curve(fixated: np.ndarray, thresholds: np.ndarray, others_above: np.ndarray, n_others: int) -> float:
+    """AUC-Judd from the sorted fixated values, the ``thresholds`` (their distinct values, decreasing)
+    and how many of the ``n_others`` other pixels are ``>=`` each threshold."""
     tp = (fixated.size - np.searchsorted(fixated, thresholds, side="left")) / fixated.size
-    fp = (unfixated.size - np.searchsorted(unfixated, thresholds, side="left")) / unfixated.size
+    fp = others_above / n_others
     return _trapezoid(np.concatenate(([0.0], tp, [1.0])), np.concatenate(([0.0], fp, [1.0])))
 
 
@@ -218,30 +200,52 @@ def auc_borji(saliency: np.ndarray, fixations: np.ndarray, *, n_splits: int = 10
     return borji_area(at_fix, s[borji_draws(s.size, at_fix.size, n_splits, seed)], step)
 
 
+@functools.lru_cache(maxsize=64)
 def borji_draws(n: int, n_fix: int, n_splits: int, seed: int) -> np.ndarray:
-    """AUC-Borji's negatives: ``n_fix`` pixel indices per split, drawn uniformly from ``n``."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_splits, n_fix))
+    """AUC-Borji's negatives: ``n_fix`` pixel indices per split, drawn uniformly from ``n`` (the same
+    for every map with these counts: made once, read-only)."""
+    draws = np.random.default_rng(seed).integers(0, n, size=(n_splits, n_fix))
+    draws.flags.writeable = False
+    return draws
 
 
 def borji_area(at_fix: np.ndarray, negatives: np.ndarray, step: float) -> float:
     """AUC-Borji from the sorted normalised values at the fixations ``[F]`` and each split's
     negatives ``[n_splits, F]``."""
-    n_fix, n_splits = at_fix.size, len(negatives)
+    return float(borji_areas(at_fix[None], negatives[None], step)[0])
+
+
+def borji_areas(at_fix: np.ndarray, negatives: np.ndarray, step: float) -> np.ndarray:
+    """:func:`borji_area` of ``R`` maps at once: ``at_fix`` ``[R, F]`` (rows sorted), ``negatives``
+    ``[R, n_splits, F]`` -> ``[R]``; the maps that share a top threshold are computed together, each
+    split's area with the same operations as alone."""
     # every split's thresholds step * k, k = kmax..0, at once: a split whose own top is lower
     # gets extra (0, 0) points for k above it, which add no area
-    tops = np.maximum(at_fix[-1], negatives.max(1))
-    k_top = int(np.floor(tops / step * (1 + 1e-10)).max())  # MATLAB's 0:step:top keeps the end point
+    tops = np.maximum(at_fix[:, -1:], negatives.max(2))
+    k_tops = np.floor(tops / step * (1 + 1e-10)).max(1).astype(int)  # MATLAB's 0:step:top keeps the end point
+    out = np.empty(len(at_fix))
+    for k_top in np.unique(k_tops):
+        rows = k_tops == k_top
+        out[rows] = _split_areas(at_fix[rows], negatives[rows], step, int(k_top)).mean(1)
+    return out
+
+
+def _split_areas(at_fix: np.ndarray, negatives: np.ndarray, step: float, k_top: int) -> np.ndarray:
+    """Each split's ROC area ``[R, n_splits]`` at the thresholds ``step * k``, ``k = k_top..0``."""
+    (rows, n_splits, n_fix), n_thresholds = negatives.shape, k_top + 1
     thresholds = step * np.arange(k_top, -1, -1)
-    tp = (n_fix - np.searchsorted(at_fix, thresholds, side="left")) / n_fix
-    y = np.concatenate(([0.0], tp, [1.0]))
-    aucs = np.empty(n_splits)
-    chunk = max(1, (1 << 20) // (k_top + 1))  # splits at a time: bounded memory for a tiny step_size
+    below = np.count_nonzero(at_fix[:, :, None] < thresholds, axis=1)  # np.searchsorted(at_fix, thresholds)
+    tp = (n_fix - below) / n_fix
+    y = np.concatenate((np.zeros((rows, 1)), tp, np.ones((rows, 1))), axis=1)
+    heights = (y[:, 1:] + y[:, :-1])[:, None, :]
+    aucs = np.empty((rows, n_splits))
+    chunk = max(1, (1 << 20) // (n_thresholds * rows))  # splits at a time: bounded memory for a tiny step_size
     for i in range(0, n_splits, chunk):
-        neg = negatives[i:i + chunk]
-        fp = _count_at_least(neg, step, k_top)[:, ::-1] / n_fix  # [splits, thresholds], same order
+        neg = negatives[:, i:i + chunk].reshape(-1, n_fix)
+        fp = _count_at_least(neg, step, k_top)[:, ::-1] / n_fix  # [maps x splits, thresholds], same order
         x = np.concatenate((np.zeros((len(neg), 1)), fp, np.ones((len(neg), 1))), axis=1)
-        aucs[i:i + chunk] = (np.diff(x, axis=1) * (y[1:] + y[:-1])).sum(1) / 2.0
-    return float(aucs.mean())
+        aucs[:, i:i + chunk] = (np.diff(x, axis=1).reshape(rows, -1, n_thresholds + 1) * heights).sum(2) / 2.0
+    return aucs
 
 
 def _count_at_least(values: np.ndarray, step: float, k_top: int) -> np.ndarray:
@@ -253,133 +257,6 @@ def _count_at_least(values: np.ndarray, step: float, k_top: int) -> np.ndarray:
     n = values.shape[0]
     hist = np.bincount((np.arange(n)[:, None] * (k_top + 1) + g).ravel(), minlength=n * (k_top + 1))
     return np.cumsum(hist.reshape(n, k_top + 1)[:, ::-1], axis=1)[:, ::-1]
-
-
-def cc(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
-    """Pearson's linear correlation coefficient of two maps.
-
-    ``CC = sum(Sz * Gz) / sqrt(sum(Sz**2) sum(Gz**2))`` with ``Sz``, ``Gz`` the maps minus
-    their means -- the same as MIT ``CC.m`` (``corr2`` of the standardised maps). Also used
-    to compare two saliency maps (:mod:`auditor.metrics.agreement`), so the second map is
-    only required to be finite and real, not a density. Zeros: values as they are, the same
-    for every map.
-
-    Parameters
-    ----------
-    saliency, gaze_map : ndarray, shape (H, W)
-        Finite real maps (``gaze_map`` a gaze density, or a second saliency map).
-
-    Returns
-    -------
-    float
-        In ``[-1, 1]``, higher is better; NaN when either map is constant.
-
-    References
-    ----------
-    Le Meur, Le Callet & Barba, "Predicting visual fixations on video based on low-level
-    visual features", Vision Research 47, 2007. MIT ``CC.m`` (Bylinskii et al. 2019).
-    """
-    s = real_map(saliency, "saliency")
-    g = real_map(gaze_map, "gaze_map")
-    same_shape(s.shape, g, "gaze_map")
-    if is_constant(g):
-        return math.nan
-    gc = _centred(g)
-    return correlation(s, gc, float((gc * gc).sum()))
-
-
-def correlation(s: np.ndarray, gc: np.ndarray, gg: float) -> float:
-    """CC of a validated float64 map with a non-constant map already centred, ``gc``
-    (:func:`_centred`), whose sum of squares is ``gg``."""
-    if is_constant(s):
-        return math.nan
-    s = _centred(s)
-    r = float((s * gc).sum() / math.sqrt(float((s * s).sum()) * gg))
-    return min(1.0, max(-1.0, r))
-
-
-def kl_div(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
-    """KL divergence of the gaze distribution from the saliency distribution.
-
-    As MIT ``KLdiv.m``: each map divided by its sum (an all-zero map is left as zeros), then
-    ``KL = sum(G * log(eps + G / (S + eps)))`` with ``eps = 2.2204e-16``.
-
-    Zeros, the same for every map: an exact 0 in ``S`` where the gaze has mass costs
-    ``G * log(G / eps)`` (about ``36 G``), MIT's epsilon and nothing more; no map gets a
-    floor. A min-max normalised map has exact zeros at its minimum (ReLU'd maps many), and
-    the audit's baselines go through the same min-max, so they are charged alike.
-
-    Parameters
-    ----------
-    saliency, gaze_map : ndarray, shape (H, W)
-        Non-negative maps (a negative saliency value raises ``ValueError``: min-max or ReLU
-        the map first); ``gaze_map`` not all zero. An all-zero saliency map scores what MIT's
-        code gives, a large finite value (about ``log(1 / eps) = 36``), not NaN.
-
-    Returns
-    -------
-    float
-        ``>= 0`` up to ``eps``, LOWER is better (0 when the two distributions are equal).
-
-    References
-    ----------
-    Kullback & Leibler, "On information and sufficiency", Ann. Math. Stat. 22, 1951. MIT
-    ``KLdiv.m`` (Bylinskii et al. 2019).
-    """
-    s, g = _with_density(saliency, gaze_map)
-    return divergence(s, _to_distribution(g))
-
-
-def divergence(s: np.ndarray, g: np.ndarray) -> float:
-    """KL of a validated float64 map from a gaze distribution ``g`` (:func:`_to_distribution`)."""
-    non_negative(s, "saliency", "KL divergence needs a non-negative map: min-max normalise or ReLU it first")
-    s = _to_distribution(s)
-    return float((g * np.log(EPS + g / (s + EPS))).sum())
-
-
-def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
-    """Similarity (histogram intersection) of the two maps as distributions.
-
-    As MIT ``similarity.m``: each map that is not all zero is min-max normalised to
-    ``[0, 1]`` and divided by its sum (an all-zero map is left as zeros), then
-    ``SIM = sum(min(S, G))``. So an all-zero saliency map scores 0, and a constant non-zero
-    map -- of either side -- gives NaN, as MIT's code (its min-max divides by 0 and it
-    returns ``nan`` when a map is all NaN). Zeros: values as they are, the same for every map.
-
-    Parameters
-    ----------
-    saliency, gaze_map : ndarray, shape (H, W)
-        Finite real map; non-negative density, not all zero.
-
-    Returns
-    -------
-    float
-        In ``[0, 1]``, higher is better (1 when the distributions are equal); NaN when
-        either map is constant and not zero.
-
-    References
-    ----------
-    Swain & Ballard, "Color indexing", IJCV 7, 1991. MIT ``similarity.m`` (Bylinskii et al.
-    2019).
-    """
-    s, g = _with_density(saliency, gaze_map)
-    return intersection(s, similarity_distribution(g))
-
-
-def similarity_distribution(a: np.ndarray) -> np.ndarray | None:
-    """A map as SIM reads it (min-max, then divided by its sum; all zeros left as they are),
-    or None when it is constant and not zero (SIM is then NaN)."""
-    if a.any() and is_constant(a):
-        return None
-    return _to_distribution(_minmax(a)) if a.any() else a
-
-
-def intersection(s: np.ndarray, g: np.ndarray | None) -> float:
-    """SIM of a validated float64 map with a gaze map as :func:`similarity_distribution` gives it."""
-    s = similarity_distribution(s)
-    if s is None or g is None:
-        return math.nan
-    return min(1.0, float(np.minimum(s, g).sum()))
 
 
 def fixations_to_map(points: Sequence[Sequence[float]] | np.ndarray, shape: Sequence[int]) -> np.ndarray:
