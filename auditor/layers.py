@@ -79,7 +79,8 @@ def add_layer_values(values: dict[str, dict[str, list[array]]], row: dict[str, A
 def layer_summaries(values: dict[str, dict[str, list[array]]], *, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
     """:func:`summarise_layers` of the values :func:`add_layer_values` collected (every layer's
     CI in one :func:`~auditor.metrics.bootstrap.bootstrap_cis` call: layers share their draws)."""
-    kept = [(m, k, [np.asarray(c, dtype=float) for c in cols]) for m, mets in values.items() for k, cols in mets.items()]
+    kept = [(m, k, [np.asarray(c, dtype=float) for c in cols])
+            for m, mets in values.items() for k, cols in mets.items()]
     kept = [(m, k, cols) for m, k, cols in kept if any(np.isfinite(c).any() for c in cols)]  # all undefined: left out
     cis = iter(bootstrap_cis([c for *_, cols in kept for c in cols], seed=seed))
     out: dict[str, dict[str, list[dict]]] = {}

@@ -191,7 +191,8 @@ def add_class_values(groups: dict[str, dict[str, dict[str, array]]], row: dict[s
         add_values(groups.setdefault(str(row["label_name"]), {}), row)
 
 
-def summary_tables(tables: Sequence[dict[str, dict[str, array]]], seed: int) -> list[dict[str, dict[str, dict[str, Any]]]]:
+def summary_tables(tables: Sequence[dict[str, dict[str, array]]],
+                   seed: int) -> list[dict[str, dict[str, dict[str, Any]]]]:
     """``summary[method][metric]`` of each table of values: mean, 95% CI, n, n_nan, and ``interval``:
     how the CI was made -- ``"wilson"`` for a binary metric whose values are all 0 / 1 (a
     percentile bootstrap would collapse to [1, 1] on 5 hits of 5), else ``"bootstrap"``

@@ -292,3 +292,55 @@ def test_a_run_writes_what_the_old_way_computes_from_its_rows(tmp_path):
     assert data["verdicts"][-1] == clean(errors_verdict(_old_errors(rows), 1).to_dict())
     _old_write_csv(tmp_path / "old.csv", rows)
     assert (tmp_path / "o" / "results.csv").read_bytes() == (tmp_path / "old.csv").read_bytes()
+
+
+def _old_cluster_bootstrap_ci(values, *factors, weights=None, n_boot=2000, confidence=0.95, seed=0):
+    x = np.asarray(values).astype(np.float64)
+    w = np.ones_like(x) if weights is None else np.asarray(weights).astype(np.float64)
+    codes = [np.asarray(f, dtype=object) for f in factors]
+    keep = np.isfinite(x)
+    x, w, n_nan = x[keep], w[keep], int(x.size - keep.sum())
+    codes = [np.unique(f[keep].astype(str), return_inverse=True)[1].ravel() for f in codes]
+    n = int(x.size)
+    if n == 0 or w.sum() == 0:
+        return Summary(math.nan, math.nan, math.nan, n, n_nan)
+    mean = float((w * x).sum() / w.sum())
+    sizes = [int(c.max()) + 1 for c in codes]
+    if n == 1 or all(g == 1 for g in sizes):
+        return Summary(mean, mean, mean, n, n_nan)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for rows in _old_chunks(n_boot, max(sizes) if len(codes) == 1 else n):
+        if len(codes) == 1:
+            idx = rng.integers(0, sizes[0], size=(rows, sizes[0]))
+            top = np.bincount(codes[0], weights=w * x, minlength=sizes[0])[idx].sum(axis=1)
+            bottom = np.bincount(codes[0], weights=w, minlength=sizes[0])[idx].sum(axis=1)
+        else:
+            m = np.ones((rows, n))
+            for c, g in zip(codes, sizes):
+                counts = np.zeros((rows, g))
+                np.add.at(counts, (np.arange(rows)[:, None], rng.integers(0, g, size=(rows, g))), 1.0)
+                m *= counts[:, c]
+            top, bottom = m @ (w * x), m @ w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stats.append(np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan))
+    means = np.concatenate(stats)
+    means = means[np.isfinite(means)]
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return Summary(mean, float(lo), float(hi), n, n_nan)
+
+
+@pytest.mark.parametrize("episodes, queries", [(1, 5), (3, 4), (12, 15), (40, 75)])
+def test_crossed_cluster_bootstrap_is_the_old_one_bit_for_bit(episodes, queries):
+    # counts of drawn clusters from np.bincount instead of np.add.at: the same whole numbers
+    from auditor.metrics.bootstrap import cluster_bootstrap_ci
+
+    rng = np.random.default_rng(episodes)
+    n = episodes * queries
+    x = np.where(rng.random(n) < 0.1, np.nan, rng.random(n))
+    ep, img = np.repeat(np.arange(episodes), queries), rng.integers(0, max(2, n // 3), n)
+    w = 1.0 / queries * np.ones(n)
+    for kw in ({}, {"weights": w, "seed": 4}, {"n_boot": 501, "confidence": 0.8}):
+        assert _same(cluster_bootstrap_ci(x, ep, img, **kw), _old_cluster_bootstrap_ci(x, ep, img, **kw))
+        assert _same(cluster_bootstrap_ci(x, ep, **kw), _old_cluster_bootstrap_ci(x, ep, **kw))

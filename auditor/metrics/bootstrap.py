@@ -238,11 +238,10 @@ def cluster_bootstrap_ci(values: Any, *factors: Any, weights: Any = None, n_boot
             top = np.bincount(codes[0], weights=w * x, minlength=sizes[0])[idx].sum(axis=1)
             bottom = np.bincount(codes[0], weights=w, minlength=sizes[0])[idx].sum(axis=1)
         else:
-            m = np.ones((rows, n))
-            for c, g in zip(codes, sizes):
-                counts = np.zeros((rows, g))
-                np.add.at(counts, (np.arange(rows)[:, None], rng.integers(0, g, size=(rows, g))), 1.0)
-                m *= counts[:, c]
+            m = np.ones((rows, n))  # C order: the matrix-vector products below sum in the order they always did
+            for c, g in zip(codes, sizes):  # how often each cluster was drawn: whole numbers, exact either way
+                drawn = rng.integers(0, g, size=(rows, g)) + (np.arange(rows) * g)[:, None]
+                m *= np.bincount(drawn.ravel(), minlength=rows * g).reshape(rows, g)[:, c]
             top, bottom = m @ (w * x), m @ w
         with np.errstate(invalid="ignore", divide="ignore"):
             stats.append(np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan))
