@@ -344,3 +344,57 @@ def test_crossed_cluster_bootstrap_is_the_old_one_bit_for_bit(episodes, queries)
     for kw in ({}, {"weights": w, "seed": 4}, {"n_boot": 501, "confidence": 0.8}):
         assert _same(cluster_bootstrap_ci(x, ep, img, **kw), _old_cluster_bootstrap_ci(x, ep, img, **kw))
         assert _same(cluster_bootstrap_ci(x, ep, **kw), _old_cluster_bootstrap_ci(x, ep, **kw))
+
+
+def test_cluster_cis_of_many_columns_are_the_old_ones_bit_for_bit():
+    from auditor.metrics.bootstrap import cluster_bootstrap_cis
+
+    rng = np.random.default_rng(9)
+    ep, img = np.repeat(np.arange(10), 12), rng.integers(0, 40, 120)
+    base = rng.random(120)
+    nan_rows = np.where(rng.random(120) < 0.2, np.nan, 0.0)
+    columns = [base, rng.random(120), base + nan_rows, rng.random(120) + nan_rows, np.full(120, np.nan),
+               np.where(np.arange(120) == 7, 0.3, np.nan), (rng.random(120) < 0.5) * 1.0]
+    w = rng.random(120)
+    for factors in ((ep, img), (ep,), (img,)):
+        for kw in ({}, {"weights": w, "seed": 2, "n_boot": 777}):
+            got = cluster_bootstrap_cis(columns, *factors, **kw)
+            assert all(_same(g, _old_cluster_bootstrap_ci(c, *factors, **kw)) for g, c in zip(got, columns))
+    with pytest.raises(ValueError, match="one value per row"):
+        cluster_bootstrap_cis([base, base[:5]], ep)
+
+
+def _old_episode_summaries(rows, *, seed=0, by=None, layers=False):
+    groups = {}
+    for r in rows:
+        if r.get("error") or (by and r.get(by) is None):
+            continue
+        g = groups.setdefault(str(r[by]) if by else "", {})
+        for method, mets in (r.get("per_layer" if layers else "metrics") or {}).items():
+            for metric, v in mets.items():
+                vs = v if layers else [v]
+                cols = g.setdefault(method, {}).setdefault(metric, [[] for _ in vs])
+                for col, x in zip(cols, vs):
+                    col.append((np.nan if x is None else float(x), r["episode"], str(r.get("record_id"))))
+
+    def ci(col):
+        values, episodes, images = zip(*col)
+        return _old_cluster_bootstrap_ci(values, episodes, images, seed=seed).to_dict()
+
+    out = {name: {m: {k: [ci(c) for c in cols] if layers else ci(cols[0]) for k, cols in sorted(mets.items())
+                      if not layers or any(np.isfinite([v for v, _, _ in c]).any() for c in cols)}
+                  for m, mets in g.items()} for name, g in sorted(groups.items())}
+    if layers:
+        out = {name: {m: mets for m, mets in g.items() if mets} for name, g in out.items()}
+    return out if by else out.get("", {})
+
+
+def test_episode_summaries_are_the_old_ones_bit_for_bit():
+    from auditor.episodes import episode_summaries
+
+    rows = []
+    for i, r in enumerate(_rows(120, seed=4)):
+        rows.append({**r, "episode": i // 15, "record_id": f"rec{(i * 7) % 50}"})
+    rows[20]["per_layer"] = {"cls_attention": {"pointing_game": [None] * 4, "relevance_mass": [None] * 4}}
+    for kw in ({}, {"by": "label_name"}, {"layers": True}):
+        assert episode_summaries(rows, seed=6, **kw) == _old_episode_summaries(rows, seed=6, **kw)
