@@ -50,7 +50,7 @@ from .errors import UsageError
 from .few_shot import DEFAULT_TEMPERATURE, PEIV, ClassLogitTarget, FewShotClassifier
 from .methods import compute_maps
 from .methods.engine import FINAL_TOKENS
-from .metrics.stats import cluster_bootstrap_ci
+from .metrics.bootstrap import cluster_bootstrap_ci, cluster_bootstrap_cis
 from .savers import MapWriter
 from .target import Target
 
@@ -293,9 +293,11 @@ def episode_summaries(rows: Iterable[dict[str, Any]], *, seed: int = 0, by: str 
                 for col, x in zip(cols, vs):
                     col.append((np.nan if x is None else float(x), r["episode"], str(r.get("record_id"))))
 
+    cis = _cluster_cis([c for g in groups.values() for mets in g.values() for cols in mets.values() for c in cols],
+                       seed)
+
     def ci(col: list) -> dict[str, Any]:
-        values, episodes, images = zip(*col)
-        return cluster_bootstrap_ci(values, episodes, images, seed=seed).to_dict()
+        return cis[id(col)]
 
     out = {name: {m: {k: [ci(c) for c in cols] if layers else ci(cols[0]) for k, cols in sorted(mets.items())
                       if not layers or any(np.isfinite([v for v, _, _ in c]).any() for c in cols)}
@@ -303,6 +305,21 @@ def episode_summaries(rows: Iterable[dict[str, Any]], *, seed: int = 0, by: str 
     if layers:
         out = {name: {m: mets for m, mets in g.items() if mets} for name, g in out.items()}
     return out if by else out.get("", {})
+
+
+def _cluster_cis(cols: list[list[tuple]], seed: int) -> dict[int, dict[str, Any]]:
+    """Each column's (``[(value, episode, image)]``) summary, keyed by ``id(column)``: the
+    columns of the same rows in one :func:`~auditor.metrics.bootstrap.cluster_bootstrap_cis`
+    call (they share their draws; the values are each column's :func:`cluster_bootstrap_ci`)."""
+    by_rows: dict[tuple, list[tuple[int, tuple]]] = {}
+    for col in cols:
+        values, episodes, images = zip(*col)
+        by_rows.setdefault((episodes, images), []).append((id(col), values))
+    out = {}
+    for (episodes, images), members in by_rows.items():
+        summaries = cluster_bootstrap_cis([values for _, values in members], episodes, images, seed=seed)
+        out.update((key, s.to_dict()) for (key, _), s in zip(members, summaries))
+    return out
 
 
 def few_shot_summary(rows: Sequence[dict[str, Any]] | Any, plan: EpisodePlan, class_names: Sequence[str], *,

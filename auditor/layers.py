@@ -9,13 +9,14 @@ into ``per_layer[method][metric] = [summary per layer]`` for results.json and th
 
 from __future__ import annotations
 
+from array import array
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from . import maps as maplib
-from .metrics import bootstrap_ci
+from .metrics.stats import bootstrap_cis
 from .metrics.batched import score_maps
 
 LAYER_METRICS = ("pointing_game", "relevance_mass")
@@ -57,16 +58,32 @@ def score_layers(extras: dict[str, dict[str, torch.Tensor]], index: int, mask: n
 def summarise_layers(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
     """``per_layer[method][metric]`` = one bootstrap summary (mean, CI, n) per layer; metrics
     with no finite value at any layer are left out."""
-    values: dict[str, dict[str, list[list[float]]]] = {}
+    values: dict[str, dict[str, list[array]]] = {}
     for row in rows:
-        for method, mets in (row.get("per_layer") or {}).items():
-            for metric, per_layer in mets.items():
-                cols = values.setdefault(method, {}).setdefault(metric, [[] for _ in per_layer])
-                for col, v in zip(cols, per_layer):
-                    col.append(np.nan if v is None else float(v))
+        add_layer_values(values, row)
+    return layer_summaries(values, seed=seed)
+
+
+def add_layer_values(values: dict[str, dict[str, list[array]]], row: dict[str, Any]) -> None:
+    """Append a row's per-layer values (one float64 array per layer; None -> NaN)."""
+    for method, mets in (row.get("per_layer") or {}).items():
+        columns = values.setdefault(method, {})
+        for metric, per_layer in mets.items():
+            cols = columns.get(metric)
+            if cols is None:
+                cols = columns[metric] = [array("d") for _ in per_layer]
+            for col, v in zip(cols, per_layer):
+                col.append(np.nan if v is None else float(v))
+
+
+def layer_summaries(values: dict[str, dict[str, list[array]]], *, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
+    """:func:`summarise_layers` of the values :func:`add_layer_values` collected (every layer's
+    CI in one :func:`~auditor.metrics.bootstrap.bootstrap_cis` call: layers share their draws)."""
+    kept = [(m, k, [np.asarray(c, dtype=float) for c in cols])
+            for m, mets in values.items() for k, cols in mets.items()]
+    kept = [(m, k, cols) for m, k, cols in kept if any(np.isfinite(c).any() for c in cols)]  # all undefined: left out
+    cis = iter(bootstrap_cis([c for *_, cols in kept for c in cols], seed=seed))
     out: dict[str, dict[str, list[dict]]] = {}
-    for m, mets in values.items():
-        for k, cols in mets.items():
-            if any(np.isfinite(c).any() for c in cols):  # a method whose maps were all undefined draws nothing
-                out.setdefault(m, {})[k] = [bootstrap_ci(np.asarray(c), seed=seed).to_dict() for c in cols]
+    for m, k, cols in kept:
+        out.setdefault(m, {})[k] = [next(cis).to_dict() for _ in cols]
     return out

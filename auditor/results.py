@@ -19,7 +19,7 @@ import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 from xml.etree import ElementTree as ET
 
 from .io import atomic_path, write_text
@@ -173,10 +173,13 @@ class RowsFile(collections.abc.Sequence):
         self._ids: dict[str, int] | None = None
 
     def __iter__(self):
+        n = 0
         with open(self.path, encoding="utf-8") as f:
             for line in f:
                 if line.strip():
+                    n += 1
                     yield json.loads(line)
+        self._len = n  # a whole pass counted the rows: len() needs no other
 
     def __len__(self) -> int:
         if self._len is None:
@@ -241,10 +244,22 @@ def write_index(rows_path: Path, index_path: Path) -> int:
         offset = 0
         for line in f:
             if line.strip():
-                out.write(f"{offset}\t{json.loads(line).get('id')}\n")
+                out.write(f"{offset}\t{_row_id(line)}\n")
                 n += 1
             offset += len(line)
     return n
+
+
+_DECODER = json.JSONDecoder()
+_ID_FIRST = b'{"id":'  # how row_json starts a row: its id is the JSON value right after
+
+
+def _row_id(line: bytes) -> Any:
+    """``json.loads(line).get("id")``, without parsing the rest of the row when the id comes first
+    (a row is a JSON object, so it has one ``id``)."""
+    if line.startswith(_ID_FIRST):
+        return _DECODER.raw_decode(line[len(_ID_FIRST):].decode("utf-8").lstrip(" \t"))[0]
+    return json.loads(line).get("id")
 
 
 def rows_reference(rows: RowsFile, folder: Path) -> dict[str, Any]:
@@ -299,12 +314,20 @@ def _write_streamed(path: Path, data: Mapping[str, Any]) -> None:
         f.write(text + "\n")
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def csv_metric_columns(row: Mapping[str, Any]) -> set[str]:
+    """The ``<method>.<metric>`` columns of results.csv that ``row`` fills."""
+    return {f"{m}.{k}" for m, mets in (row.get("metrics") or {}).items() for k in mets}
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]], *, metric_columns: Iterable[str] | None = None) -> None:
     """One line per image: id, image, label, target, prediction, error, ``<method>.<metric>``...
 
-    Streamed (two passes over ``rows``: the columns, then the lines), so a :class:`RowsFile`
-    of 50,000 rows is never held in memory."""
-    metric_cols = sorted({f"{m}.{k}" for r in rows for m, mets in (r.get("metrics") or {}).items() for k in mets})
+    Streamed, so a :class:`RowsFile` of 50,000 rows is never held in memory: one pass over
+    ``rows`` with ``metric_columns`` (every row's :func:`csv_metric_columns`, gathered in an
+    earlier pass), else two (the columns, then the lines)."""
+    if metric_columns is None:
+        metric_columns = {c for r in rows for c in csv_metric_columns(r)}
+    metric_cols = sorted(set(metric_columns))
     cols = ["id", "image", "label", "target", "prediction", "error", *metric_cols]
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -31,12 +31,13 @@ from .errors import DataError, UsageError
 from .gate import evaluate
 from .identity import dataset_identity
 from .io import write_text
-from .layers import summarise_layers
+from .layers import add_layer_values, layer_summaries
 from .methods.engine import amp_dtype
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
-from .results import INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, package_versions, row_json, write_csv, write_json, write_junit
+from .results import (INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, csv_metric_columns, package_versions,
+                      row_json, write_csv, write_json, write_junit)
 from .savers import PARTS_DIR, PartedMapWriter
-from .scoring import summarise, summarise_per_class
+from .scoring import add_class_values, add_values, summary_tables
 from .target import Target
 
 ROWS_FILE = "rows.jsonl"
@@ -210,20 +211,49 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
 
 
 def _finish(cfg: AuditConfig, s: Setup, run: _Run, started: float) -> AuditResult:
-    """Summarise -> gate -> write, from the rows on disk."""
+    """Summarise -> gate -> write, from the rows on disk (one pass gathers what all three need)."""
     rows = RowsFile(run.out / ROWS_FILE)  # streamed from disk, never all in memory: peak RSS does not grow with N
-    data_out = _summarise(cfg, s, run, rows)
-    data_out["verdicts"] = _gate(cfg, s, data_out, rows)
+    scan = _scan(rows, values=s.plan is None)
+    data_out = _summarise(cfg, s, run, rows, scan)
+    data_out["verdicts"] = _gate(cfg, s, data_out, rows, scan.errors)
     data_out["passed"] = all(v["passed"] for v in data_out["verdicts"])
     data_out["timing"] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
                           "seconds": round(time.time() - started, 3)}
-    return _write(cfg, run, data_out, rows)
+    return _write(cfg, run, data_out, rows, scan.columns)
 
 
-def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[str, Any]:
+@dataclass
+class _Scan:
+    """What one pass over a run's rows gathers: their count, the error rows' reasons (for the
+    gate), the CSV's metric columns and, unless the rows are few-shot episodes' (summarised by
+    :mod:`auditor.episodes`), the scored rows' values for the summaries (8 bytes a value)."""
+
+    n_rows: int = 0
+    errors: list[str] = field(default_factory=list)
+    columns: set[str] = field(default_factory=set)
+    values: dict[str, Any] = field(default_factory=dict)  # method -> metric -> values (scoring.add_values)
+    classes: dict[str, Any] = field(default_factory=dict)  # class -> the same (scoring.add_class_values)
+    layers: dict[str, Any] = field(default_factory=dict)  # method -> metric -> per layer (layers.add_layer_values)
+
+
+def _scan(rows: RowsFile, *, values: bool) -> _Scan:
+    scan = _Scan()
+    for r in rows:
+        scan.n_rows += 1
+        scan.columns.update(csv_metric_columns(r))
+        if r["error"]:
+            scan.errors.append(r["error"] if str(r["error"]).startswith(str(r["id"])) else f"{r['id']}: {r['error']}")
+        elif values:
+            add_values(scan.values, r)
+            add_class_values(scan.classes, r)
+            add_layer_values(scan.layers, r)
+    return scan
+
+
+def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile, scan: _Scan) -> dict[str, Any]:
     """results.json without its verdicts: settings, summaries (all, per class, per layer), counts."""
     seed = cfg.seed
-    n_rows, n_errors = len(rows), sum(1 for r in rows if r["error"])
+    n_rows, n_errors = scan.n_rows, len(scan.errors)
     models = [{**s.loaded.describe(), **({"classes": list(s.target.model.names)}
                                          if s.target.model is not None and s.target.model.names else {})}]
     data_out = {
@@ -250,10 +280,11 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
         "rows": rows, "verdicts": [], "passed": False,
         "counts": {"images": n_rows, "ok": n_rows - n_errors, "errors": n_errors},
     }
-    if s.plan is None:
-        data_out["summary"] = summarise((r for r in rows if not r["error"]), seed=seed)
-        data_out["per_class"] = summarise_per_class(rows, seed)
-        per_layer = summarise_layers((r for r in rows if not r["error"]), seed=seed)
+    if s.plan is None:  # the CIs of the summary, of all classes and of all layers: columns of a length share draws
+        classes = sorted(scan.classes)
+        data_out["summary"], *tables = summary_tables([scan.values, *(scan.classes[c] for c in classes)], seed)
+        data_out["per_class"] = dict(zip(classes, tables))
+        per_layer = layer_summaries(scan.layers, seed=seed)
     else:  # episode rows are not independent: CIs resample episodes and images
         data_out["summary"], data_out["per_class"], per_layer = (
             episode_summaries(rows, seed=seed, **kw) for kw in ({}, {"by": "label_name"}, {"layers": True}))
@@ -267,20 +298,22 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile) -> dict[st
     return data_out
 
 
-def _gate(cfg: AuditConfig, s: Setup, data_out: dict[str, Any], rows: RowsFile) -> list[dict[str, Any]]:
-    """The verdicts (:mod:`auditor.gate`): thresholds, paired drops against ``--baseline``, error rows."""
-    errors = [r["error"] if str(r["error"]).startswith(str(r["id"])) else f"{r['id']}: {r['error']}"
-              for r in rows if r["error"]]
+def _gate(cfg: AuditConfig, s: Setup, data_out: dict[str, Any], rows: RowsFile,
+          errors: list[str]) -> list[dict[str, Any]]:
+    """The verdicts (:mod:`auditor.gate`): thresholds, paired drops against ``--baseline``, error
+    rows (``errors``: their reasons, each starting with the image's id)."""
     return [v.to_dict() for v in evaluate(s.checks, data_out["summary"], data_out["per_class"], options=s.gate,
                                           rows=rows, baseline_rows=s.baseline.rows if s.baseline else None,
                                           errors=errors, seed=cfg.seed)]
 
 
-def _write(cfg: AuditConfig, run: _Run, data_out: dict[str, Any], rows: RowsFile) -> AuditResult:
-    """results.json, results.csv, junit.xml (and report.html), atomically; the temporary parts go."""
+def _write(cfg: AuditConfig, run: _Run, data_out: dict[str, Any], rows: RowsFile,
+           columns: set[str]) -> AuditResult:
+    """results.json, results.csv (``columns``: its metric columns), junit.xml (and report.html),
+    atomically; the temporary parts go."""
     out = run.out
     write_json(out / "results.json", data_out)
-    write_csv(out / "results.csv", rows)
+    write_csv(out / "results.csv", rows, metric_columns=columns)
     write_junit(out / "junit.xml", data_out["verdicts"])  # no duration: the same run gives the same bytes
     run.writer.cleanup()
     shutil.rmtree(out / FAITH_PARTS, ignore_errors=True)

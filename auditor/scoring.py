@@ -12,14 +12,14 @@ import dataclasses
 import functools
 import zlib
 from array import array
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from . import maps as maplib
-from .metrics import BINARY_METRICS, BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, bootstrap_ci, wilson_ci
-from .metrics.stats import is_binary
+from .metrics import BINARY_METRICS, BOX_METRICS, DENSITY_METRICS, FIXATION_METRICS, wilson_ci
+from .metrics.stats import bootstrap_cis, is_binary
 from .metrics.baselines import centre_gaussian, uniform_random
 from .metrics.batched import score_maps
 from .savers import MapWriter
@@ -184,36 +184,47 @@ def summarise(rows: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, dic
     """``summary[method][metric]`` = mean, 95% bootstrap CI, n, n_nan over the rows."""
     values: dict[str, dict[str, array]] = {}
     for row in rows:
-        _add_values(values, row)
-    return _summaries(values, seed)
+        add_values(values, row)
+    return summary_tables([values], seed)[0]
 
 
-def _add_values(values: dict[str, dict[str, array]], row: dict[str, Any]) -> None:
+def add_values(values: dict[str, dict[str, array]], row: dict[str, Any]) -> None:
     """Append a row's metric values (float64 arrays: 8 bytes a value, not a Python float)."""
     for method, mets in (row.get("metrics") or {}).items():
+        columns = values.setdefault(method, {})
         for metric, v in mets.items():
-            values.setdefault(method, {}).setdefault(metric, array("d")).append(np.nan if v is None else float(v))
+            column = columns.get(metric)
+            if column is None:
+                column = columns[metric] = array("d")
+            column.append(np.nan if v is None else float(v))
 
 
-def summary_stat(metric: str, values: np.ndarray, seed: int) -> dict[str, Any]:
-    """Mean, 95% CI, n, n_nan of one metric's values, and ``interval``: how the CI was made --
-    ``"wilson"`` for a binary metric whose values are all 0 / 1 (a percentile bootstrap would
-    collapse to [1, 1] on 5 hits of 5), else ``"bootstrap"`` (percentile)."""
-    if metric in BINARY_METRICS and is_binary(values):
-        return {**wilson_ci(values).to_dict(), "interval": "wilson"}
-    return {**bootstrap_ci(values, seed=seed).to_dict(), "interval": "bootstrap"}
+def add_class_values(groups: dict[str, dict[str, dict[str, array]]], row: dict[str, Any]) -> None:
+    """Append a scored row's values to its class's (``label_name``) table; other rows add nothing."""
+    if row.get("label_name") is not None and not row.get("error"):
+        add_values(groups.setdefault(str(row["label_name"]), {}), row)
 
 
-def _summaries(values: dict[str, dict[str, array]], seed: int) -> dict[str, dict[str, dict[str, Any]]]:
-    return {m: {k: summary_stat(k, np.asarray(v, dtype=float), seed) for k, v in sorted(mets.items())}
-            for m, mets in values.items()}
+def summary_tables(tables: Sequence[dict[str, dict[str, array]]],
+                   seed: int) -> list[dict[str, dict[str, dict[str, Any]]]]:
+    """``summary[method][metric]`` of each table of values: mean, 95% CI, n, n_nan, and ``interval``:
+    how the CI was made -- ``"wilson"`` for a binary metric whose values are all 0 / 1 (a
+    percentile bootstrap would collapse to [1, 1] on 5 hits of 5), else ``"bootstrap"``
+    (percentile; all tables' in one :func:`~auditor.metrics.bootstrap.bootstrap_cis` call, so
+    columns with as many values share their resample draws)."""
+    items = [(t, m, k, np.asarray(v, dtype=float)) for t, table in enumerate(tables)
+             for m, mets in table.items() for k, v in sorted(mets.items())]
+    binary = [k in BINARY_METRICS and is_binary(x) for _, _, k, x in items]
+    cis = iter(bootstrap_cis([x for (*_, x), b in zip(items, binary) if not b], seed=seed))
+    out: list[dict[str, dict[str, dict[str, Any]]]] = [{m: {} for m in table} for table in tables]
+    for (t, m, k, x), b in zip(items, binary):
+        out[t][m][k] = {**(wilson_ci(x) if b else next(cis)).to_dict(), "interval": "wilson" if b else "bootstrap"}
+    return out
 
 
 def summarise_per_class(rows: Iterable[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """``per_class[class][method][metric]`` (as :func:`summarise`) over each class's scored rows."""
     groups: dict[str, dict[str, dict[str, array]]] = {}
     for r in rows:  # one pass, values only: the rows may be streamed from rows.jsonl
-        if r.get("label_name") is not None and not r.get("error"):
-            _add_values(groups.setdefault(str(r["label_name"]), {}), r)
-    return {cls: _summaries(values, seed) for cls, values in sorted(groups.items())}
-
-
+        add_class_values(groups, r)
+    return dict(zip(sorted(groups), summary_tables([groups[c] for c in sorted(groups)], seed)))

@@ -225,3 +225,28 @@ def test_an_unexpected_decoding_failure_leaves_no_temporary_parts(tmp_path, monk
         run_audit(data, out=tmp_path / "o", model=_vit(), methods=["gradcam"], batch_size=4)
     parts = sorted(p.name for p in (tmp_path / "o" / ".parts").iterdir())
     assert parts and all(not p.endswith(".tmp") for p in parts), parts  # finished parts only, no debris
+
+
+def test_weights_hash_is_the_hash_of_the_copied_bytes():
+    # weights_sha256 hands each tensor's memory to hashlib without a copy: the digest must stay
+    # that of the names, dtypes, shapes and bytes, whatever the dtype or memory layout
+    import hashlib
+
+    from auditor.resume import weights_sha256
+
+    model = torch.nn.Linear(3, 2)
+    model.register_buffer("f16", torch.arange(6, dtype=torch.float16).reshape(2, 3))
+    model.register_buffer("bf16", torch.tensor([1.5, -2.0], dtype=torch.bfloat16))
+    model.register_buffer("steps", torch.tensor(7))  # 0-d int64
+    model.register_buffer("flags", torch.tensor([True, False, True]))
+    model.register_buffer("empty", torch.zeros(0, 4))
+    model.register_buffer("transposed", torch.arange(12.0).reshape(3, 4).t())  # not contiguous
+    expected = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().contiguous()
+        expected.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        expected.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    assert weights_sha256(model) == expected.hexdigest()
+    with torch.no_grad():
+        model.transposed[0, 1] += 1  # one changed value changes the hash
+    assert weights_sha256(model) != expected.hexdigest()

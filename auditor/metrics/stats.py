@@ -1,112 +1,26 @@
-"""Summaries over images: bootstrap confidence intervals, a paired permutation test, ranks.
+"""Summaries over images: paired bootstrap CIs, a paired permutation test, Wilson intervals, ranks.
 
-All functions are seeded (``np.random.default_rng(seed)``): the same input and seed give
+The percentile bootstrap itself (:func:`bootstrap_ci`, :func:`bootstrap_cis`,
+:func:`cluster_bootstrap_ci`, :class:`Summary`) lives in :mod:`auditor.metrics.bootstrap` and is
+re-exported here. All functions are seeded (``np.random.default_rng(seed)``): the same input and seed give
 the same result on every machine with the same NumPy.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ._validate import fraction, positive_int
+from .bootstrap import Summary, _chunks, _vector, bootstrap_ci, bootstrap_cis, cluster_bootstrap_ci
 
-_CHUNK_ELEMENTS = 1 << 20  # resampled values held at once (8 MiB of float64, 8 MiB of indices; same draws as one block)
+__all__ = ["Summary", "bootstrap_ci", "bootstrap_cis", "cluster_bootstrap_ci", "paired_bootstrap_ci",
+           "paired_permutation_test", "rank_average", "top_k_indices", "top_k_mask", "count_below", "wilson_ci",
+           "is_binary"]
+
 _EXACT_MAX_N = 16  # the permutation test enumerates all 2**n sign flips up to this n
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean of the finite values with a percentile-bootstrap CI (see :func:`bootstrap_ci`).
-
-    Attributes
-    ----------
-    mean : float
-        Mean of the finite values (NaN when there are none).
-    ci_low, ci_high : float
-        The CI's bounds (NaN when ``n == 0``; equal to the value when ``n == 1``).
-    n : int
-        Number of finite values used.
-    n_nan : int
-        Number of values dropped (NaN, or +-inf).
-    """
-
-    mean: float
-    ci_low: float
-    ci_high: float
-    n: int
-    n_nan: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"mean", "ci_low", "ci_high", "n", "n_nan"}`` as plain Python numbers (NaN kept)."""
-        return asdict(self)
-
-
-def _vector(values: Any, name: str) -> np.ndarray:
-    a = np.asarray(values)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of numbers, got shape {a.shape}; flatten it first")
-    if a.dtype != bool and not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
-        raise ValueError(f"{name} must hold numbers or booleans, got dtype {a.dtype}")
-    return a.astype(np.float64)
-
-
-def _chunks(total: int, n: int) -> Iterator[int]:
-    """Row counts that split ``total`` resamples of length ``n`` into bounded blocks."""
-    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
-    for start in range(0, total, step):
-        yield min(step, total - start)
-
-
-def bootstrap_ci(values: Any, *, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0) -> Summary:
-    """Mean with a percentile-bootstrap confidence interval.
-
-    Non-finite values (NaN: the metric was undefined for that image) are dropped and counted
-    in ``n_nan``. The CI is the ``(1 - confidence) / 2`` and ``(1 + confidence) / 2``
-    quantiles (``np.quantile``, linear interpolation) of the means of ``n_boot`` resamples
-    of the ``n`` finite values drawn with replacement.
-
-    Parameters
-    ----------
-    values : array_like, shape (N,)
-        Per-image metric values; booleans count as 0 / 1 (a pointing-game hit rate).
-    n_boot : int, default 2000
-        Number of bootstrap resamples.
-    confidence : float, default 0.95
-        Coverage of the interval, in (0, 1).
-    seed : int, default 0
-        Seed of ``np.random.default_rng``.
-
-    Returns
-    -------
-    Summary
-        ``n == 0``: mean and CI are NaN. ``n == 1``: the CI is ``[value, value]``.
-
-    References
-    ----------
-    Efron & Tibshirani, "An Introduction to the Bootstrap", Chapman & Hall 1993, ch. 13
-    (percentile interval).
-    """
-    n_boot = positive_int(n_boot, "n_boot")
-    confidence = fraction(confidence, "confidence")
-    if confidence >= 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    x = _vector(values, "values")
-    finite = x[np.isfinite(x)]
-    n, n_nan = int(finite.size), int(x.size - finite.size)
-    if n == 0:
-        return Summary(math.nan, math.nan, math.nan, 0, n_nan)
-    mean = float(finite.mean())
-    if n == 1:
-        return Summary(mean, mean, mean, 1, n_nan)
-    rng = np.random.default_rng(seed)
-    means = np.concatenate([finite[rng.integers(0, n, size=(rows, n))].mean(axis=1) for rows in _chunks(n_boot, n)])
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return Summary(mean, float(lo), float(hi), n, n_nan)
 
 
 def _paired_differences(a: Any, b: Any) -> np.ndarray:
@@ -318,94 +232,3 @@ def is_binary(values: Any) -> bool:
     x = _vector(values, "values")
     finite = x[np.isfinite(x)]
     return bool(finite.size) and bool(np.isin(finite, (0.0, 1.0)).all())
-
-
-def cluster_bootstrap_ci(values: Any, *factors: Any, weights: Any = None, n_boot: int = 2000,
-                         confidence: float = 0.95, seed: int = 0) -> Summary:
-    """Weighted mean with a percentile CI of a bootstrap that resamples clusters, not values.
-
-    Values in one cluster (the queries of one few-shot episode, which share its support set)
-    are not independent; resampling them one by one understates the spread. Each resample
-    draws, for every factor, as many clusters as it has, with replacement; a value's
-    multiplicity ``m_i`` is the product over the factors of how often its cluster was drawn.
-    The resample's statistic is ``sum(w_i m_i x_i) / sum(w_i m_i)``.
-
-    * One factor (episodes): the cluster bootstrap (Davison & Hinkley 1997, sec. 3.8). With
-      one value per cluster and no weights it is :func:`bootstrap_ci`, draw for draw.
-    * Two crossed factors (episodes x images, since an image appears in several episodes):
-      Owen's pigeonhole bootstrap; resamples in which no value is drawn (``sum(w m) == 0``)
-      are left out of the quantiles.
-
-    Non-finite values are dropped (counted in ``n_nan``) before the clusters are formed.
-
-    Parameters
-    ----------
-    values : array_like, shape (N,)
-        Per-row values; booleans count as 0 / 1.
-    *factors : array_like, shape (N,)
-        Cluster labels of each row (any hashable values), one array per factor; at least one.
-    weights : array_like, shape (N,), optional
-        Non-negative row weights (default 1). ``1 / size of the row's episode`` makes the
-        estimate the mean of the episodes' means (FewTURE's reported accuracy).
-    n_boot, confidence, seed
-        As in :func:`bootstrap_ci`.
-
-    Returns
-    -------
-    Summary
-        ``mean`` is ``sum(w x) / sum(w)``; ``n`` the finite values. ``n == 0``: NaN; a single
-        cluster in every factor: the CI is ``[mean, mean]``.
-
-    References
-    ----------
-    Davison & Hinkley, "Bootstrap Methods and their Application", CUP 1997, sec. 3.8.
-    Owen, "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2), 2007.
-    """
-    n_boot = positive_int(n_boot, "n_boot")
-    confidence = fraction(confidence, "confidence")
-    if confidence >= 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
-    if not factors:
-        raise ValueError("cluster_bootstrap_ci needs at least one array of cluster labels "
-                         "(e.g. the episode of each row)")
-    x = _vector(values, "values")
-    w = np.ones_like(x) if weights is None else _vector(weights, "weights")
-    codes = []
-    for f in factors:
-        f = np.asarray(f, dtype=object)
-        if f.shape != x.shape:
-            raise ValueError(f"each factor needs one cluster label per value ({x.size}), got shape {f.shape}")
-        codes.append(f)
-    if w.shape != x.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError(f"weights must be {x.size} finite non-negative numbers, one per value")
-    keep = np.isfinite(x)
-    x, w, n_nan = x[keep], w[keep], int(x.size - keep.sum())
-    codes = [np.unique(f[keep].astype(str), return_inverse=True)[1].ravel() for f in codes]
-    n = int(x.size)
-    if n == 0 or w.sum() == 0:
-        return Summary(math.nan, math.nan, math.nan, n, n_nan)
-    mean = float((w * x).sum() / w.sum())
-    sizes = [int(c.max()) + 1 for c in codes]
-    if n == 1 or all(g == 1 for g in sizes):
-        return Summary(mean, mean, mean, n, n_nan)
-    rng = np.random.default_rng(seed)
-    stats = []
-    for rows in _chunks(n_boot, max(sizes) if len(codes) == 1 else n):
-        if len(codes) == 1:  # sums of whole clusters: the drawn clusters' totals, as bootstrap_ci draws values
-            idx = rng.integers(0, sizes[0], size=(rows, sizes[0]))
-            top = np.bincount(codes[0], weights=w * x, minlength=sizes[0])[idx].sum(axis=1)
-            bottom = np.bincount(codes[0], weights=w, minlength=sizes[0])[idx].sum(axis=1)
-        else:
-            m = np.ones((rows, n))
-            for c, g in zip(codes, sizes):
-                counts = np.zeros((rows, g))
-                np.add.at(counts, (np.arange(rows)[:, None], rng.integers(0, g, size=(rows, g))), 1.0)
-                m *= counts[:, c]
-            top, bottom = m @ (w * x), m @ w
-        with np.errstate(invalid="ignore", divide="ignore"):
-            stats.append(np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1.0), np.nan))
-    means = np.concatenate(stats)
-    means = means[np.isfinite(means)]
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return Summary(mean, float(lo), float(hi), n, n_nan)
