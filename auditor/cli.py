@@ -12,18 +12,13 @@ import traceback
 
 import click
 
-from ._openmp import passive_waits
-
-passive_waits()  # before anything imports torch: OpenMP reads it when it loads
-
-from .cli_options import (  # noqa: E402
-    SpaceSeparated, _carries_arch, _data, _existing_file, _out_dir, _few_shot, _floats3, _faithfulness, _given,
+from .cli_options import (SpaceSeparated, _carries_arch, _data, _existing_file, _out_dir, _few_shot, _floats3, _faithfulness, _given,
                           _overrides, _Progress, _report_out, _results_json, batch_size_option, check_model,
                           checkpoint_option, colormap_option, device_option, few_shot_options, gallery_option, gate_options, score_size_option,
                           image_size_option,
                           method_option_option, methods_option, model_options, resize_option, multi_attention_options, option, out_option,
                           outside_root_option, trust_option)
-from .errors import EXIT_INTERNAL, AuditorError  # noqa: E402
+from .errors import EXIT_INTERNAL, AuditorError
 
 _mask_classes = click.option(
     "--mask-classes", type=click.Choice(["target", "any"]), default="target", show_default=True,

@@ -5,7 +5,3 @@ returns :class:`~benchmarks._harness.Row` s; :mod:`.__main__` prints them as a m
 and writes ``benchmarks/results.md``. Timings are compared as ratios measured in the same run,
 variants interleaved round by round, so the load of a shared machine cancels out.
 """
-
-from auditor._openmp import passive_waits
-
-passive_waits()  # as `auditor run` does, before torch loads: floors and audits measured under the same policy
