@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -157,7 +158,7 @@ def test_error_rows_are_capped_in_the_page():
     assert [e["id"] for e in got["errors"]] == ["1", "3", "5"] and got["errors_total"] == 5
 
 
-def write_large_results(root, n: int, n_classes: int) -> "Path":
+def write_large_results(root, n: int, n_classes: int) -> Path:
     """A results.json of ``n`` rows kept in rows.jsonl (written directly, no model, no images):
     two methods and the baselines, ``n_classes`` classes; the head comes from :func:`make_audit`."""
     head = json.loads(make_audit(root / "small", n=3).read_text())

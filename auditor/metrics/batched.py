@@ -40,6 +40,7 @@ import numpy as np
 from . import gaze, gaze_density, localisation
 from ._validate import bool_mask, density, is_constant, non_negative
 
+
 def order_keys(values: np.ndarray) -> np.ndarray:
     """Integer keys ordered as the float32 ``values`` (any shape): ``a < b`` iff ``key(a) < key(b)``,
     ``-0.0`` and ``0.0`` share the key 0. Values without a sign bit (no negative value, no ``-0.0``)

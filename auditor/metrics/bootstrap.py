@@ -44,6 +44,7 @@ class Summary:
         """``{"mean", "ci_low", "ci_high", "n", "n_nan"}`` as plain Python numbers (NaN kept)."""
         return {"mean": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n, "n_nan": self.n_nan}
 
+
 def _vector(values: Any, name: str) -> np.ndarray:
     a = np.asarray(values)
     if a.ndim != 1:

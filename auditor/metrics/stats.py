@@ -187,7 +187,6 @@ def count_below(sorted_values: np.ndarray, queries: np.ndarray) -> tuple[np.ndar
     return lo, np.searchsorted(sorted_values, queries, side="right") - lo
 
 
-
 def wilson_ci(values: Any, *, confidence: float = 0.95) -> Summary:
     """Proportion of hits with the Wilson score interval, for binary values (0 / 1).
 
