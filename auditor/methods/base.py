@@ -9,7 +9,7 @@ targets), and each method then turns the :class:`Recording` into raw maps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Collection
 
 import torch
 import torch.nn as nn
@@ -92,8 +92,8 @@ class Recorder:
     """
 
     def __init__(self, model: nn.Module, recording: Recording, *, attention: bool, activations: list[str],
-                 captures: list[str] = (), unfused: bool = False):
-        self.model, self.rec = model, recording
+                 captures: list[str] = (), unfused: bool = False, grad_from: Collection[str] = ()):
+        self.model, self.rec, self.grad_from = model, recording, set(grad_from)
         self.attention, self.activation_names, self.capture_names = attention, activations, list(captures)
         self.unfused = attention or unfused
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -158,9 +158,20 @@ class Recorder:
         return hook
 
     def _activation_hook(self, name: str):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
             out = output[0] if isinstance(output, (tuple, list)) else output
+            if name in self.grad_from and not torch.is_grad_enabled():
+                # the first layer the backward reaches: autograd records the forward from here on
+                # (a pass started without gradients: nothing before this layer is kept for a backward)
+                torch.set_grad_enabled(True)
+                out = out.detach().requires_grad_().clone()  # not a leaf: later in-place ops stay legal
+                self.rec.activations[name] = out
+                if isinstance(output, torch.Tensor):
+                    return out
+                rest = (out, *output[1:])
+                return output._make(rest) if hasattr(output, "_make") else type(output)(rest)
             self.rec.activations[name] = out
+            return None
         return hook
 
 
