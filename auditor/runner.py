@@ -1,13 +1,15 @@
 """The audit pipeline: the one place that ties data, models, methods, metrics and results.
 
 ``run_audit`` streams a data set through the model in units of work -- batches, or with
-``episodes`` few-shot episodes (:mod:`auditor.episodes`): images are decoded and
-annotations checked in background threads, every method's maps come from one pass per
-batch (:mod:`auditor.batches`), each map is upsampled to its image, normalised, scored
-against the image's boxes / fixations / gaze (and so are the centre and random baselines;
-:mod:`auditor.scoring`) in a second thread while the next batch's pass runs, and each
-image's row is appended to ``rows.jsonl`` once its batch's maps are on disk. ``engine="ray"``
-runs the same per-unit work in a Ray Data actor pool (:mod:`auditor.ray_engine`).
+``episodes`` few-shot episodes (:mod:`auditor.episodes`): each unit's images are decoded and
+annotations checked, every method's maps come from one pass per batch
+(:mod:`auditor.batches`), each map is upsampled to its image, normalised and scored against
+the image's boxes / fixations / gaze (and so are the centre and random baselines;
+:mod:`auditor.scoring`), and each image's row is appended to ``rows.jsonl`` once its batch's
+maps are on disk. An engine runs the units (:mod:`auditor.units`): in this process (decoding
+threads, scoring overlapped with the next pass), in forked CPU workers
+(:mod:`auditor.process_engine`; the default on a CPU for 8 or more units) or in a Ray Data
+actor pool (:mod:`auditor.ray_engine`).
 Summaries, threshold verdicts, ``results.json``, ``results.csv`` and ``junit.xml`` are
 written at the end, atomically.
 """
@@ -17,31 +19,30 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
-import torch
+from typing import Any, Sequence
 
 from . import maps as maplib
-from .batches import Ready, chunks, local_units, start_batch
+from .batches import chunks
 from .config import AuditConfig, Setup, validate
-from .episodes import episode_summaries, few_shot_summary, process_episode
+from .episodes import episode_summaries, few_shot_summary
 from .errors import DataError, UsageError
 from .gate import evaluate
 from .identity import dataset_identity
 from .io import write_text
 from .layers import add_layer_values, layer_summaries
 from .methods.engine import amp_dtype
+from .process_engine import choose
 from .resume import RUN_FILE, check_fingerprint, fingerprint, resume_point, weights_sha256, write_run_file
 from .results import (INDEX_FILE, SCHEMA_VERSION, AuditResult, RowsFile, csv_metric_columns, package_versions,
                       row_json, write_csv, write_json, write_junit)
 from .savers import PARTS_DIR, PartedMapWriter
 from .scoring import add_class_values, add_values, summary_tables
-from .target import Target
+from .units import FAITH_PARTS, UnitWork, engine_units
 
 ROWS_FILE = "rows.jsonl"
-FAITH_PARTS = ".faithfulness-parts"  # one .npz of curves per batch, merged into results.json at the end
 
 
 def _prepare_out(out: Path, overwrite: bool, resume: bool = False) -> bool:
@@ -94,7 +95,11 @@ def run_audit(data: str | Path | AuditConfig, **options: Any) -> AuditResult:
     default: FewTURE's own classifier decides and is explained); ``results.json`` gains
     ``few_shot``; CIs resample episodes and images. ``split``: the FewTURE split to read.
     ``amp``: forward passes under autocast (float16 on CUDA, bfloat16 on the CPU).
-    ``engine``: ``"local"`` (in process) or ``"ray"`` (:mod:`auditor.ray_engine`).
+    ``engine``: ``"auto"`` (default: ``"processes"`` for 8 or more units on a CPU with two or
+    more torch threads, else ``"local"``; :func:`auditor.process_engine.choose`), ``"local"``
+    (in process, threads), ``"processes"`` (forked CPU workers, :mod:`auditor.process_engine`)
+    or ``"ray"`` (:mod:`auditor.ray_engine`); ``workers`` (default: one per torch thread, at
+    most 4; Ray: 2).
 
     ``mask_classes``: which objects form an image's mask for the box metrics: ``"target"``
     (the record's class's boxes, segmentations and mask file) or ``"any"`` (every object;
@@ -133,6 +138,7 @@ class _Run:
     units: Sequence[Sequence[Any]]
     fingerprint: dict[str, Any]
     writer: PartedMapWriter
+    engine: tuple[str, int] = ("local", 1)  # (name, workers) for the units left: :func:`auditor.process_engine.choose`
 
 
 def _plan(cfg: AuditConfig, s: Setup) -> _Run:
@@ -157,6 +163,7 @@ def _plan(cfg: AuditConfig, s: Setup) -> _Run:
     if s.faith is not None:  # a resumed run must run the same checks
         fp["faithfulness"] = s.faith.to_dict()
     out = Path(cfg.out)
+    choose(cfg.engine, cfg.workers, next(s.model.parameters()).device, len(units))  # refused now, not mid-run
     return _Run(out, records, unit, units, fp, PartedMapWriter(out, full=cfg.save_maps))
 
 
@@ -181,25 +188,22 @@ def _execute(cfg: AuditConfig, s: Setup, run: _Run) -> None:
     write_text(out / ROWS_FILE, "".join(row_json(r) + "\n" for r in [_error_row(e) for e in s.dataset.errors] + done_rows))
     del done_rows  # atomic: a resume keeps its rows; from here on rows live in rows.jsonl only
     done = start
+    dev = next(s.model.parameters()).device
+    run.engine = choose(cfg.engine, cfg.workers, dev, len(run.units) - start // run.unit)
     try:
         with open(out / ROWS_FILE, "a", encoding="utf-8") as rows_file:
-            dev = next(s.model.parameters()).device
             work = UnitWork(s.model, s.methods, target=s.target, device=dev, unit=run.unit, plan=s.plan,
                             faith=s.faith, amp=cfg.amp, mask_classes=cfg.mask_classes, score_size=cfg.score_size)
-            if cfg.engine == "ray":
-                from .ray_engine import run_units
-
-                results = run_units(run.units, start // run.unit, s.pre, work, out, unit_size=run.unit,
-                                    full=cfg.save_maps, workers=cfg.workers, gpu=dev.type == "cuda")
-            else:
-                results = local_units(run.units, start // run.unit, s.pre, work, writer, out)
-            for batch_rows in results:  # each unit's maps are in place before its rows are written
-                for row in batch_rows:
-                    rows_file.write(row_json(row) + "\n")  # floats to ROW_DIGITS digits
-                rows_file.flush()
-                done += len(batch_rows)
-                if cfg.progress:
-                    cfg.progress(done, len(run.records))
+            results = engine_units(run.engine, run.units, start // run.unit, s.pre, work, writer, out,
+                                   full=cfg.save_maps, gpu=dev.type == "cuda")
+            with closing(results):  # stopped here on any failure: no worker writes under out after this
+                for batch_rows in results:  # each unit's maps are in place before its rows are written
+                    for row in batch_rows:
+                        rows_file.write(row_json(row) + "\n")  # floats to ROW_DIGITS digits
+                    rows_file.flush()
+                    done += len(batch_rows)
+                    if cfg.progress:
+                        cfg.progress(done, len(run.records))
     except BaseException:  # a bad input, a bug in a user's model, Ctrl-C
         if not resuming and done == 0:  # nothing finished: leave nothing that blocks a retry
             for name in (RUN_FILE, ROWS_FILE):
@@ -270,7 +274,7 @@ def _summarise(cfg: AuditConfig, s: Setup, run: _Run, rows: RowsFile, scan: _Sca
                             "threshold": c.threshold, "cls": c.cls} for c in s.checks],
             "gate": s.gate.to_dict(),
             "baseline_results": str(cfg.baseline) if cfg.baseline else None, "seed": seed,
-            "batch_size": cfg.batch_size,
+            "batch_size": cfg.batch_size, "engine": {"name": run.engine[0], "workers": run.engine[1]},
             **({"amp": str(amp_dtype(next(s.model.parameters()).device)).replace("torch.", "")} if cfg.amp else {}),
             **({"split": cfg.split} if cfg.split else {}),
             "versions": package_versions(),
@@ -330,46 +334,6 @@ def _write(cfg: AuditConfig, run: _Run, data_out: dict[str, Any], rows: RowsFile
         raise DataError(f"No image of {cfg.data} could be scored ({data_out['counts']['images']} error row(s); the "
                         f"first: {first['error'] if first else 'the data set is empty'}). Results: {out / 'results.json'}")
     return result
-
-
-@dataclass
-class UnitWork:
-    """The run's work for one unit (a batch, or a few-shot episode): ``(rows, target kind)``.
-
-    Picklable, so that the Ray engine can hand it (with the model) to its actors. ``part``
-    receives the unit's maps; faithfulness curves go to ``root/.faithfulness-parts/``.
-    """
-
-    model: torch.nn.Module
-    methods: list
-    target: Target
-    device: torch.device
-    unit: int
-    plan: Any = None
-    faith: Any = None
-    amp: bool = False
-    mask_classes: str = "target"
-    score_size: int | None = None
-
-    def __call__(self, i: int, items: list, part: Any, root: Path) -> list[dict[str, Any]]:
-        return self.start(i, items, part, root)()
-
-    def start(self, i: int, items: list, part: Any, root: Path) -> Callable[[], list[dict[str, Any]]]:
-        """Run unit ``i``'s model passes now; the returned function finishes it (the scoring).
-
-        A decoded record the target cannot explain (no label) becomes an error row here, after
-        decoding, so that a missing or corrupt file is reported as such first."""
-        for it in items:
-            it.error = it.error or self.target.record_problem(it.record)
-        if self.plan is not None:
-            return Ready(process_episode(i, self.plan.episodes[i], items, self.model, self.methods,
-                                         target=self.target, device=self.device, writer=part, amp=self.amp,
-                                         classifier=self.plan.classifier, score_size=self.score_size))
-        faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
-        if self.faith is not None:
-            faith_part.parent.mkdir(parents=True, exist_ok=True)
-        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp,
-                           score_size=self.score_size)
 
 
 def _faithfulness_section(faith: Any, folder: Path, starts: range, seed: int) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def _child(n: int, work: Path) -> None:
     manifest = write_dataset(work / "data", n, cfg=SyntheticConfig(size=64), gaze_maps=False)
     start = time.perf_counter()
     result = run_audit(manifest, out=work / "out", checkpoint="demo:clean", methods=list(METHODS), batch_size=BATCH,
-                       overwrite=True, report=False)
+                       overwrite=True, report=False, engine="local")  # one process: its VmHWM is the peak
     audit_s = time.perf_counter() - start
     start = time.perf_counter()
     render_report(result.out / "results.json")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -66,3 +68,21 @@ def red_square_images(n: int, size: int = 32, side: int = 8, seed: int = 0):
         x[i, :, r0:r0 + side, c0:c0 + side] = torch.tensor([1.0, 0.0, 0.0])[:, None, None]
         corners.append((r0, c0))
     return x, corners
+
+
+def same_results(a, b) -> None:
+    """Two audits (:class:`~auditor.results.AuditResult`) agree bit for bit: results.json but its
+    timing and the engine that ran it, every row's values, token_maps.npz."""
+    def strip(d):
+        return {**{k: v for k, v in d.items() if k not in ("timing", "rows")},
+                "settings": {k: v for k, v in d["settings"].items() if k != "engine"}}
+
+    assert json.dumps(strip(a.data), sort_keys=True) == json.dumps(strip(b.data), sort_keys=True)
+    ra, rb = list(a.rows), list(b.rows)
+    assert [r["id"] for r in ra] == [r["id"] for r in rb] and [r["error"] for r in ra] == [r["error"] for r in rb]
+    for x, y in zip(ra, rb):
+        assert x["metrics"].keys() == y["metrics"].keys() and x["prediction"] == y["prediction"]
+        for m in x["metrics"]:
+            for k, v in x["metrics"][m].items():
+                assert v == y["metrics"][m][k], (x["id"], m, k)  # identical, not close
+    assert (a.out / "token_maps.npz").read_bytes() == (b.out / "token_maps.npz").read_bytes()

@@ -91,7 +91,7 @@ MISTAKES = [
     ("run-faithfulness-typo", [*R, "--faithfulness", "delition"], "delition"),
     ("run-split-typo", [*R, "--split", "tset"], "tset"),
     ("run-n-way-without-episodes", [*R, "--n-way", "3"], "--n-way"),
-    ("run-workers-without-ray", [*R, "--workers", "3"], "--workers"),
+    ("run-workers-with-local-engine", [*R, "--engine", "local", "--workers", "3"], "--workers"),
     ("run-engine-typo", [*R, "--engine", "spark"], "spark"),
     ("run-colormap-typo", [*R, "--colormap", "jett"], "jett"),
     ("run-device-unknown", [*R, "--device", "gpu"], "gpu"),

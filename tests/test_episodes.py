@@ -152,10 +152,10 @@ def test_a_class_whose_queries_all_fail_still_competes(colours, tmp_path):
 
 
 def test_an_interrupted_episode_run_resumes_to_the_same_results(colours, tmp_path, monkeypatch):
-    import auditor.runner as runner_mod
+    import auditor.units as units_mod
 
     whole = run_audit(colours, out=tmp_path / "whole", model=colour_backbone(), episodes=OPTS)
-    real, calls = runner_mod.process_episode, []
+    real, calls = units_mod.process_episode, []
 
     def dies_in_episode_2(k, *a, **kw):
         calls.append(k)
@@ -163,11 +163,11 @@ def test_an_interrupted_episode_run_resumes_to_the_same_results(colours, tmp_pat
             raise KeyboardInterrupt
         return real(k, *a, **kw)
 
-    monkeypatch.setattr(runner_mod, "process_episode", dies_in_episode_2)
+    monkeypatch.setattr(units_mod, "process_episode", dies_in_episode_2)
     with pytest.raises(KeyboardInterrupt):
         run_audit(colours, out=tmp_path / "cut", model=colour_backbone(), episodes=OPTS)
     calls.clear()
-    monkeypatch.setattr(runner_mod, "process_episode", lambda k, *a, **kw: calls.append(k) or real(k, *a, **kw))
+    monkeypatch.setattr(units_mod, "process_episode", lambda k, *a, **kw: calls.append(k) or real(k, *a, **kw))
     resumed = run_audit(colours, out=tmp_path / "cut", model=colour_backbone(), episodes=OPTS, resume=True)
     assert calls == [2]  # episodes 0 and 1 were kept
     strip = lambda d: {k: v for k, v in d.items() if k not in ("timing", "rows")}  # noqa: E731
@@ -235,8 +235,8 @@ def test_cli_episodes_on_a_checkpoint(colours, tmp_path, monkeypatch):
     assert r.exit_code == 2 and "need 17 images per class" in r.output and "--n-query" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, args + ["--out", "o3", "--n-way", "3"])  # no --episodes: not silently ignored
     assert r.exit_code == 2 and "--n-way only apply to few-shot episodes: add --episodes N" in r.output
-    r = CliRunner().invoke(main, args + ["--out", "o4", "--workers", "4"])
-    assert r.exit_code == 2 and "it applies to --engine ray" in r.output
+    r = CliRunner().invoke(main, args + ["--out", "o4", "--engine", "local", "--workers", "4"])
+    assert r.exit_code == 2 and "--engine local has none" in r.output
 
 
 def test_a_class_head_decides_among_the_episodes_classes_only(colours, tmp_path):

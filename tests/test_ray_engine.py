@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from auditor.runner import run_audit
 
-from conftest import tiny_vit
+from conftest import same_results, tiny_vit
 from test_episodes import OPTS, write_colour_set
 from test_run import write_square_set
 
@@ -28,28 +26,14 @@ def local_ray():
     torch.set_num_threads(threads)
 
 
-def _same(a, b) -> None:
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("timing", "rows")}  # noqa: E731
-    assert json.dumps(strip(a.data), sort_keys=True) == json.dumps(strip(b.data), sort_keys=True)
-    ra, rb = list(a.rows), list(b.rows)
-    assert [r["id"] for r in ra] == [r["id"] for r in rb] and [r["error"] for r in ra] == [r["error"] for r in rb]
-    for x, y in zip(ra, rb):
-        assert x["metrics"].keys() == y["metrics"].keys() and x["prediction"] == y["prediction"]
-        for m in x["metrics"]:
-            for k, v in x["metrics"][m].items():
-                w = y["metrics"][m][k]
-                assert v == w, (x["id"], m, k)  # identical, not close
-    assert (a.out / "token_maps.npz").read_bytes() == (b.out / "token_maps.npz").read_bytes()
-
-
 def test_ray_engine_equals_the_local_run(local_ray, tmp_path):
     data = write_square_set(tmp_path / "data", n=10, extra_lines=['{"image": "missing.png", "label": "red"}'])
-    model = tiny_vit(num_classes=3, seed=2)
+    model = tiny_vit(num_classes=3, seed=2, class_names=["red", "green", "blue"])
     kw = dict(model=model, batch_size=4, image_size=32, mean=(0, 0, 0), std=(1, 1, 1), save_maps=True)
-    local = run_audit(data, out=tmp_path / "local", **kw)
+    local = run_audit(data, out=tmp_path / "local", engine="local", **kw)
     remote = run_audit(data, out=tmp_path / "ray", engine="ray", workers=2, **kw)
     assert local.data["counts"] == {"images": 11, "ok": 10, "errors": 1}
-    _same(local, remote)
+    same_results(local, remote)
     full_a, full_b = np.load(local.out / "maps.npz"), np.load(remote.out / "maps.npz")
     assert full_a.files == full_b.files and len(full_a.files) == 10 * len(local.data["settings"]["methods"])
 
@@ -58,8 +42,8 @@ def test_ray_engine_runs_few_shot_episodes(local_ray, tmp_path):
     data = write_colour_set(tmp_path / "data")
     model = tiny_vit(num_classes=0, seed=3)
     kw = dict(model=model, episodes=OPTS, image_size=32, mean=(0, 0, 0), std=(1, 1, 1))
-    local = run_audit(data, out=tmp_path / "local", **kw)
-    _same(local, run_audit(data, out=tmp_path / "ray", engine="ray", **kw))
+    local = run_audit(data, out=tmp_path / "local", engine="local", **kw)
+    same_results(local, run_audit(data, out=tmp_path / "ray", engine="ray", **kw))
 
 
 def test_a_bad_input_inside_an_actor_is_the_same_error_as_locally(local_ray, tmp_path):

@@ -29,6 +29,7 @@ EXTRA = [json.dumps({"image": "gone.png", "label": "red"}), "{not json"]  # a re
 def _results(out: Path) -> dict:
     data = json.loads((out / "results.json").read_text())
     data.pop("timing")
+    data["settings"].pop("engine")  # what ran the units left (a resume of a few: in process)
     return data
 
 
@@ -40,6 +41,24 @@ def _assert_same_outputs(a: Path, b: Path, maps=("token_maps.npz",)) -> None:
     assert _results(a) == _results(b)
     for name in ("results.csv", "junit.xml", *maps):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def _survivors(marker: str, wait: float = 5.0) -> list[int]:
+    """Pids of live processes whose command line holds ``marker`` (a killed run's workers), after
+    giving them ``wait`` seconds to go."""
+    deadline = time.time() + wait
+    while True:
+        pids = []
+        for p in Path("/proc").glob("[0-9]*"):
+            try:
+                if marker in p.joinpath("cmdline").read_bytes().decode(errors="replace") and \
+                        p.joinpath("stat").read_text().split(") ")[-1][0] != "Z":
+                    pids.append(int(p.name))
+            except OSError:
+                continue
+        if not pids or time.time() > deadline:
+            return pids
+        time.sleep(0.1)
 
 
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -70,6 +89,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL
+    assert _survivors(str(tmp_path / "data")) == []  # its worker processes died with it (default engine: processes)
     assert not (tmp_path / "killed" / "results.json").exists()
     n_done = rows.read_text().count("\n") - 1
     assert 6 <= n_done < 16
@@ -81,15 +101,15 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     r = CliRunner().invoke(main, args + ["--out", "killed"])
     assert r.exit_code == 2 and "--resume" in r.output and "Traceback" not in r.output
     seen = []
-    import auditor.runner as runner_mod
+    import auditor.units as units_mod
 
-    real = runner_mod.start_batch
-    monkeypatch.setattr(runner_mod, "start_batch", lambda items, *a, **k: seen.extend(i.record.id for i in items)
+    real = units_mod.start_batch
+    monkeypatch.setattr(units_mod, "start_batch", lambda items, *a, **k: seen.extend(i.record.id for i in items)
                         or real(items, *a, **k))
-    r = CliRunner().invoke(main, args + ["--out", "killed", "--resume"])
+    r = CliRunner().invoke(main, args + ["--out", "killed", "--resume", "--engine", "local"])  # seen: in process
     assert r.exit_code == 0, r.output
     assert len(seen) <= 15 - (n_done // 2 * 2) and "img000.png" not in seen  # finished images were not redone
-    monkeypatch.setattr(runner_mod, "start_batch", real)
+    monkeypatch.setattr(units_mod, "start_batch", real)
     r = CliRunner().invoke(main, args + ["--out", "whole"])
     assert r.exit_code == 0, r.output
     _assert_same_outputs(tmp_path / "killed", tmp_path / "whole", maps=("token_maps.npz", "maps.npz"))

@@ -192,7 +192,7 @@ def test_engine_ray_without_ray_says_how_to_install_it(squares, tmp_path, monkey
     with pytest.raises(UsageError, match=r"attention-auditor\[ray\]"):
         run_audit(squares, out=tmp_path / "o", model=_vit(), methods=["gradcam"], engine="ray")
     assert not (tmp_path / "o").exists()  # refused before anything was written
-    with pytest.raises(UsageError, match="--engine must be 'local' or 'ray'"):
+    with pytest.raises(UsageError, match="--engine must be one of auto, local, processes, ray"):
         run_audit(squares, out=tmp_path / "o2", model=_vit(), engine="spark")
 
 
