@@ -129,4 +129,3 @@ def _result(future: Future) -> list[dict[str, Any]]:
     except BrokenProcessPool:
         raise RuntimeError("an audit worker process died (killed for memory?): run again with fewer --workers, "
                            "a smaller --batch-size, or --engine local") from None
-

@@ -66,8 +66,8 @@ class UnitWork:
         faith_part = root / FAITH_PARTS / f"{i * self.unit}.npz"
         if self.faith is not None:
             faith_part.parent.mkdir(parents=True, exist_ok=True)
-        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part, faith=self.faith, faith_part=faith_part, amp=self.amp,
-                           score_size=self.score_size)
+        return start_batch(items, self.model, self.methods, target=self.target, device=self.device, writer=part,
+                           faith=self.faith, faith_part=faith_part, amp=self.amp, score_size=self.score_size)
 
 
 def engine_units(engine: tuple[str, int], units: Sequence[Sequence[Any]], first: int, preprocess: Any, work: UnitWork,

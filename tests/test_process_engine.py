@@ -114,8 +114,8 @@ def test_a_worker_that_dies_is_a_clear_error(squares, tmp_path, monkeypatch):
 
     monkeypatch.setattr(UnitWork, "run", dies)
     with pytest.raises(RuntimeError, match="worker process died.*fewer --workers"):
-        run_audit(squares, out=tmp_path / "o", model=tiny_vit(num_classes=3, class_names=["red", "green", "blue"]), engine="processes",
-                  workers=2, **KW)
+        run_audit(squares, out=tmp_path / "o", model=tiny_vit(num_classes=3, class_names=["red", "green", "blue"]),
+                  engine="processes", workers=2, **KW)
 
 
 def test_a_failed_unit_keeps_the_finished_ones_for_resume(one_thread, squares, tmp_path, monkeypatch):

@@ -174,7 +174,6 @@ class Recorder:
             return None
         return hook
 
-
     def _capture_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             self.rec.captured[name] = output[0] if isinstance(output, (tuple, list)) else output
