@@ -40,3 +40,19 @@ def test_run_with_amp_records_it_and_scores_like_float32(tmp_path):
     b = run_audit(data, out=tmp_path / "amp", model=_vit(), methods=["gradcam"], amp=True)
     assert b.data["settings"]["amp"] == "bfloat16" and "amp" not in a.data["settings"]
     assert b.summary["gradcam"]["pointing_game"].mean == a.summary["gradcam"]["pointing_game"].mean == 1.0
+
+
+def test_legrad_runs_its_own_pass_under_amp_too():
+    """LeGrad's own forward and per-block scores honour --amp (they ran in float32 before)."""
+    model = tiny_vit(num_classes=5, seed=1)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    seen = []
+    h = model.blocks[0].attn.qkv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    full = compute_maps(model, x, [create_method("legrad")], target=[0, 1, 2, 3]).maps["legrad"].maps
+    seen.clear()
+    amp = compute_maps(model, x, [create_method("legrad")], target=[0, 1, 2, 3], amp=True).maps["legrad"].maps
+    h.remove()
+    assert seen == [torch.bfloat16, torch.bfloat16]  # the shared pass and legrad's own
+    assert amp.dtype == torch.float32 and not torch.equal(full, amp)
+    for i in range(4):
+        assert np.corrcoef(full[i].flatten().numpy(), amp[i].flatten().numpy())[0, 1] > 0.95, i

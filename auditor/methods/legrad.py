@@ -86,10 +86,10 @@ class LeGrad(AttentionMethod):
         for lo, hi in chunks(x.shape[0], self.batch_size):
             sub = Recording(model=model, inputs=x[lo:hi])
             classes = None if passes.classes is None else passes.classes[lo:hi]
-            with Recorder(model, sub, attention=True, activations=blocks), torch.enable_grad():
+            with Recorder(model, sub, attention=True, activations=blocks), torch.enable_grad(), passes.autocast():
                 model(x[lo:hi].detach().requires_grad_(True))
             attention = {name[:-len(ATTENTION_SUFFIX)]: a for name, a in sub.attentions}
-            with torch.enable_grad():
+            with torch.enable_grad(), passes.autocast():
                 per_block = []
                 for i, block in enumerate(blocks):
                     score = block_scores(model, sub.activations[block], classes)

@@ -69,11 +69,16 @@ class OwnPasses:
             raise NotApplicableError(f"{method} re-runs the model on perturbed images and scores a class logit or the "
                                      f"CLS-output norm; target '{self.kind}' needs support images or final tokens")
 
-    def _forward(self, x: torch.Tensor, rows: torch.Tensor, probability: bool = False, *,
-                 amp: bool = True) -> torch.Tensor:
+    def autocast(self, enabled: bool = True) -> torch.autocast:
+        """The autocast of the shared pass (``--amp``), for a method's own forward passes."""
         from .engine import amp_dtype
 
-        with torch.autocast(x.device.type, dtype=amp_dtype(x.device), enabled=self.amp and amp):
+        device = self.inputs.device
+        return torch.autocast(device.type, dtype=amp_dtype(device), enabled=self.amp and enabled)
+
+    def _forward(self, x: torch.Tensor, rows: torch.Tensor, probability: bool = False, *,
+                 amp: bool = True) -> torch.Tensor:
+        with self.autocast(amp):
             out = self.model(x)
         out = (out[0] if isinstance(out, (tuple, list)) else out).float()
         self.forward_images += x.shape[0]
