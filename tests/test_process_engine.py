@@ -171,3 +171,18 @@ def test_output_printed_before_the_workers_start_appears_once(squares, tmp_path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parent.parent).stdout
     assert out.count("before the audit") == 1, out
+
+
+def test_the_cli_runs_workers_and_says_which_engine_ran(squares, tmp_path):
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+
+    args = ["run", "--data", str(squares), "--model", "test_run:_vit", "--methods", "gradcam", "--batch-size", "2",
+            "--no-report", "--max-errors", "1", "--out", str(tmp_path / "o")]
+    r = CliRunner().invoke(main, args + ["--engine", "processes", "--workers", "2"])
+    assert r.exit_code == 0, r.output
+    settings = json.loads((tmp_path / "o" / "results.json").read_text())["settings"]
+    assert settings["engine"] == {"name": "processes", "workers": 2}
+    r = CliRunner().invoke(main, args + ["--engine", "local", "--workers", "2", "--overwrite"])
+    assert r.exit_code == 2 and "--engine local has none" in r.output
