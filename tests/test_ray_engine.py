@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,7 +23,9 @@ def local_ray():
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each Ray actor: the same reduction order, so the same bits
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH")) if p)
+    # the actors import models defined in the tests' modules (pickled by reference)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield
     ray.shutdown()
     torch.set_num_threads(threads)
@@ -49,9 +54,11 @@ def test_ray_engine_runs_few_shot_episodes(local_ray, tmp_path):
 def test_a_bad_input_inside_an_actor_is_the_same_error_as_locally(local_ray, tmp_path):
     from auditor.errors import UsageError
 
-    data = write_colour_set(tmp_path / "data", per_class=2)  # labels 0..2, but the model has one class
-    kw = dict(model=tiny_vit(num_classes=1), image_size=32, methods=["gradcam"])
-    with pytest.raises(UsageError, match="out of range"):
-        run_audit(data, out=tmp_path / "local", **kw)
-    with pytest.raises(UsageError, match="out of range"):
+    from test_process_engine import KW, _ThreeD  # batches of two: 3-D output, a UsageError inside the unit
+
+    data = write_square_set(tmp_path / "data", n=4)
+    kw = dict(model=_ThreeD(), methods=["gradcam"], target="predicted", **KW)
+    with pytest.raises(UsageError, match=r"returned shape \(2, 3, 1\)"):
+        run_audit(data, out=tmp_path / "local", engine="local", **kw)
+    with pytest.raises(UsageError, match=r"returned shape \(2, 3, 1\)"):
         run_audit(data, out=tmp_path / "ray", engine="ray", **kw)
