@@ -162,7 +162,7 @@ def run(data, checkpoint, arch, factory, patch_size, image_size, resize, embed_d
     model_kwargs = _overrides(embed_dim=embed_dim, depth=depth, num_heads=num_heads, use_mab=use_mab, use_ocab=use_ocab,
                               use_drff=use_drff, window_size=window_size)
     check_model(arch, factory, checkpoint, patch_size=patch_size, image_size=image_size, model_kwargs=model_kwargs)
-    if checkpoint is None:
+    if checkpoint is None and (arch is not None or str(factory).startswith("timm:")):  # hf: folders hold weights
         click.echo(f"Warning: no --checkpoint: {arch or factory} is audited with its untrained (random) weights, so "
                    "the maps show the architecture's prior only.", err=True)
     result = run_audit(data, split=split, episodes=_few_shot(episodes, n_way, k_shot, n_query, seed), seed=seed,

@@ -3,7 +3,10 @@ the no-checkpoint warning, the shared option names and their hidden old spelling
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -122,3 +125,22 @@ def test_option_errors_name_the_visible_spelling(tmp_path):
     Image.new("RGB", (40, 32)).save(tmp_path / "x.png")
     r = invoke("visualize", "--image_path", tmp_path / "x.png", "--cmap", "nope")
     assert "'--colormap'" in r.output and "--cmap'" not in r.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="transformers is not installed")
+def test_an_hf_folder_carries_its_weights_and_swin_maps_window_attention(tmp_path):
+    """--model hf:FOLDER loads the folder's model.safetensors: no "untrained weights" warning; on Swin
+    (windows, no CLS token) cls_attention is skipped naming window_attention, which runs."""
+    from test_run import write_square_set
+
+    data = write_square_set(tmp_path / "data", n=4)
+    folder = Path(__file__).parent / "data" / "hf_swin_windows"
+    r = invoke("run", "--data", data, "--model", f"hf:{folder}", "--methods", "gradcam,window_attention,cls_attention",
+               "--target", "predicted", "--out", tmp_path / "o", "--no-report")
+    assert r.exit_code == 0, r.output
+    assert "untrained" not in r.output and "Loading weights" not in r.output
+    settings = json.loads((tmp_path / "o" / "results.json").read_text())["settings"]
+    assert settings["models"][0]["checkpoint"]["path"] == str(folder / "model.safetensors")
+    assert settings["skipped_methods"] == {"cls_attention": "the model attends within windows and has no CLS token "
+                                                            "(Swin): its attention is mapped by window_attention"}
+    assert set(settings["methods"]) == {"gradcam", "window_attention"}

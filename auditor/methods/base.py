@@ -257,6 +257,9 @@ class AttentionMethod(Method):
         reason = adapter.cls_bypass_reason()
         if reason:
             raise NotApplicableError(reason)
+        if not adapter.attention_modules() and adapter.window_blocks():
+            raise NotApplicableError("the model attends within windows and has no CLS token (Swin): its attention "
+                                     "is mapped by window_attention")
         if not adapter.attention_modules():
             raise NotApplicableError(
                 f"the model has no readable attention ({adapter.family} layout: {type(model).__name__} is a CNN, or "

@@ -127,8 +127,15 @@ def _hf_model(transformers, folder: Path, spec: str) -> tuple[nn.Module, LoadRep
     classify = any(a.endswith("ForImageClassification") or a.endswith("ForImageClassificationWithTeacher")
                    for a in (getattr(config, "architectures", None) or []))
     auto = transformers.AutoModelForImageClassification if classify else transformers.AutoModel
-    hf, info = auto.from_pretrained(folder, local_files_only=True, attn_implementation="eager",
-                                    output_loading_info=True)
+    bars = transformers.utils.logging
+    shown = bars.is_progress_bar_enabled()
+    bars.disable_progress_bar()  # "Loading weights: 100%|...": noise in an audit's console
+    try:
+        hf, info = auto.from_pretrained(folder, local_files_only=True, attn_implementation="eager",
+                                        output_loading_info=True)
+    finally:
+        if shown:
+            bars.enable_progress_bar()
     bad = {k: v for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
         detail = "; ".join(f"{k.replace('_', ' ')}: {', '.join(map(str, list(v)[:5]))}" for k, v in bad.items())
