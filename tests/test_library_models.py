@@ -192,3 +192,46 @@ def test_hf_swin_gradcam_reads_the_last_stage_tokens():
     assert res.maps["gradcam"].maps.shape == want.shape == (2, 4, 6)
     assert max_diff(res.maps["gradcam"].maps, want) <= 1e-4 * np.abs(want).max()
     assert "cls_attention" in res.skipped  # windows and no CLS token
+
+
+@needs_timm
+def test_a_timm_swin_through_the_cli_gives_the_passes_maps(tmp_path, monkeypatch):
+    """`auditor run --model FACTORY` on a timm Swin: Grad-CAM on the last stage's norm1 and window
+    attention run, cls_attention is skipped naming window_attention, and the token maps in
+    token_maps.npz are compute_maps' maps of the same preprocessed images."""
+    from click.testing import CliRunner
+
+    from auditor.cli import main
+    from auditor.images import load_image
+    from auditor.savers import read_map
+    from auditor.visualize import input_preprocess
+
+    from test_run import write_square_set
+
+    data = write_square_set(tmp_path / "data", n=4)
+    (tmp_path / "swintoy.py").write_text(
+        "import timm, torch\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return timm.create_model('swin_tiny_patch4_window7_224', pretrained=False, num_classes=3, embed_dim=16,\n"
+        "                             depths=(1, 1), num_heads=(1, 2), window_size=4, img_size=32)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = CliRunner().invoke(main, ["run", "--data", str(data), "--model", "swintoy:build", "--image-size", "32",
+                                  "--methods", "gradcam,window_attention,cls_attention", "--target", "predicted",
+                                  "--no-report", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "o"
+    settings = __import__("json").loads((out / "results.json").read_text())["settings"]
+    assert settings["models"][0]["adapter"]["gradcam_layer"] == "layers.1.blocks.0.norm1"
+    assert "window_attention" in settings["skipped_methods"]["cls_attention"]
+    import swintoy
+
+    model = swintoy.build().eval()
+    pre = input_preprocess(model, 32, None, None)
+    ids = sorted(p.name for p in (tmp_path / "data").glob("*.png"))
+    x = torch.cat([pre(load_image(tmp_path / "data" / i)) for i in ids])
+    res = compute_maps(model, x, [create_method("gradcam"), create_method("window_attention")], target="predicted")
+    for method in ("gradcam", "window_attention"):
+        for k, image_id in enumerate(ids):
+            np.testing.assert_allclose(read_map(out / "token_maps.npz", method, image_id), res.maps[method].maps[k],
+                                       rtol=1e-5, atol=1e-6)
