@@ -38,7 +38,7 @@ import torch
 from .errors import AuditorError, UsageError
 
 MAX_DEFAULT_WORKERS = 4  # each worker holds one unit's activations: the default bounds memory on big machines
-MIN_UNITS = 8  # with fewer units the in-process engine wins: a new worker's first unit pays its page faults
+MIN_UNITS = 8  # below this, starting workers (each new one's first unit pays its page faults) buys little
 
 _JOB: tuple | None = None  # the forked worker's (units, preprocess, work, full, out)
 
