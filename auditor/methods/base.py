@@ -225,6 +225,9 @@ class Method:
     cost: ClassVar[str] = "1 forward per batch, shared with every other method"
     #: runs its own batched passes after the shared one (:meth:`compute_with_passes`)
     needs_own_passes: ClassVar[bool] = False
+    #: under ``--amp``, computed from a float32 pass of its own: its arithmetic (LRP's divisions)
+    #: amplifies the rounding of bfloat16 / float16 activations
+    needs_float32: ClassVar[bool] = False
     #: part of the default method list (costly methods are asked for by name)
     in_default: ClassVar[bool] = True
 

@@ -163,6 +163,8 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
     ``amp``: run the forward under ``torch.autocast`` (:func:`amp_dtype`); the recorded
     tensors are cast back to float32 before the methods read them.
     """
+    if amp and any(m.needs_float32 for m in methods):
+        return _float32_apart(model, inputs, methods, target=target, support=support)
     skipped: dict[str, str] = {}
     active: list[Method] = []
     for m in methods:
@@ -245,6 +247,25 @@ def compute_maps(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Metho
         res.info.setdefault("target", kind)
         maps[m.name] = res
     return PassResult(maps, skipped, output[:b].detach().cpu(), targets, kind, info)
+
+
+def _float32_apart(model: nn.Module, inputs: torch.Tensor, methods: Sequence[Method], *, target: TargetSpec,
+                   support: torch.Tensor | None) -> PassResult:
+    """``--amp`` with methods that need float32 (:attr:`~.base.Method.needs_float32`): the others
+    share the autocast pass; those get a float32 pass of their own, explaining the same classes
+    (a prediction could flip between the two precisions)."""
+    rest = [m for m in methods if not m.needs_float32]
+    first = compute_maps(model, inputs, rest, target=target, support=support, amp=True) if rest else None
+    same = target if first is None or first.target_kind not in ("label", "predicted") else first.targets
+    exact = compute_maps(model, inputs, [m for m in methods if m.needs_float32], target=same, support=support)
+    for res in exact.maps.values():
+        res.info.update(precision="float32 (its own pass under --amp)",
+                        **({"target": first.target_kind} if first is not None else {}))
+    if first is None:
+        return exact
+    maps = {**first.maps, **exact.maps}
+    return PassResult({m.name: maps[m.name] for m in methods if m.name in maps}, {**first.skipped, **exact.skipped},
+                      first.output, first.targets, first.target_kind, first.info)
 
 
 def _late_gradient_layers(active: Sequence[Method], model: nn.Module, whole: bool) -> set[str]:

@@ -55,7 +55,9 @@ class TransformerAttribution(GenericAttention):
 
     name = "transformer_attribution"
     cost = ("1 forward + 1 backward per batch, shared with every other gradient method, then an LRP sweep "
-            "through the blocks (about 2 backward passes of arithmetic, no extra forward)")
+            "through the blocks (about 2 backward passes of arithmetic, no extra forward); under --amp a "
+            "float32 forward + backward of its own")
+    needs_float32 = True  # LRP's z-rule divisions amplify bfloat16 rounding: r 0.94 to float32 on a ViT-S/6
 
     def __init__(self, start_layer: int = 0):
         if start_layer < 0:
