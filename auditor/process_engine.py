@@ -28,6 +28,7 @@ import pickle
 import signal
 import sys
 import traceback
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -114,13 +115,22 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
     pending: list[Future] = []
     try:
         for i in todo:
-            pending.append(pool.submit(_unit, i))
+            pending.append(_submit(pool, i))
             if len(pending) >= 2 * workers:
                 yield _result(pending.pop(0))
         while pending:
             yield _result(pending.pop(0))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _submit(pool: ProcessPoolExecutor, i: int) -> Future:
+    """Unit ``i`` to the pool (the first submit forks the workers). Python 3.12+ warns that forking a
+    process with threads (torch's own) may deadlock a child that takes a lock one of them held; the
+    workers run nothing but the unit's torch / numpy work, which fork-safe runtimes reinitialise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
+        return pool.submit(_unit, i)
 
 
 def _result(future: Future) -> list[dict[str, Any]]:

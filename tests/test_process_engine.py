@@ -186,3 +186,14 @@ def test_the_cli_runs_workers_and_says_which_engine_ran(squares, tmp_path):
     assert settings["engine"] == {"name": "processes", "workers": 2}
     r = CliRunner().invoke(main, args + ["--engine", "local", "--workers", "2", "--overwrite"])
     assert r.exit_code == 2 and "--engine local has none" in r.output
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="Python 3.12+ warns when a process with threads forks")
+def test_forking_beside_torch_threads_does_not_warn(squares, tmp_path):
+    """torch's OpenMP threads make Python 3.12+ warn at every fork; the workers run only their unit."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        run_audit(squares, out=tmp_path / "o", model=tiny_vit(num_classes=3, class_names=["red", "green", "blue"]),
+                  engine="processes", workers=2, **KW)
