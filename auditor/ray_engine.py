@@ -48,7 +48,7 @@ def require_ray():
 class _Actor:
     """One Ray actor: holds the per-unit work (and so the model); runs units given by index."""
 
-    def __init__(self, shipped, unit_size: int, full: bool, threads: int, gpu: bool):
+    def __init__(self, shipped, full: bool, threads: int, gpu: bool):
         import dataclasses
 
         import ray
@@ -59,7 +59,7 @@ class _Actor:
         if gpu:  # the model travels on the CPU; Ray shows each actor its own GPU as cuda:0
             work = dataclasses.replace(work, device=torch.device("cuda"))
             work.model.to(work.device)
-        self.units, self.preprocess, self.work, self.unit_size, self.full = units, preprocess, work, unit_size, full
+        self.units, self.preprocess, self.work, self.full = units, preprocess, work, full
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .errors import AuditorError
@@ -78,7 +78,7 @@ class _Actor:
 
 
 def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any, out: Path, *,
-              unit_size: int, full: bool, workers: int = 2, gpu: bool = False) -> Iterator[list[dict]]:
+              full: bool, workers: int = 2, gpu: bool = False) -> Iterator[list[dict]]:
     """The rows of units ``first, first + 1, ...`` in order; their map parts
     (and faithfulness parts) are in place under ``out`` before each is yielded."""
     ray = require_ray()
@@ -105,7 +105,7 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
     finally:
         work.model.to(device)
     ds = ray.data.from_items([{"unit": i} for i in todo], override_num_blocks=min(len(todo), 200))
-    ds = ds.map_batches(_Actor, fn_constructor_args=(shipped, unit_size, full, 1, gpu), batch_size=1,
+    ds = ds.map_batches(_Actor, fn_constructor_args=(shipped, full, 1, gpu), batch_size=1,
                         compute=ray.data.ActorPoolStrategy(size=max(1, workers)), batch_format="numpy",
                         **({"num_gpus": 1} if gpu else {"num_cpus": 1}))
     pending: dict[int, bytes] = {}

@@ -78,7 +78,7 @@ def engine_units(engine: tuple[str, int], units: Sequence[Sequence[Any]], first:
     if name == "ray":
         from .ray_engine import run_units
 
-        return run_units(units, first, preprocess, work, out, unit_size=work.unit, full=full, workers=workers, gpu=gpu)
+        return run_units(units, first, preprocess, work, out, full=full, workers=workers, gpu=gpu)
     if name == "processes":
         from .process_engine import run_units
 
