@@ -111,10 +111,9 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
     job = (units, preprocess, work, full, Path(out))
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
                                initializer=_start, initargs=(job, threads, os.getpid()))
-    todo = iter(range(first, len(units)))
     pending: list[Future] = []
     try:
-        for i in todo:
+        for i in range(first, len(units)):
             pending.append(_submit(pool, i))
             if len(pending) >= 2 * workers:
                 yield _result(pending.pop(0))
