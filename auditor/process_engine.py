@@ -29,7 +29,7 @@ import signal
 import sys
 import traceback
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -42,6 +42,7 @@ MAX_DEFAULT_WORKERS = 4  # each worker holds one unit's activations: the default
 MIN_UNITS = 8  # below this, starting workers (each new one's first unit pays its page faults) buys little
 
 _JOB: tuple | None = None  # the forked worker's (units, preprocess, work, full, out)
+_THREAD: ThreadPoolExecutor | None = None  # the forked worker's one thread that runs units (see _start)
 
 
 def available() -> bool:
@@ -72,8 +73,14 @@ def choose(engine: str, workers: int | None, device: torch.device, n_units: int)
 def _start(job: tuple, threads: int, parent: int) -> None:
     """Worker initializer: the job arrives by fork (never pickled); Ctrl-C is the parent's to
     handle; a parent killed outright (``kill -9``: no cleanup runs) takes its workers with it,
-    instead of leaving them idle with their memory (``PR_SET_PDEATHSIG``)."""
-    global _JOB
+    instead of leaving them idle with their memory (``PR_SET_PDEATHSIG``).
+
+    Units run on a thread started here, not on the worker's main thread: GNU OpenMP (torch's
+    libgomp) is not fork-safe, and the main thread of a child forked after the parent ran a
+    parallel region still holds the parent's thread team -- its first parallel region waits
+    for threads that were not forked, for ever (a worker with 2+ threads: ``--workers 1`` on 2
+    cores, or 4 workers on 8+). A thread started in the child builds a team of its own."""
+    global _JOB, _THREAD
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
@@ -81,7 +88,7 @@ def _start(job: tuple, threads: int, parent: int) -> None:
         pass
     if os.getppid() != parent:  # the parent died before the line above took effect
         os._exit(1)
-    torch.set_num_threads(threads)
+    _THREAD = ThreadPoolExecutor(1, initializer=torch.set_num_threads, initargs=(threads,))
     _JOB = job
 
 
@@ -89,7 +96,7 @@ def _unit(i: int) -> list[dict[str, Any]]:
     """Unit ``i``, decoded, passed and scored in this worker; its parts are in place on return."""
     units, preprocess, work, full, out = _JOB
     try:
-        return work.run(i, units[i], preprocess, out, full=full)
+        return _THREAD.submit(work.run, i, units[i], preprocess, out, full=full).result()
     except AuditorError:
         raise
     except BaseException as e:  # a bug in a user's model may raise what cannot be pickled back

@@ -197,3 +197,18 @@ def test_forking_beside_torch_threads_does_not_warn(squares, tmp_path):
         warnings.simplefilter("error", DeprecationWarning)
         run_audit(squares, out=tmp_path / "o", model=tiny_vit(num_classes=3, class_names=["red", "green", "blue"]),
                   engine="processes", workers=2, **KW)
+
+
+def test_a_worker_with_several_threads_runs(squares, tmp_path):
+    """GNU OpenMP is not fork-safe: a worker's main thread inherits the parent's thread team and its
+    first parallel region waited for ever (one worker on 2 threads; 4 workers on an 8-core machine).
+    The parent runs a parallel region first, as every real run has by then (loading the model)."""
+    code = ("import sys, torch; sys.path[:0] = ['tests']; from conftest import tiny_vit; from auditor.runner import run_audit; "
+            "torch.set_num_threads(2); torch.rand(1 << 22).exp(); "
+            f"r = run_audit({str(squares)!r}, out={str(tmp_path / 'o')!r}, engine='processes', workers=1, batch_size=2, "
+            "image_size=64, mean=(0, 0, 0), std=(1, 1, 1), model=tiny_vit(num_classes=3, class_names=['red', 'green', 'blue'])); "
+            "print(r.data['counts']['ok'], r.data['settings']['engine'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90,
+                         cwd=Path(__file__).parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "10 {'name': 'processes', 'workers': 1}", out.stdout
