@@ -321,7 +321,7 @@ class _Context:
         d += gaze_density.EPS
         np.divide(g, d, out=d)
         d += gaze_density.EPS
-        np.log(d, out=d)
+        gaze_density.log_(d)
         d *= g
         return d.sum(1)
 

@@ -123,7 +123,18 @@ def divergence(s: np.ndarray, g: np.ndarray) -> float:
     """KL of a validated float64 map from a gaze distribution ``g`` (:func:`_to_distribution`)."""
     non_negative(s, "saliency", "KL divergence needs a non-negative map: min-max normalise or ReLU it first")
     s = _to_distribution(s)
-    return float((g * np.log(EPS + g / (s + EPS))).sum())
+    return float((g * log_(EPS + g / (s + EPS))).sum())
+
+
+def log_(a: np.ndarray) -> np.ndarray:
+    """The natural log of the float64 array ``a``, in place (``a`` returned): torch's vectorised
+    log (SLEEF, within 1 ulp), 2.4x NumPy's on an AVX2 CPU, where NumPy's float64 log has no
+    SIMD loop; KL divergence takes one log per pixel and map. Both KL paths (this module's and
+    :mod:`.batched`) call it, so they agree bit for bit."""
+    import torch  # (the metrics import no torch otherwise)
+
+    torch.from_numpy(a).log_()
+    return a
 
 
 def sim(saliency: np.ndarray, gaze_map: np.ndarray) -> float:
