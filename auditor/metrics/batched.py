@@ -192,10 +192,12 @@ class _Context:
 
     # box metrics
     def pointing_game(self) -> np.ndarray:
-        """:func:`~.localisation.hits_at_maximum` of each map (on the float32 values: the same maxima)."""
-        rows = self.maps.reshape(len(self.maps), self.n)
-        top = rows == self.hi.astype(np.float32)[:, None]
-        return np.count_nonzero(top & self.m, axis=1) / np.count_nonzero(top, axis=1)
+        """:func:`~.localisation.hits_at_maximum` of each map (on the float32 values: the same maxima):
+        the maxima's flat indices, counted per row (exact integer counts)."""
+        rows = len(self.maps)
+        top = np.flatnonzero(self.maps.reshape(rows, self.n) == self.hi.astype(np.float32)[:, None])  # few, as a rule
+        row = top // self.n
+        return np.bincount(row, self.m[top - row * self.n], rows) / np.bincount(row, None, rows)
 
     def relevance_mass(self) -> np.ndarray:
         """:func:`~.localisation.positive_share` of each map (``np.maximum(s, 0.0)`` is ``s`` when no
