@@ -123,9 +123,12 @@ def run_units(units: Sequence[Sequence[Any]], first: int, preprocess, work: Any,
         for i in range(first, len(units)):
             pending.append(_submit(pool, i))
             if len(pending) >= 2 * workers:
-                yield _result(pending.pop(0))
+                yield pending.pop(0).result()
         while pending:
-            yield _result(pending.pop(0))
+            yield pending.pop(0).result()
+    except BrokenProcessPool:  # seen by result(), or by submit() once the pool broke
+        raise RuntimeError("an audit worker process died (killed for memory?): run again with fewer --workers, "
+                           "a smaller --batch-size, or --engine local") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -137,11 +140,3 @@ def _submit(pool: ProcessPoolExecutor, i: int) -> Future:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
         return pool.submit(_unit, i)
-
-
-def _result(future: Future) -> list[dict[str, Any]]:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        raise RuntimeError("an audit worker process died (killed for memory?): run again with fewer --workers, "
-                           "a smaller --batch-size, or --engine local") from None
