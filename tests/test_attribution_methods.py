@@ -70,13 +70,18 @@ def test_attributions_match_captum(vit, cnn, ref, prefix, name):
     res = compute_maps(model, x, [method], target=ref[f"{prefix}_targets"].tolist())
     expected = ref[f"{prefix}/{name}/attr"]
     scale = np.abs(expected).max()
+    tol = TOL_REL * scale
     result = res.maps[cfg["method"]]
     if cfg["method"] == "occlusion":  # Captum's value is the same on every channel: the map
         assert max_diff(expected, expected[:, :1]) == 0.0
-        assert max_diff(result.maps.numpy(), expected[:, 0]) <= TOL_REL * scale
+        # each value is a difference of two float32 scores: a few ulps of the scores' size (not of the
+        # difference's) is float32's own resolution, and CPUs differ there (1.8e-7 on one, 0 on another)
+        with torch.no_grad():
+            tol = max(tol, 4 * float(np.spacing(np.float32(model(x).abs().max()))))
+        assert max_diff(result.maps.numpy(), expected[:, 0]) <= tol
     ours = result.extras["attributions"].numpy()
     assert ours.shape == expected.shape
-    assert max_diff(ours, expected) <= TOL_REL * scale, max_diff(ours, expected) / scale
+    assert max_diff(ours, expected) <= tol, max_diff(ours, expected) / scale
     if cfg["method"] == "integrated_gradients":
         delta = result.extras["completeness_error"].numpy()
         assert max_diff(delta, ref[f"{prefix}/{name}/delta"]) <= TOL_REL

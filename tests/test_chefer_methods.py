@@ -41,7 +41,9 @@ from conftest import tiny_vit
 
 DATA = Path(__file__).resolve().parent / "data"
 CHEFER = ["generic_attention", "transformer_attribution"]
-TOL = {"f32": 1e-5, "f64": 1e-6}
+# relative to the map's max. float32: 3e-5, as LRP relevance through a ViT differs by ~1.1e-5 between
+# CPUs (the reference machine and a 2026-12 CI VM); float64 proves the method's equality to 1e-6
+TOL = {"f32": 3e-5, "f64": 1e-6}
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
 VARIANTS = {"timm_deit_distilled": ((64, 96), (4, 6), 2), "timm_dinov2_reg": ((56, 56), (4, 4), 5)}
 

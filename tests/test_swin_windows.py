@@ -112,6 +112,11 @@ def test_window_attention_map_from_the_librarys_probabilities(ref, key):
         np.testing.assert_allclose(excess.mean(1).numpy(), ref[f"{key}/per_layer"][:, i], rtol=1e-5, atol=1e-5)
 
 
+# float32 softmax probabilities after a stage or two: up to ~1.7e-6 apart between CPUs (11 of 12,288
+# values above 1e-6 on a 2026-12 CI VM against the reference machine)
+PROB_ATOL = 5e-6
+
+
 def check_pass(ref: dict, key: str, model: torch.nn.Module):
     x = pattern_input(ref[f"{key}/shape"])
     res = compute_maps(model, x, [create_method("window_attention"), create_method("gradcam")], target="predicted")
@@ -119,7 +124,7 @@ def check_pass(ref: dict, key: str, model: torch.nn.Module):
     got = res.maps["window_attention"]
     np.testing.assert_allclose(res.output.numpy(), ref[f"{key}/logits"], rtol=1e-5, atol=1e-5)
     for i in range(blocks_of(ref, key)):
-        np.testing.assert_allclose(got.extras[f"probabilities.{i}"].numpy(), ref[f"{key}/probs.{i}"], atol=1e-6)
+        np.testing.assert_allclose(got.extras[f"probabilities.{i}"].numpy(), ref[f"{key}/probs.{i}"], atol=PROB_ATOL)
     np.testing.assert_allclose(got.extras["per_layer"].numpy(), ref[f"{key}/per_layer"], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(got.maps.numpy(), ref[f"{key}/per_layer"][:, -1], rtol=1e-4, atol=1e-4)
     assert got.maps.shape[-2:] == tuple(int(s) // 4 for s in ref[f"{key}/shape"][-2:])  # the patch grid
@@ -154,4 +159,4 @@ def test_hf_swin_window_attention_through_the_hf_route(ref, size):
     own = [k for k in ref if k.startswith(f"hf/{size}/own_attention.")]
     assert len(own) == 2  # one per stage
     for k in own:
-        np.testing.assert_allclose(got.extras[f"probabilities.{k.rsplit('.', 1)[1]}"].numpy(), ref[k], atol=1e-6)
+        np.testing.assert_allclose(got.extras[f"probabilities.{k.rsplit('.', 1)[1]}"].numpy(), ref[k], atol=PROB_ATOL)
